@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The one script that runs the pipeline: `make repro` calls it, and so does CI retraining.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export WANDB_MODE="${WANDB_MODE:-offline}" WANDB_ERROR_REPORTING=false DO_NOT_TRACK=1
+export NUMBA_CACHE_DIR="${NUMBA_CACHE_DIR:-$PWD/.cache/numba}"
+export MPLCONFIGDIR="${MPLCONFIGDIR:-$PWD/.cache/matplotlib}"
+# `dvc repro` and `dvc exp` need a git repository with a commit.
+if ! git rev-parse --verify -q HEAD >/dev/null 2>&1; then
+  echo "musicrec: dvc needs a git repository with at least one commit; run 'git init && git add -A && git commit -m init' first" >&2
+  exit 2
+fi
+dvc repro "$@"
+echo
+echo "Report: reports/report.md (HTML: reports/report.html); metrics: dvc metrics show"

@@ -1,0 +1,131 @@
+"""Finding and reading a song's audio: the one mechanism ``validate`` and ``features`` share.
+
+Only the part of a file the clip needs is read (soundfile seeks), so an hour-long file costs
+what a 10-second one does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from musicrec.errors import MusicrecError
+from musicrec.io import safe_join
+
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "mp3")
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which part of each file becomes the song's clip (``features`` params).
+
+    If a file is shorter than ``offset_seconds + clip_seconds`` the clip starts earlier, as late
+    as the file allows; a file shorter than the clip is zero-padded at the end.
+    """
+
+    clip_seconds: float
+    offset_seconds: float = 0.0
+
+    def window(self, duration: float) -> tuple[float, float]:
+        """Return ``(start, length)`` in seconds of the clip inside a file of ``duration``."""
+        start = min(self.offset_seconds, max(0.0, duration - self.clip_seconds))
+        return start, min(self.clip_seconds, duration - start)
+
+
+def find_audio_files(root: Path, song_ids: list[str]) -> dict[str, list[str]]:
+    """Map each song id to the audio files that claim it, as paths relative to ``root``.
+
+    With ``<root>/tracks.csv`` (columns ``song_id,path``, paths relative to ``audio/``) paths
+    come from it; otherwise a song's file is ``<root>/audio/<song_id>.<ext>``. Every path is
+    checked to stay under ``audio/``.
+
+    Returns
+    -------
+    dict
+        song id -> candidate paths (empty list: no audio; several: ambiguous).
+    """
+    audio_dir = Path(root) / "audio"
+    found: dict[str, list[str]] = {song: [] for song in song_ids}
+    tracks = Path(root) / "tracks.csv"
+    if tracks.exists():
+        table = pd.read_csv(tracks, dtype=str, keep_default_na=False)
+        if list(table.columns[:2]) != ["song_id", "path"]:
+            raise MusicrecError(f"{tracks}: the header must start with 'song_id,path'")
+        for song, rel in zip(table["song_id"], table["path"], strict=True):
+            if song in found:
+                safe_join(audio_dir, rel)
+                found[song].append(f"audio/{rel}")
+        return found
+    if not audio_dir.is_dir():
+        raise MusicrecError(f"{audio_dir}: no audio folder (expected <root>/audio/<song_id>.<ext>)")
+    by_stem: dict[str, list[str]] = {}
+    for path in sorted(audio_dir.iterdir()):
+        if path.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS:
+            by_stem.setdefault(path.stem, []).append(f"audio/{path.name}")
+    for song in found:
+        found[song] = by_stem.get(song, [])
+    return found
+
+
+def resolve_audio(root: Path, relative: str) -> Path:
+    """The file behind a manifest path, refused if it leads outside ``<root>/audio``."""
+    return safe_join(Path(root) / "audio", relative.removeprefix("audio/"))
+
+
+def read_clip(path: Path, clip: ClipSpec) -> tuple[np.ndarray, int]:
+    """Read the clip's samples, all channels, at the file's own rate.
+
+    Returns
+    -------
+    y : np.ndarray [shape=(n_samples, n_channels), dtype=float32]
+    sr : int
+    """
+    info = sf.info(str(path))
+    start, length = clip.window(info.duration)
+    y, sr = sf.read(
+        str(path),
+        start=int(start * info.samplerate),
+        frames=max(1, int(round(length * info.samplerate))),
+        dtype="float32",
+        always_2d=True,
+    )
+    return y, sr
+
+
+def probe_audio(path: Path, clip: ClipSpec) -> dict:
+    """Measure what validation judges: decodable, duration, level and finiteness of the clip.
+
+    Returns a dict with ``decode_error`` (None when the file decodes), ``duration_s``,
+    ``sample_rate``, ``channels``, ``rms_db`` (of the clip) and ``finite``.
+    """
+    out = {
+        "decode_error": None,
+        "duration_s": np.nan,
+        "sample_rate": np.nan,
+        "channels": np.nan,
+        "rms_db": np.nan,
+        "finite": False,
+    }
+    try:
+        info = sf.info(str(path))
+        out.update(
+            duration_s=float(info.duration),
+            sample_rate=int(info.samplerate),
+            channels=int(info.channels),
+        )
+        y, _ = read_clip(path, clip)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+        out["decode_error"] = f"{type(exc).__name__}: {exc}"
+        return out
+    if y.size == 0:
+        out["decode_error"] = "no samples could be read"
+        return out
+    finite = bool(np.isfinite(y).all())
+    out["finite"] = finite
+    if finite:
+        out["rms_db"] = float(10 * np.log10(np.mean(np.square(y, dtype=np.float64)) + 1e-20))
+    return out

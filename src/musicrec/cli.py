@@ -1,0 +1,65 @@
+"""The ``musicrec`` command: one subcommand per pipeline stage (DVC runs them; so can you)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from musicrec.errors import MusicrecError
+
+STAGES = {
+    "synthesize": ("musicrec.synthesize", "generate the synthetic music world (audio + plays)"),
+    "validate": ("musicrec.validate", "check plays and audio; quarantine unusable songs"),
+    "features": ("musicrec.features", "log-mel and MFCC features, cached per song"),
+    "split": ("musicrec.split", "cold / warm / all / cold_user evaluation splits"),
+    "baselines": ("musicrec.models.baselines", "random and popularity references"),
+    "wmf": ("musicrec.models.wmf", "weighted matrix factorisation and the upper bound"),
+    "evaluate": ("musicrec.evaluate", "score every model on every split"),
+    "report": ("musicrec.report", "write reports/report.md and report.html"),
+}
+
+EPILOG = """\
+The usual way to run everything is `make repro` (or `dvc repro` inside the virtual
+environment); each stage reads its own section of params.yaml. Run `musicrec STAGE --help`
+for a stage's options. Data layout and protocol: README.md and DESIGN.md."""
+
+
+def _quiet_offline_environment() -> None:
+    """No network, ever: tracking and telemetry off unless the user set otherwise."""
+    for key, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_ERROR_REPORTING": "false",
+        "DO_NOT_TRACK": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+        "NUMBA_CACHE_DIR": str(Path(".cache/numba").resolve()),
+        "MPLCONFIGDIR": str(Path(".cache/matplotlib").resolve()),
+    }.items():
+        os.environ.setdefault(key, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="musicrec",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Content-based music recommendation pipeline: stages of the DVC DAG.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version="musicrec 0.1.0")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for name, (_, help_text) in STAGES.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in STAGES:
+        parser.parse_args(argv or ["--help"])
+        return 2
+    stage, rest = argv[0], argv[1:]
+    _quiet_offline_environment()
+    module = importlib.import_module(STAGES[stage][0])
+    try:
+        return int(module.main(rest) or 0)
+    except MusicrecError as exc:
+        print(f"musicrec {stage}: error: {exc}", file=sys.stderr)
+        return 1

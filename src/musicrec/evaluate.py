@@ -1,0 +1,215 @@
+"""Stage ``evaluate``: score every model on every split it applies to, the same way.
+
+For each split (DESIGN.md section 4) a task fixes the users scored, the candidate songs they
+rank, the songs excluded from their ranking (their training plays or seeds) and the relevant
+songs (their held-out plays):
+
+============  ================================  ===========  ==================  ============
+split         users                             candidates   excluded            relevant
+============  ================================  ===========  ==================  ============
+warm          warm users with training plays    warm songs   training plays      warm_test
+cold          warm users with training plays    cold songs   (none)              cold_test
+all           warm users with training plays    all songs    training plays      warm + cold
+cold_user     held-out users                    warm songs   their seed plays    the rest
+============  ================================  ===========  ==================  ============
+
+Every model folder under ``data/models/`` (format: :mod:`musicrec.models.vectors`) is scored.
+Outputs: ``reports/metrics.json`` (model -> split -> metric: mean over users, a DVC metric),
+``reports/evaluation/intervals.json`` (95% bootstrap intervals, resamples shared by all models
+on a split), per-user values in ``data/evaluation/<split>.npz`` for paired comparisons, and
+``reports/plots/recall_at_k.csv`` (a DVC plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
+from musicrec.metrics import bootstrap_interval, metrics_from_ranks, rank_positions
+from musicrec.models.vectors import ModelVectors, discover_models, load_model
+from musicrec.split import Splits, load_splits
+
+
+@dataclass
+class SplitTask:
+    """What a split asks of a model.
+
+    users : np.ndarray [shape=(n_eval_users,)] user indices scored.
+    candidates : np.ndarray [shape=(n_candidates,)] song indices ranked.
+    excluded, relevant : sp.csr_matrix [shape=(n_eval_users, n_candidates)].
+    """
+
+    name: str
+    users: np.ndarray
+    candidates: np.ndarray
+    excluded: sp.csr_matrix
+    relevant: sp.csr_matrix
+
+
+def split_tasks(splits: Splits) -> dict[str, SplitTask]:
+    """The four evaluation tasks of DESIGN.md section 4 (table in the module docstring)."""
+    m = splits.matrices
+    warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
+    all_songs = np.arange(len(splits.songs))
+    cold_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "cold")
+    warm_user = splits.users["role"].to_numpy() == "warm"
+    trained = np.diff(m["train"].indptr) > 0
+    empty = sp.csr_matrix(m["train"].shape, dtype=np.float32)
+    definitions = {
+        "warm": (warm_user & trained, warm_songs, m["train"], m["warm_test"]),
+        "cold": (warm_user & trained, cold_songs, empty, m["cold_test"]),
+        "all": (warm_user & trained, all_songs, m["train"], m["warm_test"] + m["cold_test"]),
+        "cold_user": (~warm_user, warm_songs, m["cold_user_seed"], m["cold_user_test"]),
+    }
+    tasks = {}
+    for name, (user_mask, candidates, excluded, relevant) in definitions.items():
+        relevant = relevant[:, candidates]
+        users = np.flatnonzero(user_mask & (np.diff(relevant.indptr) > 0))
+        tasks[name] = SplitTask(
+            name, users, candidates, excluded[users][:, candidates].tocsr(), relevant[users].tocsr()
+        )
+    return tasks
+
+
+def evaluate_on_task(
+    model: ModelVectors,
+    task: SplitTask,
+    map_k: int,
+    ks: list[int],
+    tiebreak: np.ndarray,
+    batch_size: int = 1024,
+) -> dict[str, np.ndarray | float]:
+    """Per-user metrics of one model on one task, plus catalogue coverage@k.
+
+    Returns
+    -------
+    dict
+        Metric name -> per-user values [shape=(n_eval_users,)], and ``coverage@k`` -> float
+        (the share of candidates that appear in at least one user's top k).
+    """
+    per_user: dict[str, list[np.ndarray]] = {}
+    covered = {k: np.zeros(len(task.candidates), bool) for k in ks}
+    for start in range(0, len(task.users), batch_size):
+        rows = slice(start, start + batch_size)
+        scores = model.scores(task.users[rows], task.candidates)
+        excluded = task.excluded[rows].toarray() > 0
+        positions = rank_positions(scores, excluded, tiebreak)
+        n_valid = len(task.candidates) - excluded.sum(axis=1)
+        for name, values in metrics_from_ranks(
+            positions, task.relevant[rows], n_valid, map_k, ks
+        ).items():
+            per_user.setdefault(name, []).append(values)
+        for k in ks:
+            covered[k] |= ((positions < k) & ~excluded).any(axis=0)
+    result: dict[str, np.ndarray | float] = {
+        name: np.concatenate(parts) for name, parts in per_user.items()
+    }
+    for k in ks:
+        result[f"coverage@{k}"] = float(covered[k].mean())
+    return result
+
+
+def evaluate_models(
+    splits: Splits,
+    models: list[ModelVectors],
+    map_k: int,
+    ks: list[int],
+    n_bootstrap: int,
+    seed: int,
+) -> tuple[dict, dict, dict]:
+    """Score every model on every split it declares.
+
+    Returns
+    -------
+    means : dict  model -> split -> metric -> mean over users
+    intervals : dict  model -> split -> metric -> [low, high] (95% bootstrap)
+    per_user : dict  split -> {"users": indices, "<model>:<metric>": values}
+    """
+    tasks = split_tasks(splits)
+    rng = np.random.default_rng(seed)
+    tiebreaks = {name: rng.permutation(len(t.candidates)) for name, t in tasks.items()}
+    resamples = {
+        name: rng.integers(0, max(len(t.users), 1), (n_bootstrap, len(t.users)))
+        for name, t in tasks.items()
+    }
+    means: dict = {}
+    intervals: dict = {}
+    per_user: dict = {name: {"users": t.users} for name, t in tasks.items()}
+    jobs = [(m, t) for m in models for t in tasks.values() if t.name in m.splits]
+    for model, task in tqdm(jobs, desc="evaluate", unit="model x split"):
+        if len(task.users) == 0:
+            raise MusicrecError(
+                f"evaluate: the {task.name} split has no users to score; "
+                "check the split params and the data size"
+            )
+        result = evaluate_on_task(model, task, map_k, ks, tiebreaks[task.name])
+        split_means, split_intervals = {}, {}
+        for metric, values in result.items():
+            if isinstance(values, float):
+                split_means[metric] = round(values, 6)
+                continue
+            valid = np.nan_to_num(values, nan=np.nanmean(values))
+            split_means[metric] = round(float(np.nanmean(values)), 6)
+            low, high = bootstrap_interval(valid, resamples[task.name])
+            split_intervals[metric] = [round(low, 6), round(high, 6)]
+            per_user[task.name][f"{model.name}:{metric}"] = values.astype(np.float32)
+        split_means["users"] = len(task.users)
+        means.setdefault(model.name, {})[task.name] = split_means
+        intervals.setdefault(model.name, {})[task.name] = split_intervals
+    return means, intervals, per_user
+
+
+def recall_curve_table(means: dict, ks: list[int]) -> pd.DataFrame:
+    """Long table (model, split, k, recall) of recall@k, the data of the recall plot."""
+    rows = [
+        {"model": model, "split": split, "k": k, "recall": values[f"recall@{k}"]}
+        for model, by_split in means.items()
+        for split, values in by_split.items()
+        for k in ks
+    ]
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="musicrec evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--split", type=Path, default=Path("data/split"))
+    parser.add_argument("--models", type=Path, default=Path("data/models"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    parser.add_argument("--per-user", type=Path, default=Path("data/evaluation"))
+    args = parser.parse_args(argv)
+    cfg = section(load_params(args.params), "evaluate")
+    ks = sorted(int(k) for k in cfg["ks"])
+    with stage_timer("evaluate", args.reports) as record:
+        model_dirs = discover_models(args.models)
+        if not model_dirs:
+            raise MusicrecError(f"evaluate: no model under {args.models}; run dvc repro")
+        models = [load_model(d) for d in model_dirs]
+        means, intervals, per_user = evaluate_models(
+            load_splits(args.split),
+            models,
+            int(cfg["map_k"]),
+            ks,
+            int(cfg["bootstrap"]),
+            int(cfg["seed"]),
+        )
+        write_json(args.reports / "metrics.json", means)
+        write_json(args.reports / "evaluation" / "intervals.json", intervals)
+        with atomic_path(args.per_user) as tmp:
+            tmp.mkdir()
+            for split, arrays in per_user.items():
+                np.savez_compressed(tmp / f"{split}.npz", **arrays)
+        table = recall_curve_table(means, ks)
+        with atomic_path(args.reports / "plots" / "recall_at_k.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        record.update(models=[m.name for m in models])
+    print(f"evaluate: {len(models)} models -> {args.reports / 'metrics.json'}")
+    return 0

@@ -1,0 +1,224 @@
+"""Stage ``features``: log-mel spectrograms and MFCCs with deltas for every usable song.
+
+Each song's clip (``features.clip_seconds`` from ``features.offset_seconds``, resampled to
+``features.sample_rate``, mixed to mono) becomes
+
+- ``logmel`` [shape=(n_mels, n_frames)]: mel power in dB relative to full scale, floored at
+  -100 dB (silence gives the floor), and
+- ``mfcc`` [shape=(3 * n_mfcc, n_frames)]: MFCCs of that log-mel, then their first and second
+  deltas.
+
+Songs are computed in parallel (``n_jobs``) into a per-song cache keyed by the audio file's
+content and the feature params, so adding 10 songs to 2,000 computes 10. The outputs stack all
+songs into memory-mapped float16 arrays in the order of ``data/validated/songs.tsv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from musicrec.audio import ClipSpec, read_clip, resolve_audio
+from musicrec.errors import MusicrecError
+from musicrec.io import (
+    atomic_path,
+    load_params,
+    read_tsv,
+    section,
+    stage_timer,
+    write_json,
+    write_tsv,
+)
+
+DB_FLOOR = -100.0
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Feature params (``features`` in params.yaml). Validated before any compute."""
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 64
+    n_mfcc: int = 20
+    clip_seconds: float = 10.0
+    offset_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.sample_rate < 4000:
+            problems.append("sample_rate must be >= 4000")
+        if self.n_fft < 64 or self.hop_length < 1 or self.hop_length > self.n_fft:
+            problems.append("need n_fft >= 64 and 1 <= hop_length <= n_fft")
+        if not 1 <= self.n_mfcc <= self.n_mels:
+            problems.append("need 1 <= n_mfcc <= n_mels")
+        if self.n_frames < 9 or self.offset_seconds < 0:
+            # 9 frames: the window the MFCC deltas are computed over.
+            problems.append("clip_seconds must span at least 9 hops; offset_seconds >= 0")
+        if problems:
+            raise MusicrecError("features params: " + "; ".join(problems))
+
+    @property
+    def n_samples(self) -> int:
+        return int(round(self.clip_seconds * self.sample_rate))
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + self.n_samples // self.hop_length  # librosa's centred framing
+
+    def key(self) -> str:
+        """A short hash of the params, naming the cache folder they fill."""
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def load_mono_clip(path: Path, cfg: FeatureConfig) -> np.ndarray:
+    """Read a file's clip, mix it to mono, resample it and pad it to the clip length.
+
+    Returns
+    -------
+    y : np.ndarray [shape=(cfg.n_samples,), dtype=float32]
+    """
+    import librosa
+
+    y, sr = read_clip(path, ClipSpec(cfg.clip_seconds, cfg.offset_seconds))
+    y = y.mean(axis=1)
+    if sr != cfg.sample_rate:
+        y = librosa.resample(y, orig_sr=sr, target_sr=cfg.sample_rate, res_type="soxr_hq")
+    return librosa.util.fix_length(y.astype(np.float32), size=cfg.n_samples)
+
+
+def compute_song_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Log-mel and MFCC(+delta, +delta-delta) of one mono clip.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n_samples,)]
+    cfg : FeatureConfig
+
+    Returns
+    -------
+    logmel : np.ndarray [shape=(n_mels, n_frames), dtype=float32], dB, floored at -100
+    mfcc : np.ndarray [shape=(3 * n_mfcc, n_frames), dtype=float32]
+    """
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
+    )
+    logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
+    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
+    deltas = [librosa.feature.delta(mfcc, order=order, width=9) for order in (1, 2)]
+    return logmel.astype(np.float32), np.vstack([mfcc, *deltas]).astype(np.float32)
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of a file, streamed (the cache key: renaming a file does not recompute)."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _compute_to_cache(paths: list[Path], targets: list[Path], cfg: FeatureConfig) -> int:
+    for path, target in zip(paths, targets, strict=True):
+        logmel, mfcc = compute_song_features(load_mono_clip(path, cfg), cfg)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target, suffix=".npz") as tmp:
+            np.savez(tmp, logmel=logmel.astype(np.float16), mfcc=mfcc.astype(np.float16))
+    return len(paths)
+
+
+def compute_features(
+    root: Path,
+    songs: pd.DataFrame,
+    cfg: FeatureConfig,
+    out_dir: Path,
+    cache_dir: Path,
+    n_jobs: int = 1,
+) -> dict:
+    """Compute (or take from the cache) every song's features and stack them in ``out_dir``.
+
+    Writes ``logmel.npy`` [shape=(n_songs, n_mels, n_frames), float16], ``mfcc.npy``
+    [shape=(n_songs, 3 * n_mfcc, n_frames), float16], ``songs.tsv`` (row order) and
+    ``features.json`` (params and shapes). Returns counts of computed and cached songs.
+    """
+    paths = [resolve_audio(root, rel) for rel in songs["path"]]
+    digests = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(file_digest)(p) for p in paths)
+    cache = Path(cache_dir) / cfg.key()
+    targets = [cache / d[:2] / f"{d}.npz" for d in digests]
+    todo = [i for i, t in enumerate(targets) if not t.exists()]
+    chunks = [todo[i : i + 16] for i in range(0, len(todo), 16)]
+    jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+        delayed(_compute_to_cache)([paths[i] for i in c], [targets[i] for i in c], cfg)
+        for c in chunks
+    )
+    with tqdm(total=len(todo), desc="features: computing", unit="song") as bar:
+        for done in jobs:
+            bar.update(done)
+
+    n_songs = len(songs)
+    out_dir = Path(out_dir)
+    shapes = {
+        "logmel": (n_songs, cfg.n_mels, cfg.n_frames),
+        "mfcc": (n_songs, 3 * cfg.n_mfcc, cfg.n_frames),
+    }
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        arrays = {
+            name: np.lib.format.open_memmap(
+                tmp / f"{name}.npy", mode="w+", dtype=np.float16, shape=shape
+            )
+            for name, shape in shapes.items()
+        }
+        for row, target in enumerate(tqdm(targets, desc="features: stacking", unit="song")):
+            with np.load(target) as cached:
+                for name, array in arrays.items():
+                    array[row] = cached[name]
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        write_tsv(tmp / "songs.tsv", songs[["song_id"]].assign(row=np.arange(n_songs)))
+        write_json(
+            tmp / "features.json",
+            {"config": asdict(cfg), "shapes": shapes, "dtype": "float16", "db_floor": DB_FLOOR},
+        )
+    return {"songs": n_songs, "computed": len(todo), "cached": n_songs - len(todo)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="musicrec features", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--validated", type=Path, default=Path("data/validated"))
+    parser.add_argument("--out", type=Path, default=Path("data/features"))
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(".cache/features"),
+        help="per-song feature cache (kept between runs; safe to delete)",
+    )
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    root = Path(section(params, "data")["root"])
+    feat = dict(section(params, "features"))
+    n_jobs = int(feat.pop("n_jobs", 1))
+    cfg = FeatureConfig(**feat)
+    with stage_timer("features") as record:
+        summary = compute_features(
+            root, read_tsv(args.validated / "songs.tsv"), cfg, args.out, args.cache, n_jobs
+        )
+        record.update(summary)
+    print(
+        f"features: {summary['songs']} songs ({summary['computed']} computed, "
+        f"{summary['cached']} from the cache) -> {args.out}"
+    )
+    return 0

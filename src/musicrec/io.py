@@ -1,0 +1,153 @@
+"""File helpers every stage shares: atomic writes, safe paths, params, timings.
+
+Every output is written to a temporary name in the same folder and renamed into place, so an
+interrupted stage never leaves a half-written file that a later stage could take for a result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import yaml
+
+from musicrec.errors import MusicrecError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read the whole ``params.yaml`` (each stage then takes only its own sections)."""
+    path = Path(path)
+    if not path.exists():
+        raise MusicrecError(
+            f"{path}: params file not found; run from the project root or pass --params"
+        )
+    with path.open() as f:
+        return yaml.safe_load(f) or {}
+
+
+def section(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """Return ``params[name]``, with an error that names the missing section."""
+    if name not in params:
+        raise MusicrecError(f"params.yaml has no '{name}' section")
+    return params[name]
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it onto ``final`` only on success.
+
+    Works for files and folders. On an exception the temporary is removed and ``final`` is
+    left as it was.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # The suffix goes last: numpy appends ".npy"/".npz" to names that do not end with it.
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file, saying which stage to run if it is missing."""
+    path = Path(path)
+    if not path.exists():
+        raise MusicrecError(f"{path} not found: run the stage that writes it (dvc repro)")
+    return json.loads(path.read_text())
+
+
+def write_tsv(path: Path, table: pd.DataFrame, header: bool = True) -> None:
+    """Write a table as tab-separated text, atomically."""
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, header=header)
+
+
+def read_tsv(path: Path) -> pd.DataFrame:
+    """Read a table written by :func:`write_tsv` (ids stay strings)."""
+    path = Path(path)
+    if not path.exists():
+        raise MusicrecError(f"{path} not found: run the stage that writes it (dvc repro)")
+    return pd.read_csv(
+        path, sep="\t", dtype={"song_id": str, "user_id": str}, keep_default_na=False
+    )
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Save one array as ``.npy``, atomically."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, array)
+
+
+def write_sparse(path: Path, matrix: sp.spmatrix) -> None:
+    """Save a sparse matrix as ``.npz`` (CSR), atomically."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        sp.save_npz(tmp, sp.csr_matrix(matrix))
+
+
+def safe_join(base: Path, relative: str) -> Path:
+    """Join ``relative`` onto ``base`` and refuse any result outside ``base``.
+
+    Ids and manifest entries come from data files a user brought, so they never become paths
+    without this check (no ``..``, no absolute paths, no symlink escape).
+    """
+    base = Path(base).resolve()
+    if not relative or "\x00" in relative:
+        raise MusicrecError(f"unsafe path {relative!r}: empty or contains NUL")
+    candidate = (base / relative).resolve()
+    if not candidate.is_relative_to(base):
+        raise MusicrecError(f"unsafe path {relative!r}: it leads outside {base}")
+    return candidate
+
+
+@contextlib.contextmanager
+def stage_timer(stage: str, reports_dir: Path = Path("reports")) -> Iterator[dict[str, Any]]:
+    """Time a stage and write ``reports/timings/<stage>.json`` when it succeeds.
+
+    The yielded dict may be filled with extra figures (counts, sizes) worth reporting.
+    """
+    record: dict[str, Any] = {"stage": stage}
+    start = time.perf_counter()
+    yield record
+    record["wall_seconds"] = round(time.perf_counter() - start, 3)
+    write_json(Path(reports_dir) / "timings" / f"{stage}.json", record)

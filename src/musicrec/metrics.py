@@ -1,0 +1,125 @@
+"""Ranking metrics per user, computed from the ranks of each user's relevant songs.
+
+Definitions (DESIGN.md section 4):
+
+- AP@K, as in the Million Song Dataset Challenge (McFee et al. 2012) and implicit's
+  ``ranking_metrics_at_k``: ``sum_{k <= K, song k relevant} precision@k / min(|R|, K)``.
+- AUC over the full ranking of the user's candidates: the fraction of (relevant, irrelevant)
+  pairs ranked in the right order (equal to scikit-learn's ``roc_auc_score`` without ties).
+- NDCG@k with binary relevance: ``sum_{hits} 1/log2(rank + 2)`` over the ideal
+  ``sum_{j < min(|R|, k)} 1/log2(j + 2)`` (ranks 0-based).
+- recall@k = hits@k / |R|, precision@k = hits@k / k.
+
+Ties in scores are broken by a fixed random order of the candidates, so a model that scores
+many songs equally (a zero vector, a constant) is ranked as a random one would be, not in
+catalogue order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def rank_positions(scores: np.ndarray, excluded: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
+    """Each candidate's 0-based position in each user's ranking.
+
+    Parameters
+    ----------
+    scores : np.ndarray [shape=(n_users, n_candidates)]
+    excluded : np.ndarray [shape=(n_users, n_candidates), dtype=bool]
+        Candidates a user cannot be recommended (their training plays); ranked last.
+    tiebreak : np.ndarray [shape=(n_candidates,)]
+        A permutation of ``range(n_candidates)``: among equal scores, lower comes first.
+
+    Returns
+    -------
+    positions : np.ndarray [shape=(n_users, n_candidates), dtype=int64]
+    """
+    scores = np.where(excluded, -np.inf, scores)
+    order_of_tiebreak = np.argsort(tiebreak)
+    # A stable sort of the candidates laid out in tie-break order resolves ties by that order.
+    order = np.argsort(-scores[:, order_of_tiebreak], axis=1, kind="stable")
+    order = order_of_tiebreak[order]
+    positions = np.empty_like(order)
+    np.put_along_axis(positions, order, np.arange(order.shape[1])[None, :], axis=1)
+    return positions
+
+
+def metrics_from_ranks(
+    positions: np.ndarray, relevant: sp.csr_matrix, n_valid: np.ndarray, map_k: int, ks: list[int]
+) -> dict[str, np.ndarray]:
+    """Per-user metrics from ranking positions.
+
+    Parameters
+    ----------
+    positions : np.ndarray [shape=(n_users, n_candidates)]
+        From :func:`rank_positions`.
+    relevant : sp.csr_matrix [shape=(n_users, n_candidates)]
+        Non-zero where a candidate is relevant (held out and played) for the user.
+    n_valid : np.ndarray [shape=(n_users,)]
+        Candidates each user can be recommended (not excluded).
+    map_k : int
+        The cut-off of AP (500 in the protocol).
+    ks : list of int
+        Cut-offs for NDCG, recall and precision.
+
+    Returns
+    -------
+    dict of np.ndarray [shape=(n_users,)]
+        ``map@{map_k}``, ``auc`` and ``ndcg@k``, ``recall@k``, ``precision@k`` for each k.
+        Users with no relevant candidate get NaN; AUC is NaN where every candidate is relevant.
+    """
+    relevant = sp.csr_matrix(relevant)
+    n_users = relevant.shape[0]
+    n_rel = np.diff(relevant.indptr)
+    user_of = np.repeat(np.arange(n_users), n_rel)
+    ranks = positions[user_of, relevant.indices]
+    # Sort each user's relevant ranks; i = index of the rank within its user's sorted list.
+    order = np.lexsort((ranks, user_of))
+    ranks = ranks[order]
+    first = np.repeat(relevant.indptr[:-1], n_rel)
+    i = np.arange(len(ranks)) - first
+
+    def per_user(values: np.ndarray) -> np.ndarray:
+        return np.bincount(user_of, weights=values, minlength=n_users)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out: dict[str, np.ndarray] = {}
+        hit = ranks < map_k
+        out[f"map@{map_k}"] = per_user(np.where(hit, (i + 1) / (ranks + 1), 0.0)) / np.minimum(
+            n_rel, map_k
+        )
+        n_irrelevant = n_valid - n_rel
+        out["auc"] = 1.0 - per_user((ranks - i).astype(float)) / (n_rel * n_irrelevant)
+        out["auc"][n_irrelevant <= 0] = np.nan
+        ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(max(ks)) + 2))])
+        for k in ks:
+            hits = per_user((ranks < k).astype(float))
+            out[f"ndcg@{k}"] = (
+                per_user(np.where(ranks < k, 1.0 / np.log2(ranks + 2), 0.0))
+                / (ideal[np.minimum(n_rel, k)])
+            )
+            out[f"recall@{k}"] = hits / n_rel
+            out[f"precision@{k}"] = hits / k
+    for values in out.values():
+        values[n_rel == 0] = np.nan
+    return out
+
+
+def bootstrap_interval(
+    values: np.ndarray, resamples: np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over users.
+
+    Parameters
+    ----------
+    values : np.ndarray [shape=(n_users,)]
+    resamples : np.ndarray [shape=(n_resamples, n_users), dtype=int]
+        Indices of users drawn with replacement (shared across models, so intervals of
+        different models on one split come from the same resamples).
+    """
+    means = values[resamples].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)

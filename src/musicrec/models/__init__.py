@@ -1,0 +1,1 @@
+"""Models. Each writes its output in the one format :mod:`musicrec.models.vectors` defines."""

@@ -1,0 +1,60 @@
+"""Stage ``baselines``: the ``random`` and ``popularity`` references.
+
+- ``random``: Gaussian user and song vectors from a seed, so each user gets an unrelated random
+  ranking: the floor.
+- ``popularity``: every user gets the same ranking, by the number of distinct listeners a song
+  has over *all* plays in the data set. Like ``upper_bound`` it sees the held-out plays, which
+  is what lets it rank cold songs at all: a non-personalised reference, not a deployable model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from musicrec.io import load_params, section, stage_timer
+from musicrec.models.vectors import SPLIT_NAMES, ModelVectors, save_model
+from musicrec.split import Splits, load_splits
+
+RANDOM_DIM = 32
+
+
+def random_model(n_users: int, n_songs: int, seed: int) -> ModelVectors:
+    """Seeded Gaussian vectors [shape=(n, 32)]: an independent random ranking per user."""
+    rng = np.random.default_rng(seed)
+    return ModelVectors(
+        "random",
+        "random scores",
+        list(SPLIT_NAMES),
+        rng.standard_normal((n_users, RANDOM_DIM)).astype(np.float32),
+        rng.standard_normal((n_songs, RANDOM_DIM)).astype(np.float32),
+    )
+
+
+def popularity_model(splits: Splits) -> ModelVectors:
+    """Listener counts over all plays as one-dimensional song vectors; user vectors are 1."""
+    listeners = np.asarray((splits.matrices["all"] > 0).sum(axis=0), np.float32).reshape(-1, 1)
+    return ModelVectors(
+        "popularity",
+        "distinct listeners over all plays",
+        list(SPLIT_NAMES),
+        np.ones((len(splits.users), 1), np.float32),
+        listeners,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="musicrec baselines", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--split", type=Path, default=Path("data/split"))
+    parser.add_argument("--models", type=Path, default=Path("data/models"))
+    args = parser.parse_args(argv)
+    seed = section(load_params(args.params), "baselines")["seed"]
+    with stage_timer("baselines"):
+        splits = load_splits(args.split)
+        save_model(random_model(len(splits.users), len(splits.songs), seed), args.models / "random")
+        save_model(popularity_model(splits), args.models / "popularity")
+    print(f"baselines: random and popularity -> {args.models}")
+    return 0

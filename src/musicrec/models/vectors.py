@@ -1,0 +1,91 @@
+"""The one format every model hands to ``evaluate``: user and song vectors.
+
+A model's folder ``data/models/<name>/`` holds
+
+- ``model.json``: ``{"name", "description", "splits": [...]}``: the splits the model can score
+  (a subset of ``warm``, ``cold``, ``all``, ``cold_user``);
+- ``user_vectors.npy`` [shape=(n_users, d), float32] and ``song_vectors.npy``
+  [shape=(n_songs, d), float32] in the index order of ``data/split/users.tsv`` and
+  ``songs.tsv``. A user's score for a song is the dot product of their vectors.
+
+``evaluate`` scores every folder under ``data/models/`` that has a ``model.json``; a new model
+plugs in by writing this format, with no change to ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path
+
+SPLIT_NAMES = ("warm", "cold", "all", "cold_user")
+
+
+@dataclass
+class ModelVectors:
+    """A model's output: ``score(u, v) = user_vectors[u] @ song_vectors[v]``."""
+
+    name: str
+    description: str
+    splits: list[str]
+    user_vectors: np.ndarray
+    song_vectors: np.ndarray
+
+    def __post_init__(self) -> None:
+        unknown = set(self.splits) - set(SPLIT_NAMES)
+        if unknown:
+            raise MusicrecError(f"model {self.name}: unknown splits {sorted(unknown)}")
+        if (
+            self.user_vectors.ndim != 2
+            or self.song_vectors.ndim != 2
+            or (self.user_vectors.shape[1] != self.song_vectors.shape[1])
+        ):
+            raise MusicrecError(
+                f"model {self.name}: user vectors {self.user_vectors.shape} and song vectors "
+                f"{self.song_vectors.shape} must be 2-D with the same width"
+            )
+
+    def scores(self, users: np.ndarray, songs: np.ndarray) -> np.ndarray:
+        """Scores [shape=(len(users), len(songs))] of the given user and song indices."""
+        return self.user_vectors[users] @ self.song_vectors[songs].T
+
+
+def save_model(model: ModelVectors, out_dir: Path) -> None:
+    """Write a model's folder atomically."""
+    with atomic_path(Path(out_dir)) as tmp:
+        tmp.mkdir()
+        np.save(tmp / "user_vectors.npy", model.user_vectors.astype(np.float32))
+        np.save(tmp / "song_vectors.npy", model.song_vectors.astype(np.float32))
+        meta = {
+            "name": model.name,
+            "description": model.description,
+            "splits": model.splits,
+            "dim": int(model.song_vectors.shape[1]),
+        }
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_model(model_dir: Path) -> ModelVectors:
+    """Read a model's folder."""
+    model_dir = Path(model_dir)
+    meta_path = model_dir / "model.json"
+    if not meta_path.exists():
+        raise MusicrecError(f"{model_dir}: no model.json; run the stage that trains this model")
+    meta = json.loads(meta_path.read_text())
+    return ModelVectors(
+        meta["name"],
+        meta.get("description", ""),
+        list(meta["splits"]),
+        np.load(model_dir / "user_vectors.npy"),
+        np.load(model_dir / "song_vectors.npy"),
+    )
+
+
+def discover_models(models_dir: Path) -> list[Path]:
+    """Every model folder (one with a ``model.json``) under ``models_dir``, sorted by name."""
+    return sorted(p.parent for p in Path(models_dir).glob("*/model.json"))

@@ -1,0 +1,252 @@
+"""Stage ``report``: ``reports/report.md`` and a self-contained ``reports/report.html``.
+
+The comparison table (model x split x metric, 95% intervals, mAP@500 as a fraction of the upper
+bound), PNG plots made with matplotlib (recall@k per split, mAP@500 with intervals, the data's
+play-count and popularity distributions), the validation summary and each stage's wall time.
+The HTML embeds its images and style: it loads nothing from the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.sparse as sp  # noqa: E402
+
+from musicrec.io import atomic_path, read_json  # noqa: E402
+
+SPLIT_ORDER = ["warm", "cold", "all", "cold_user"]
+STAGE_ORDER = ["synthesize", "validate", "features", "split", "baselines", "wmf", "evaluate"]
+HTML_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:1em 0;font-size:90%}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f2f2f2}
+td:first-child,th:first-child{text-align:left}img{max-width:100%}code{background:#f5f5f5}"""
+
+
+def _model_order(means: dict) -> list[str]:
+    first = ["upper_bound", "wmf"]
+    last = ["popularity", "random"]
+    middle = sorted(m for m in means if m not in first + last)
+    return [m for m in first if m in means] + middle + [m for m in last if m in means]
+
+
+def comparison_table(means: dict, intervals: dict, split: str, ks: list[int]) -> str:
+    """A markdown table of every model on one split, best mAP@500 first."""
+    map_key = next(k for k in next(iter(means.values()))[split] if k.startswith("map@"))
+    k_small = ks[0]
+    k_mid = ks[min(1, len(ks) - 1)]
+    columns = [
+        map_key,
+        "auc",
+        f"ndcg@{k_small}",
+        f"recall@{k_small}",
+        f"recall@{k_mid}",
+        f"precision@{k_small}",
+        f"coverage@{k_small}",
+    ]
+    upper = means.get("upper_bound", {}).get(split, {}).get(map_key)
+    models = [m for m in _model_order(means) if split in means[m]]
+    models.sort(key=lambda m: -means[m][split][map_key])
+    header = [
+        "model",
+        *(c if c != map_key else f"{c} [95% CI]" for c in columns),
+        "% of upper bound",
+        "users",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for model in models:
+        row, ci = means[model][split], intervals.get(model, {}).get(split, {})
+        cells = [f"`{model}`"]
+        for column in columns:
+            value = f"{row[column]:.4f}"
+            if column in (map_key, "auc") and column in ci:
+                value += f" [{ci[column][0]:.4f}, {ci[column][1]:.4f}]"
+            cells.append(value)
+        cells.append(f"{100 * row[map_key] / upper:.1f}%" if upper else "n/a")
+        cells.append(str(row["users"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_recall(means: dict, ks: list[int], path: Path) -> None:
+    splits = [s for s in SPLIT_ORDER if any(s in v for v in means.values())]
+    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        for model in _model_order(means):
+            if split in means[model]:
+                ax.plot(
+                    ks, [means[model][split][f"recall@{k}"] for k in ks], marker="o", label=model
+                )
+        ax.set(xscale="log", title=f"{split}", xlabel="k", ylabel="recall@k")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_map(means: dict, intervals: dict, path: Path) -> None:
+    splits = [s for s in SPLIT_ORDER if any(s in v for v in means.values())]
+    models = _model_order(means)
+    map_key = next(k for k in next(iter(means.values()))["all"] if k.startswith("map@"))
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    width = 0.8 / len(models)
+    for j, model in enumerate(models):
+        xs, ys, errs = [], [], [[], []]
+        for i, split in enumerate(splits):
+            if split in means[model]:
+                value = means[model][split][map_key]
+                low, high = intervals[model][split][map_key]
+                xs.append(i + (j - len(models) / 2 + 0.5) * width)
+                ys.append(value)
+                errs[0].append(value - low)
+                errs[1].append(high - value)
+        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=model)
+    ax.set_xticks(range(len(splits)), splits)
+    ax.set(ylabel=f"{map_key} (95% CI)", title=f"{map_key} per split")
+    ax.legend(fontsize=8, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_data(all_plays: sp.csr_matrix, path: Path) -> None:
+    """Play counts, listeners per song (rank-frequency) and songs per user."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    counts = all_plays.data
+    bins = np.unique(np.logspace(0, np.log10(counts.max() + 1), 30).astype(int))
+    axes[0].hist(counts, bins=bins)
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        title="play count per (user, song)",
+        xlabel="plays",
+        ylabel="pairs",
+    )
+    listeners = np.sort(np.asarray((all_plays > 0).sum(axis=0)).ravel())[::-1]
+    axes[1].loglog(np.arange(1, len(listeners) + 1), np.maximum(listeners, 0.8))
+    axes[1].set(title="song popularity (rank-frequency)", xlabel="song rank", ylabel="listeners")
+    per_user = np.diff(all_plays.indptr)
+    axes[2].hist(
+        per_user, bins=np.unique(np.logspace(0, np.log10(per_user.max() + 1), 30).astype(int))
+    )
+    axes[2].set(xscale="log", yscale="log", title="songs per user", xlabel="songs", ylabel="users")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def validation_section(validation: dict) -> str:
+    log, audio, dropped = validation["play_log"], validation["audio"], validation["plays_dropped"]
+    lines = [
+        f"Play log `{log['file']}`: {log['rows']} rows, {log['users']} users, "
+        f"{log['songs']} songs, all rows valid.",
+        f"Audio: {audio['songs_usable']} of {audio['songs_checked']} songs usable, "
+        f"{audio['songs_quarantined']} quarantined; {dropped['rows']} (user, song) rows "
+        f"({dropped['play_count']} plays) dropped with them.",
+    ]
+    if audio["quarantine"]:
+        lines += ["", "| song | file | reason |", "|---|---|---|"]
+        lines += [
+            f"| `{q['song_id']}` | `{q['path'] or '-'}` | {q['reasons']} |"
+            for q in audio["quarantine"][:50]
+        ]
+        if len(audio["quarantine"]) > 50:
+            lines.append(f"\n({len(audio['quarantine']) - 50} more in reports/validation.json)")
+    return "\n".join(lines)
+
+
+def timings_section(timings_dir: Path) -> str:
+    rows = []
+    for stage in STAGE_ORDER:
+        path = timings_dir / f"{stage}.json"
+        if path.exists():
+            rows.append((stage, json.loads(path.read_text())["wall_seconds"]))
+    lines = ["| stage | wall time (s) |", "|---|---|"]
+    lines += [f"| {stage} | {seconds:.1f} |" for stage, seconds in rows]
+    lines.append(f"| **total** | {sum(s for _, s in rows):.1f} |")
+    return "\n".join(lines)
+
+
+def build_report(reports: Path, split_dir: Path) -> str:
+    """Write the plots and return the report's markdown (images referenced relative to it)."""
+    means = read_json(reports / "metrics.json")
+    intervals = read_json(reports / "evaluation" / "intervals.json")
+    validation = read_json(reports / "validation.json")
+    split_summary = read_json(split_dir / "split.json")
+    any_split = next(iter(next(iter(means.values())).values()))
+    ks = sorted(int(k.split("@")[1]) for k in any_split if k.startswith("recall@"))
+    figures = reports / "figures"
+    plot_recall(means, ks, figures / "recall_at_k.png")
+    plot_map(means, intervals, figures / "map_at_500.png")
+    plot_data(sp.load_npz(split_dir / "all.npz").tocsr(), figures / "data.png")
+
+    songs, users, pairs = split_summary["songs"], split_summary["users"], split_summary["pairs"]
+    parts = [
+        "# musicrec report",
+        f"Data: {songs['total']} songs ({songs.get('cold', 0)} held out cold, "
+        f"{songs['validation']} warm songs in the validation slice), {users['total']} users "
+        f"({users.get('cold_user', 0)} held out as new users), {pairs['all']} (user, song) pairs.",
+        "Metrics are means over users with 95% bootstrap intervals (DESIGN.md section 4). "
+        "`upper_bound` and `popularity` see the held-out plays: they are references, not "
+        "deployable models; `% of upper bound` compares each model's mAP@500 with the ceiling.",
+    ]
+    for split in SPLIT_ORDER:
+        if any(split in v for v in means.values()):
+            parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
+    parts += [
+        "## Plots",
+        "![recall@k per split](figures/recall_at_k.png)",
+        "![mAP@500 with 95% intervals](figures/map_at_500.png)",
+        "![play counts, popularity and activity](figures/data.png)",
+        "## Validation",
+        validation_section(validation),
+        "## Stage wall times",
+        timings_section(reports / "timings"),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown_to_html(markdown: str, base: Path) -> str:
+    """Render the report as one HTML page with its PNGs inlined as data URIs."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+
+    def inline(match: re.Match) -> str:
+        data = base64.b64encode((base / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', inline, body)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>musicrec report</title>"
+        f"<style>{HTML_STYLE}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="musicrec report", description=__doc__.split("\n")[0])
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    parser.add_argument("--split", type=Path, default=Path("data/split"))
+    args = parser.parse_args(argv)
+    markdown = build_report(args.reports, args.split)
+    with atomic_path(args.reports / "report.md") as tmp:
+        tmp.write_text(markdown)
+    with atomic_path(args.reports / "report.html") as tmp:
+        tmp.write_text(markdown_to_html(markdown, args.reports))
+    print(f"report: {args.reports / 'report.md'} and {args.reports / 'report.html'}")
+    return 0

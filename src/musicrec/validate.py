@@ -1,0 +1,380 @@
+"""Stage ``validate``: check the play log and the audio with great-expectations suites.
+
+The play log must be usable as a whole: any bad row stops the pipeline with a message that names
+the file, the line and the problem. A song whose audio is unusable is quarantined with a reason,
+its plays are dropped and counted, and the pipeline goes on. Nothing under the data folder is
+ever changed: the clean log and the usable-song manifest are written to ``data/validated/``,
+the summary to ``reports/validation.json`` and great-expectations' results to
+``reports/validation/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from musicrec.audio import ClipSpec, find_audio_files, probe_audio, resolve_audio
+from musicrec.errors import MusicrecError
+from musicrec.io import load_params, section, stage_timer, write_json, write_tsv
+
+# A safe id: not empty, not '.' or '..', no path separator, no control character.
+SAFE_ID_REGEX = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$"
+PLAY_LOG_COLUMNS = ["user_id", "song_id", "play_count"]
+MAX_ERRORS_SHOWN = 20
+
+
+@dataclass
+class ValidationResult:
+    """What ``validate_dataset`` found.
+
+    plays : clean log (``user_id``, ``song_id``, ``play_count``) of usable songs only.
+    songs : manifest of usable songs (``song_id``, ``path`` relative to the data root, duration,
+        sample rate, channels).
+    summary : counts, the quarantine list with reasons, the log's status.
+    ge_results : great-expectations' validation results as JSON dicts, by suite name.
+    """
+
+    plays: pd.DataFrame
+    songs: pd.DataFrame
+    summary: dict
+    ge_results: dict
+
+
+def _gx_context():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")  # writes nothing to disk, contacts no one
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return gx, context
+
+
+def run_suite(frame: pd.DataFrame, name: str, expectations: list, result_format: dict | str):
+    """Validate ``frame`` against ``expectations`` in a throwaway great-expectations context."""
+    gx, context = _gx_context()
+    asset = context.data_sources.add_pandas(name).add_dataframe_asset(name)
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+        batch_parameters={"dataframe": frame}
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+    return batch.validate(suite, result_format=result_format)
+
+
+def play_log_expectations() -> list:
+    """The play-log suite: one expectation per rule of DESIGN.md section 2."""
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeBetween(column="n_fields", min_value=3, max_value=3),
+        gxe.ExpectColumnValuesToNotBeNull(column="user_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="song_id"),
+        gxe.ExpectColumnValuesToNotBeNull(column="play_count"),
+        gxe.ExpectColumnValuesToMatchRegex(column="user_id", regex=SAFE_ID_REGEX),
+        gxe.ExpectColumnValuesToMatchRegex(column="song_id", regex=SAFE_ID_REGEX),
+        gxe.ExpectColumnValuesToMatchRegex(column="play_count", regex=r"^-?[0-9]+$"),
+        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=1),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "song_id"]),
+    ]
+
+
+def _describe_log_failure(kind: str, column: str | None, row: pd.Series) -> str:
+    value = row.get(column) if column else None
+    if kind == "expect_column_values_to_be_between" and column == "n_fields":
+        return (
+            f"expected 3 tab-separated fields (user_id, song_id, play_count), "
+            f"found {row['n_fields']}"
+        )
+    if kind == "expect_column_values_to_not_be_null":
+        return f"empty {column}"
+    if kind == "expect_column_values_to_match_regex" and column == "play_count":
+        return f"play_count {value!r} is not an integer"
+    if kind == "expect_column_values_to_match_regex":
+        return (
+            f"{column} {value!r} is not a safe id (no '/', '\\', control characters, "
+            f"and not '.' or '..')"
+        )
+    if kind == "expect_column_values_to_be_between" and column == "count":
+        return f"play_count {row['play_count']} is below 1"
+    if kind == "expect_compound_columns_to_be_unique":
+        return f"duplicate (user_id, song_id) pair ({row['user_id']!r}, {row['song_id']!r})"
+    return f"{kind} failed on {column}"
+
+
+def read_play_log(path: Path) -> pd.DataFrame:
+    """Read ``plays.tsv`` as raw text fields, indexed by 1-based line number.
+
+    Windows line endings are accepted. Bytes that are not UTF-8 stop with the line they are on.
+
+    Returns
+    -------
+    pd.DataFrame
+        Columns ``n_fields``, ``user_id``, ``song_id``, ``play_count`` (str or None when empty
+        or absent) and ``count`` (the count as a number, NaN if it is not one).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MusicrecError(f"{path}: play log not found (expected <root>/plays.tsv)")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MusicrecError(f"{path}:{line}: bytes that are not UTF-8 ({exc.reason})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    fields = [line.removesuffix("\r").split("\t") for line in lines]
+    padded = [(f + [None, None, None])[:3] for f in fields]
+    table = pd.DataFrame(padded, columns=PLAY_LOG_COLUMNS, index=np.arange(1, len(lines) + 1))
+    table = table.replace({"": None})
+    table.insert(0, "n_fields", [len(f) for f in fields])
+    table["count"] = pd.to_numeric(table["play_count"], errors="coerce")
+    return table
+
+
+def check_play_log(path: Path) -> tuple[pd.DataFrame, dict]:
+    """Validate the play log; return the clean log and great-expectations' result.
+
+    Raises
+    ------
+    MusicrecError
+        If any row breaks a rule, naming ``file:line: problem`` for the first rows found.
+    """
+    table = read_play_log(path)
+    if table.empty:
+        raise MusicrecError(f"{path}: the play log is empty")
+    result = run_suite(
+        table,
+        "play_log",
+        play_log_expectations(),
+        {"result_format": "COMPLETE", "unexpected_index_column_names": None},
+    )
+    problems: dict[int, str] = {}
+    for res in result.results:
+        if res.success:
+            continue
+        kwargs = res.expectation_config.kwargs
+        for line in res.result.get("unexpected_index_list") or []:
+            line = int(line)
+            if line not in problems:
+                problems[line] = _describe_log_failure(
+                    res.expectation_config.type, kwargs.get("column"), table.loc[line]
+                )
+    ge_json = result.to_json_dict()
+    if problems:
+        shown = [f"{path}:{line}: {problems[line]}" for line in sorted(problems)[:MAX_ERRORS_SHOWN]]
+        more = len(problems) - len(shown)
+        tail = f"\n... and {more} more bad lines" if more > 0 else ""
+        error = MusicrecError(
+            f"the play log is unusable ({len(problems)} bad lines); fix these and rerun:\n"
+            + "\n".join(shown)
+            + tail
+        )
+        error.ge_result = ge_json  # type: ignore[attr-defined]
+        error.bad_lines = len(problems)  # type: ignore[attr-defined]
+        raise error
+    clean = table[PLAY_LOG_COLUMNS].copy()
+    clean["play_count"] = table["count"].astype(np.int64)
+    return clean.reset_index(drop=True), ge_json
+
+
+def audio_expectations(min_seconds: float, silence_db: float) -> list:
+    """The audio-manifest suite: each played song has one decodable, long, audible, finite file."""
+    import great_expectations.expectations as gxe
+
+    return [
+        gxe.ExpectColumnValuesToBeBetween(column="n_files", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="n_files", max_value=1),
+        gxe.ExpectColumnValuesToBeNull(column="decode_error"),
+        gxe.ExpectColumnValuesToBeBetween(column="duration_s", min_value=min_seconds),
+        gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="rms_db", min_value=silence_db),
+    ]
+
+
+def _describe_audio_failure(kind: str, kwargs: dict, row: pd.Series) -> str:
+    column = kwargs.get("column")
+    if column == "n_files" and kwargs.get("min_value") is not None:
+        return "no audio file"
+    if column == "n_files":
+        return f"several audio files claim this id: {row['path']}"
+    if column == "decode_error":
+        return f"cannot be decoded ({row['decode_error']})"
+    if column == "duration_s":
+        return f"too short: {row['duration_s']:.2f} s < {kwargs['min_value']} s"
+    if column == "finite":
+        return "NaN or infinite samples"
+    if column == "rms_db":
+        return f"silent: clip level {row['rms_db']:.1f} dBFS < {kwargs['min_value']} dBFS"
+    return f"{kind} failed"
+
+
+def check_audio(
+    root: Path,
+    song_ids: list[str],
+    clip: ClipSpec,
+    min_seconds: float,
+    silence_db: float,
+    n_jobs: int = 1,
+) -> tuple[pd.DataFrame, dict]:
+    """Probe every played song's audio and validate the manifest.
+
+    Returns
+    -------
+    manifest : pd.DataFrame
+        One row per song: ``song_id``, ``path`` (relative to ``root``), the probe's measures and
+        ``reasons`` (empty string for a usable song, else why it is quarantined).
+    ge_result : dict
+    """
+    files = find_audio_files(root, song_ids)
+    rows = [
+        {"song_id": song, "n_files": len(paths), "path": ";".join(paths)}
+        for song, paths in files.items()
+    ]
+    single = [
+        (i, resolve_audio(root, files[r["song_id"]][0]))
+        for i, r in enumerate(rows)
+        if r["n_files"] == 1
+    ]
+    probes = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+        delayed(probe_audio)(path, clip) for _, path in single
+    )
+    empty_probe = {
+        "decode_error": None,
+        "duration_s": np.nan,
+        "sample_rate": np.nan,
+        "channels": np.nan,
+        "rms_db": np.nan,
+        "finite": None,
+    }
+    for row in rows:
+        row.update(empty_probe)
+    for (i, _), probe in tqdm(
+        zip(single, probes, strict=True),
+        total=len(single),
+        desc="validate: probing audio",
+        unit="song",
+    ):
+        if probe["decode_error"] is not None:
+            probe["finite"] = None  # undecodable: judged by decode_error alone
+        rows[i].update(probe)
+    manifest = pd.DataFrame(rows)
+    result = run_suite(
+        manifest, "audio_manifest", audio_expectations(min_seconds, silence_db), "COMPLETE"
+    )
+    reasons: dict[int, list[str]] = {}
+    for res in result.results:
+        for i in res.result.get("unexpected_index_list") or []:
+            reasons.setdefault(int(i), []).append(
+                _describe_audio_failure(
+                    res.expectation_config.type, res.expectation_config.kwargs, manifest.loc[int(i)]
+                )
+            )
+    manifest["reasons"] = ["; ".join(reasons.get(i, [])) for i in range(len(manifest))]
+    return manifest, result.to_json_dict()
+
+
+def validate_dataset(
+    root: Path, clip: ClipSpec, min_seconds: float, silence_db: float, n_jobs: int = 1
+) -> ValidationResult:
+    """Validate a data folder (DESIGN.md section 2 layout); quarantine unusable songs."""
+    root = Path(root)
+    plays, ge_plays = check_play_log(root / "plays.tsv")
+    song_ids = sorted(plays["song_id"].unique())
+    manifest, ge_audio = check_audio(root, song_ids, clip, min_seconds, silence_db, n_jobs)
+    bad = manifest["reasons"] != ""
+    quarantined = manifest.loc[bad, ["song_id", "path", "reasons"]]
+    usable_ids = set(manifest.loc[~bad, "song_id"])
+    keep = plays["song_id"].isin(usable_ids)
+    songs = manifest.loc[~bad, ["song_id", "path", "duration_s", "sample_rate", "channels"]]
+    songs = songs.astype({"sample_rate": int, "channels": int}).reset_index(drop=True)
+    reason_counts: dict[str, int] = {}
+    for reasons in quarantined["reasons"]:
+        for reason in reasons.split("; "):
+            key = reason.split(" (")[0].split(":")[0]
+            reason_counts[key] = reason_counts.get(key, 0) + 1
+    summary = {
+        "data_root": str(root),
+        "play_log": {
+            "file": str(root / "plays.tsv"),
+            "rows": len(plays),
+            "ok": True,
+            "users": int(plays["user_id"].nunique()),
+            "songs": len(song_ids),
+            "total_play_count": int(plays["play_count"].sum()),
+        },
+        "audio": {
+            "songs_checked": len(manifest),
+            "songs_usable": len(songs),
+            "songs_quarantined": int(bad.sum()),
+            "quarantine_reasons": reason_counts,
+            "quarantine": quarantined.to_dict("records"),
+        },
+        "plays_dropped": {
+            "rows": int((~keep).sum()),
+            "play_count": int(plays.loc[~keep, "play_count"].sum()),
+        },
+        "plays_kept": {"rows": int(keep.sum()), "users": int(plays.loc[keep, "user_id"].nunique())},
+    }
+    return ValidationResult(
+        plays.loc[keep].reset_index(drop=True),
+        songs,
+        summary,
+        {"play_log": ge_plays, "audio_manifest": ge_audio},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="musicrec validate", description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("data/validated"))
+    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    root = Path(section(params, "data")["root"])
+    cfg, feat = section(params, "validate"), section(params, "features")
+    clip = ClipSpec(feat["clip_seconds"], feat["offset_seconds"])
+    with stage_timer("validate", args.reports) as record:
+        try:
+            result = validate_dataset(
+                root, clip, cfg["min_seconds"], cfg["silence_db"], cfg.get("n_jobs", 1)
+            )
+        except MusicrecError as exc:
+            if hasattr(exc, "ge_result"):
+                write_json(args.reports / "validation" / "ge_play_log.json", exc.ge_result)
+                write_json(
+                    args.reports / "validation.json",
+                    {
+                        "data_root": str(root),
+                        "play_log": {
+                            "file": str(root / "plays.tsv"),
+                            "ok": False,
+                            "bad_lines": exc.bad_lines,
+                            "errors": str(exc),
+                        },
+                    },
+                )
+            raise
+        write_tsv(args.out / "plays.tsv", result.plays)
+        write_tsv(args.out / "songs.tsv", result.songs)
+        for name, ge in result.ge_results.items():
+            write_json(args.reports / "validation" / f"ge_{name}.json", ge)
+        write_json(args.reports / "validation.json", result.summary)
+        record.update(
+            rows=result.summary["play_log"]["rows"],
+            quarantined=result.summary["audio"]["songs_quarantined"],
+        )
+    audio = result.summary["audio"]
+    print(
+        f"validate: {len(result.plays)} plays kept, {audio['songs_usable']} songs usable, "
+        f"{audio['songs_quarantined']} quarantined {audio['quarantine_reasons'] or ''}"
+    )
+    return 0
