@@ -22,7 +22,6 @@ on a split), per-user values in ``data/evaluation/<split>.npz`` for paired compa
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from musicrec.io import atomic_path, load_params, section, stage_timer, write_js
 from musicrec.metrics import bootstrap_interval, metrics_from_ranks, rank_positions
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
 from musicrec.split import Splits, load_splits
+from musicrec.stage import stage_parser
 
 
 @dataclass
@@ -179,12 +179,28 @@ def recall_curve_table(means: dict, ks: list[int]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--split", type=Path, default=Path("data/split"))
-    parser.add_argument("--models", type=Path, default=Path("data/models"))
-    parser.add_argument("--reports", type=Path, default=Path("reports"))
-    parser.add_argument("--per-user", type=Path, default=Path("data/evaluation"))
+    parser = stage_parser("evaluate", __doc__, ["evaluate"])
+    parser.add_argument(
+        "--split",
+        type=Path,
+        default=Path("data/split"),
+        help="split folder (split's output) (default: data/split)",
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path("data/models"),
+        help="folder of model folders (default: data/models)",
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)"
+    )
+    parser.add_argument(
+        "--per-user",
+        type=Path,
+        default=Path("data/evaluation"),
+        help="folder for per-user metric values (default: data/evaluation)",
+    )
     args = parser.parse_args(argv)
     cfg = section(load_params(args.params), "evaluate")
     ks = sorted(int(k) for k in cfg["ks"])

@@ -15,7 +15,6 @@ songs into memory-mapped float16 arrays in the order of ``data/validated/songs.t
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from musicrec.io import (
     write_json,
     write_tsv,
 )
+from musicrec.stage import stage_parser
 
 DB_FLOOR = -100.0
 
@@ -196,10 +196,19 @@ def compute_features(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec features", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--validated", type=Path, default=Path("data/validated"))
-    parser.add_argument("--out", type=Path, default=Path("data/features"))
+    parser = stage_parser("features", __doc__, ["data.root", "features"])
+    parser.add_argument(
+        "--validated",
+        type=Path,
+        default=Path("data/validated"),
+        help="validated data folder (validate's output) (default: data/validated)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/features"),
+        help="output folder (default: data/features)",
+    )
     parser.add_argument(
         "--cache",
         type=Path,

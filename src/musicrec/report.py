@@ -8,7 +8,6 @@ The HTML embeds its images and style: it loads nothing from the network.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import re
@@ -22,6 +21,7 @@ import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from musicrec.io import atomic_path, read_json  # noqa: E402
+from musicrec.stage import stage_parser
 
 SPLIT_ORDER = ["warm", "cold", "all", "cold_user"]
 STAGE_ORDER = ["synthesize", "validate", "features", "split", "baselines", "wmf", "evaluate"]
@@ -239,9 +239,16 @@ def markdown_to_html(markdown: str, base: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec report", description=__doc__.split("\n")[0])
-    parser.add_argument("--reports", type=Path, default=Path("reports"))
-    parser.add_argument("--split", type=Path, default=Path("data/split"))
+    parser = stage_parser("report", __doc__, [])
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)"
+    )
+    parser.add_argument(
+        "--split",
+        type=Path,
+        default=Path("data/split"),
+        help="split folder (split's output) (default: data/split)",
+    )
     args = parser.parse_args(argv)
     markdown = build_report(args.reports, args.split)
     with atomic_path(args.reports / "report.md") as tmp:

@@ -14,7 +14,6 @@ Every matrix is users x songs of play counts in one index space (the order of ``
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, read_tsv, section, stage_timer, write_json
+from musicrec.stage import stage_parser
 
 MATRICES = ("train", "warm_test", "cold_test", "cold_user_seed", "cold_user_test", "all")
 
@@ -158,10 +158,16 @@ def load_splits(split_dir: Path) -> Splits:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec split", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--validated", type=Path, default=Path("data/validated"))
-    parser.add_argument("--out", type=Path, default=Path("data/split"))
+    parser = stage_parser("split", __doc__, ["split"])
+    parser.add_argument(
+        "--validated",
+        type=Path,
+        default=Path("data/validated"),
+        help="validated data folder (validate's output) (default: data/validated)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("data/split"), help="output folder (default: data/split)"
+    )
     args = parser.parse_args(argv)
     cfg = SplitConfig(**section(load_params(args.params), "split"))
     with stage_timer("split") as record:

@@ -13,7 +13,6 @@ The output is a data folder in the layout of DESIGN.md section 2 (``plays.tsv``,
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tqdm import tqdm
 
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
+from musicrec.stage import stage_parser
 from musicrec.synth_audio import LEAD_TIMBRES, STYLE_NAMES, STYLES, SongAttributes, render_song
 
 SYNTHETIC_ROOT = Path("data/synthetic")
@@ -219,8 +219,7 @@ def synthesize_world(cfg: WorldConfig, out_dir: Path, n_jobs: int = 1) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec synthesize", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser = stage_parser("synthesize", __doc__, ["data.root", "synthesize"])
     parser.add_argument("--out", type=Path, default=SYNTHETIC_ROOT)
     args = parser.parse_args(argv)
     params = load_params(args.params)

@@ -10,7 +10,6 @@ the summary to ``reports/validation.json`` and great-expectations' results to
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm import tqdm
 from musicrec.audio import ClipSpec, find_audio_files, probe_audio, resolve_audio
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, section, stage_timer, write_json, write_tsv
+from musicrec.stage import stage_parser
 
 # A safe id: not empty, not '.' or '..', no path separator, no control character.
 SAFE_ID_REGEX = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$"
@@ -333,10 +333,20 @@ def validate_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec validate", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--out", type=Path, default=Path("data/validated"))
-    parser.add_argument("--reports", type=Path, default=Path("reports"))
+    parser = stage_parser(
+        "validate",
+        __doc__,
+        ["data.root", "validate", "features.clip_seconds", "features.offset_seconds"],
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("data/validated"),
+        help="output folder (default: data/validated)",
+    )
+    parser.add_argument(
+        "--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)"
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     root = Path(section(params, "data")["root"])

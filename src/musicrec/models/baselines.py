@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from musicrec.io import load_params, section, stage_timer
 from musicrec.models.vectors import SPLIT_NAMES, ModelVectors, save_model
 from musicrec.split import Splits, load_splits
+from musicrec.stage import stage_parser
 
 RANDOM_DIM = 32
 
@@ -46,10 +46,19 @@ def popularity_model(splits: Splits) -> ModelVectors:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec baselines", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--split", type=Path, default=Path("data/split"))
-    parser.add_argument("--models", type=Path, default=Path("data/models"))
+    parser = stage_parser("baselines", __doc__, ["baselines"])
+    parser.add_argument(
+        "--split",
+        type=Path,
+        default=Path("data/split"),
+        help="split folder (split's output) (default: data/split)",
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path("data/models"),
+        help="folder of model folders (default: data/models)",
+    )
     args = parser.parse_args(argv)
     seed = section(load_params(args.params), "baselines")["seed"]
     with stage_timer("baselines"):

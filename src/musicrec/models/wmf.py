@@ -15,7 +15,6 @@ Two models come out of one stage:
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from musicrec.errors import MusicrecError
 from musicrec.io import load_params, section, stage_timer
 from musicrec.models.vectors import ModelVectors, save_model
 from musicrec.split import load_splits
+from musicrec.stage import stage_parser
 
 
 @dataclass(frozen=True)
@@ -94,14 +94,29 @@ def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarr
         model.fit(confidence(counts, cfg.alpha, cfg.eps), show_progress=True)
     if implicit.gpu.HAS_CUDA:
         model = model.to_cpu()
-    return (np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32))
+    users = np.asarray(model.user_factors, np.float32).copy()
+    songs = np.asarray(model.item_factors, np.float32).copy()
+    # A song or user without plays keeps what is left of its random start after a few CG
+    # steps: noise, not knowledge. CF knows nothing of it, so its factors are zero.
+    users[np.diff(counts.tocsr().indptr) == 0] = 0.0
+    songs[np.diff(counts.tocsc().indptr) == 0] = 0.0
+    return users, songs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="musicrec wmf", description=__doc__.split("\n")[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--split", type=Path, default=Path("data/split"))
-    parser.add_argument("--models", type=Path, default=Path("data/models"))
+    parser = stage_parser("wmf", __doc__, ["wmf"])
+    parser.add_argument(
+        "--split",
+        type=Path,
+        default=Path("data/split"),
+        help="split folder (split's output) (default: data/split)",
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=Path("data/models"),
+        help="folder of model folders (default: data/models)",
+    )
     args = parser.parse_args(argv)
     cfg = WMFConfig(**section(load_params(args.params), "wmf"))
     with stage_timer("wmf") as record:

@@ -1,0 +1,99 @@
+"""Shared fixtures: an offline environment, a tiny synthetic world, a DVC project factory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# No network, ever, from anything the tests start.
+os.environ.update(
+    WANDB_MODE="offline",
+    WANDB_ERROR_REPORTING="false",
+    DO_NOT_TRACK="1",
+    GX_ANALYTICS_ENABLED="false",
+    DVC_NO_ANALYTICS="1",
+)
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+os.environ.setdefault("MPLCONFIGDIR", str(REPO / ".cache" / "matplotlib"))
+
+TINY_WORLD = dict(
+    n_songs=60,
+    n_users=200,
+    mean_songs_per_user=12,
+    clip_seconds=3.0,
+    sample_rate=22050,
+    audio_share=0.6,
+    taste_sharpness=2.5,
+    popularity_spread=1.3,
+    hidden_dims=4,
+    songs_per_artist=6,
+    seed=7,
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory) -> Path:
+    """A synthetic data folder (60 songs of 3 s, 200 users), made once per test session."""
+    from musicrec.synthesize import WorldConfig, synthesize_world
+
+    root = tmp_path_factory.mktemp("world") / "synthetic"
+    synthesize_world(WorldConfig(**TINY_WORLD), root, n_jobs=1)
+    return root
+
+
+def tiny_params(**overrides: dict) -> dict:
+    """The project's params.yaml shrunk for a tiny world, with section overrides applied."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synthesize"].update(TINY_WORLD, n_jobs=1)
+    params["validate"].update(min_seconds=1.0, n_jobs=1)
+    params["features"].update(clip_seconds=3.0, n_jobs=1)
+    params["wmf"].update(factors=8, iterations=5)
+    params["evaluate"].update(bootstrap=100, ks=[5, 10, 50])
+    for name, values in overrides.items():
+        params[name].update(values)
+    return params
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def dvc_project(tmp_path):
+    """Make a fresh git + DVC copy of the project (dvc.yaml, src/) with the given params."""
+
+    def make(params: dict) -> Path:
+        project = tmp_path / "project"
+        project.mkdir()
+        shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+        shutil.copytree(
+            REPO / "src",
+            project / "src",
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+        )
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        (project / ".gitignore").write_text(".cache/\n")
+        run(["git", "init", "-q"], project)
+        run(["git", "config", "user.email", "test@musicrec.local"], project)
+        run(["git", "config", "user.name", "musicrec tests"], project)
+        run(["dvc", "init", "-q"], project)
+        run(["dvc", "config", "core.analytics", "false"], project)
+        run(["dvc", "config", "core.check_update", "false"], project)
+        run(["git", "add", "-A"], project)
+        run(["git", "commit", "-qm", "init"], project)
+        return project
+
+    return make

@@ -1,0 +1,56 @@
+"""The confidence transform (known answers) and WMF's behaviour on structured data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from musicrec.errors import MusicrecError
+from musicrec.models.wmf import WMFConfig, confidence, fit_wmf
+
+
+def test_confidence_known_values_and_sparsity():
+    counts = sp.csr_matrix(np.array([[0, 1, 3], [7, 0, 0]], dtype=float))
+    conf = confidence(counts, alpha=2.0, eps=1.0)
+    assert conf.nnz == 3  # unplayed stays implicit (c = 1 inside implicit)
+    assert conf[0, 1] == pytest.approx(1 + 2 * np.log(2))
+    assert conf[0, 2] == pytest.approx(1 + 2 * np.log(4))
+    assert conf[1, 0] == pytest.approx(1 + 2 * np.log(8))
+    half = confidence(counts, alpha=1.0, eps=0.5)
+    assert half[0, 1] == pytest.approx(1 + np.log(3))  # 1 + log(1 + 1/0.5)
+
+
+def test_confidence_is_monotone_in_play_count():
+    conf = confidence(sp.csr_matrix(np.arange(1, 50, dtype=float)[None, :]), 3.0, 0.1)
+    assert np.all(np.diff(conf.toarray()[0]) > 0)
+
+
+def test_wmf_recovers_block_structure_and_zeroes_unplayed_songs():
+    rng = np.random.default_rng(0)
+    n_users, n_songs = 80, 40
+    group_user = np.arange(n_users) % 2
+    group_song = np.arange(n_songs) % 2
+    plays = (group_user[:, None] == group_song[None, :]) & (rng.random((n_users, n_songs)) < 0.4)
+    plays[:, 39] = False  # a song nobody played
+    counts = sp.csr_matrix(plays * rng.integers(1, 5, plays.shape), dtype=np.float32)
+    users, songs = fit_wmf(counts, WMFConfig(factors=4, iterations=10, seed=1))
+    assert users.shape == (n_users, 4) and songs.shape == (n_songs, 4)
+    assert np.all(songs[39] == 0)
+    scores = users @ songs.T
+    same = scores[group_user[:, None] == group_song[None, :]].mean()
+    other = scores[group_user[:, None] != group_song[None, :]].mean()
+    assert same > other + 0.3
+
+
+def test_wmf_is_seeded():
+    counts = sp.random(30, 20, density=0.2, random_state=3, format="csr") * 5
+    a = fit_wmf(counts, WMFConfig(factors=3, iterations=3, seed=4))
+    b = fit_wmf(counts, WMFConfig(factors=3, iterations=3, seed=4))
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+@pytest.mark.parametrize("bad", [dict(factors=0), dict(eps=0.0), dict(alpha=-1.0)])
+def test_bad_params_raise_before_compute(bad):
+    with pytest.raises(MusicrecError):
+        WMFConfig(**bad)

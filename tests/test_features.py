@@ -1,0 +1,81 @@
+"""Features of signals with known answers, and the incremental per-song cache."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from musicrec.errors import MusicrecError
+from musicrec.features import DB_FLOOR, FeatureConfig, compute_features, compute_song_features
+
+CFG = FeatureConfig(
+    sample_rate=22050, n_fft=2048, hop_length=512, n_mels=64, n_mfcc=20, clip_seconds=2.0
+)
+
+
+@pytest.mark.parametrize("freq", [220.0, 1000.0, 4000.0])
+def test_pure_tone_peaks_in_the_nearest_mel_bin(freq):
+    t = np.arange(CFG.n_samples) / CFG.sample_rate
+    logmel, _ = compute_song_features(0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32), CFG)
+    centres = librosa.mel_frequencies(n_mels=CFG.n_mels + 2, fmax=CFG.sample_rate / 2)[1:-1]
+    assert int(np.argmax(logmel.mean(axis=1))) == int(np.argmin(np.abs(centres - freq)))
+
+
+def test_silence_gives_the_floor_and_shapes_are_as_documented():
+    logmel, mfcc = compute_song_features(np.zeros(CFG.n_samples, np.float32), CFG)
+    assert logmel.shape == (64, CFG.n_frames) and mfcc.shape == (60, CFG.n_frames)
+    np.testing.assert_allclose(logmel, DB_FLOOR, atol=1e-3)
+    np.testing.assert_allclose(mfcc[20:], 0.0, atol=1e-4)  # constant input: deltas vanish
+
+
+def test_louder_signal_has_higher_log_mel_by_its_gain_in_db():
+    t = np.arange(CFG.n_samples) / CFG.sample_rate
+    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    quiet, _ = compute_song_features(0.1 * tone, CFG)
+    loud, _ = compute_song_features(0.4 * tone, CFG)
+    peak = np.argmax(loud.mean(axis=1))
+    assert loud[peak].mean() - quiet[peak].mean() == pytest.approx(20 * np.log10(4), abs=0.1)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(n_mfcc=0),
+        dict(hop_length=4096),
+        dict(clip_seconds=0.01),
+        dict(sample_rate=100),
+        dict(offset_seconds=-1.0),
+    ],
+)
+def test_bad_params_raise_one_clear_error_before_compute(bad):
+    with pytest.raises(MusicrecError, match="features params"):
+        FeatureConfig(**{**CFG.__dict__, **bad})
+
+
+def _write_songs(root, ids, rng):
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    for song in ids:
+        sf.write(root / "audio" / f"{song}.wav", 0.3 * rng.standard_normal(44100), 22050)
+    return pd.DataFrame({"song_id": ids, "path": [f"audio/{s}.wav" for s in ids]})
+
+
+def test_features_are_incremental_and_memory_mapped(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    songs = _write_songs(root, [f"s{i}" for i in range(5)], rng)
+    first = compute_features(root, songs, CFG, tmp_path / "out1", tmp_path / "cache")
+    assert first == {"songs": 5, "computed": 5, "cached": 0}
+    more = pd.concat([songs, _write_songs(root, ["s5"], rng)], ignore_index=True)
+    second = compute_features(root, more, CFG, tmp_path / "out2", tmp_path / "cache")
+    assert second == {"songs": 6, "computed": 1, "cached": 5}
+    a = np.load(tmp_path / "out1" / "logmel.npy", mmap_mode="r")
+    b = np.load(tmp_path / "out2" / "logmel.npy", mmap_mode="r")
+    assert isinstance(b, np.memmap) and b.dtype == np.float16 and b.shape[:2] == (6, 64)
+    np.testing.assert_array_equal(a, b[:5])
+    # Other params fill another cache: nothing stale is reused.
+    other = FeatureConfig(**{**CFG.__dict__, "n_mels": 32})
+    third = compute_features(root, more, other, tmp_path / "out3", tmp_path / "cache")
+    assert third["computed"] == 6

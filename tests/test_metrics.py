@@ -1,0 +1,139 @@
+"""Known-answer tests of the ranking metrics, and agreement with implicit and scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import roc_auc_score
+
+from musicrec.evaluate import SplitTask, evaluate_on_task
+from musicrec.metrics import bootstrap_interval, metrics_from_ranks, rank_positions
+from musicrec.models.vectors import ModelVectors
+
+
+def one_user(scores, relevant, excluded=None, map_k=500, ks=(1, 3, 5)):
+    scores = np.asarray([scores], float)
+    n = scores.shape[1]
+    excluded = np.zeros((1, n), bool) if excluded is None else np.asarray([excluded], bool)
+    rel = np.zeros((1, n))
+    rel[0, relevant] = 1
+    positions = rank_positions(scores, excluded, np.arange(n))
+    out = metrics_from_ranks(positions, sp.csr_matrix(rel), n - excluded.sum(1), map_k, list(ks))
+    return {k: float(v[0]) for k, v in out.items()}
+
+
+def test_perfect_ranking_scores_one():
+    m = one_user([5, 4, 3, 2, 1], relevant=[0, 1])
+    assert m["map@500"] == 1.0 and m["auc"] == 1.0 and m["ndcg@5"] == 1.0
+    assert m["recall@3"] == 1.0 and m["precision@1"] == 1.0
+
+
+def test_ranking_with_no_hits_in_cutoff():
+    m = one_user([5, 4, 3, 2, 1], relevant=[3, 4], map_k=2)
+    assert m["map@2"] == 0.0
+    assert m["auc"] == 0.0  # every relevant song below every irrelevant one
+    assert m["recall@3"] == 0.0 and m["ndcg@3"] == 0.0 and m["precision@1"] == 0.0
+
+
+def test_hand_computed_case():
+    # Ranking: s0 (relevant), s1, s2 (relevant), s3, s4.
+    m = one_user([5, 4, 3, 2, 1], relevant=[0, 2])
+    assert m["map@500"] == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert m["auc"] == pytest.approx(1 - 1 / (2 * 3))  # one of 6 pairs misordered
+    assert m["ndcg@3"] == pytest.approx((1 + 1 / np.log2(4)) / (1 + 1 / np.log2(3)))
+    assert m["recall@1"] == 0.5 and m["precision@3"] == pytest.approx(2 / 3)
+
+
+def test_ap_normalises_by_min_of_relevant_and_cutoff():
+    # Three relevant songs, cut-off 2, both top songs relevant: AP@2 = (1 + 1) / min(3, 2).
+    m = one_user([5, 4, 3, 2, 1], relevant=[0, 1, 4], map_k=2)
+    assert m["map@2"] == 1.0
+
+
+def test_excluded_songs_rank_last_and_leave_the_auc():
+    # s0 is excluded (a training play): s1 then becomes first.
+    m = one_user([9, 4, 3, 2, 1], relevant=[1], excluded=[True, False, False, False, False])
+    assert m["map@500"] == 1.0 and m["auc"] == 1.0
+
+
+def test_ties_follow_the_tiebreak_order_not_the_catalogue_order():
+    scores = np.zeros((1, 4))
+    positions = rank_positions(scores, np.zeros((1, 4), bool), np.array([3, 2, 1, 0]))
+    assert positions.tolist() == [[3, 2, 1, 0]]
+
+
+def test_user_without_relevant_songs_is_nan():
+    rel = sp.csr_matrix(np.array([[0, 0, 0], [1, 0, 0]]))
+    positions = rank_positions(np.ones((2, 3)), np.zeros((2, 3), bool), np.arange(3))
+    out = metrics_from_ranks(positions, rel, np.array([3, 3]), 500, [1])
+    assert np.isnan(out["map@500"][0]) and out["map@500"][1] == 1.0
+
+
+@pytest.fixture
+def random_case():
+    rng = np.random.default_rng(0)
+    n_users, n_songs, dim = 60, 80, 6
+    train = sp.random(n_users, n_songs, density=0.15, random_state=1, format="csr")
+    test = sp.random(n_users, n_songs, density=0.08, random_state=2, format="csr")
+    test = test - test.multiply(train > 0)  # held-out plays are never training plays
+    test.eliminate_zeros()
+    user_vectors = rng.standard_normal((n_users, dim)).astype(np.float32)
+    song_vectors = rng.standard_normal((n_songs, dim)).astype(np.float32)
+    return train.tocsr(), test.tocsr(), user_vectors, song_vectors
+
+
+def _evaluate(random_case, map_k):
+    train, test, user_vectors, song_vectors = random_case
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    task = SplitTask("all", users, np.arange(train.shape[1]), train[users], test[users])
+    model = ModelVectors("m", "", ["all"], user_vectors, song_vectors)
+    return users, evaluate_on_task(
+        model, task, map_k, [10], np.arange(train.shape[1]), batch_size=7
+    )
+
+
+def test_map_matches_implicit_ranking_metrics_at_k(random_case):
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.evaluation import ranking_metrics_at_k
+
+    train, test, user_vectors, song_vectors = random_case
+    for k in (10, 30):
+        _, ours = _evaluate(random_case, map_k=k)
+        model = AlternatingLeastSquares(factors=user_vectors.shape[1], random_state=0)
+        model.user_factors, model.item_factors = user_vectors, song_vectors
+        theirs = ranking_metrics_at_k(model, train, test, K=k, show_progress=False)
+        assert np.nanmean(ours[f"map@{k}"]) == pytest.approx(theirs["map"], abs=1e-6)
+
+
+def test_auc_matches_scikit_learn_per_user(random_case):
+    train, test, user_vectors, song_vectors = random_case
+    users, ours = _evaluate(random_case, map_k=500)
+    for i, u in enumerate(users):
+        candidates = np.setdiff1d(np.arange(train.shape[1]), train[u].indices)
+        truth = np.isin(candidates, test[u].indices)
+        if truth.all():
+            continue
+        expected = roc_auc_score(truth, user_vectors[u] @ song_vectors[candidates].T)
+        assert ours["auc"][i] == pytest.approx(expected, abs=1e-9)
+
+
+def test_coverage_counts_songs_in_anyones_top_k():
+    # Two users with opposite tastes over 4 songs: top-1 covers 2 of 4 songs.
+    model = ModelVectors(
+        "m", "", ["all"], np.array([[1.0], [-1.0]]), np.array([[3.0], [1.0], [-1.0], [-3.0]])
+    )
+    task = SplitTask(
+        "all", np.arange(2), np.arange(4), sp.csr_matrix((2, 4)), sp.csr_matrix(np.ones((2, 4)))
+    )
+    result = evaluate_on_task(model, task, 500, [1, 2], np.arange(4))
+    assert result["coverage@1"] == 0.5 and result["coverage@2"] == 1.0
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_users():
+    rng = np.random.default_rng(0)
+    small, large = rng.random(50), rng.random(5000)
+    lo_s, hi_s = bootstrap_interval(small, rng.integers(0, 50, (500, 50)))
+    lo_l, hi_l = bootstrap_interval(large, rng.integers(0, 5000, (500, 5000)))
+    assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 3

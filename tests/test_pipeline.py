@@ -1,0 +1,87 @@
+"""End to end: the real ``dvc repro`` on a tiny synthetic world and on real recorded audio."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+import yaml
+from conftest import REPO, run, tiny_params
+
+pytestmark = pytest.mark.slow
+
+MODELS = {"random", "popularity", "wmf", "upper_bound"}
+
+
+def stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([a-z_]+)'", output))
+
+
+def test_dvc_repro_on_a_tiny_world(dvc_project):
+    project = dvc_project(tiny_params())
+    first = run(["dvc", "repro"], project)
+    assert stages_run(first.stdout) == {
+        "synthesize",
+        "validate",
+        "features",
+        "split",
+        "baselines",
+        "wmf",
+        "evaluate",
+        "report",
+    }
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert set(metrics) == MODELS
+    assert set(metrics["upper_bound"]) == {"warm", "cold", "all", "cold_user"}
+    assert set(metrics["wmf"]) == {"warm", "cold", "all"}
+    for model in MODELS:
+        for values in metrics[model].values():
+            assert 0.0 <= values["map@500"] <= 1.0 and 0.0 <= values["auc"] <= 1.0
+    assert metrics["upper_bound"]["cold"]["map@500"] > metrics["random"]["cold"]["map@500"]
+    html = (project / "reports" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
+    assert "| `wmf` |" in (project / "reports" / "report.md").read_text()
+
+    again = run(["dvc", "repro"], project)
+    assert stages_run(again.stdout) == set()
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["wmf"]["factors"] = 6
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = run(["dvc", "repro"], project)
+    assert stages_run(changed.stdout) == {"wmf", "evaluate", "report"}
+    dims = json.loads((project / "data" / "models" / "wmf" / "model.json").read_text())["dim"]
+    assert dims == 6
+
+
+def test_dvc_repro_on_real_recorded_audio(dvc_project):
+    params = tiny_params(
+        data={"root": "data/real"},
+        validate={"min_seconds": 0.5},
+        features={"clip_seconds": 1.0},
+        split={
+            "cold_song_fraction": 0.25,
+            "cold_user_seed_plays": 1,
+            "cold_user_fraction": 0.15,
+            "validation_song_fraction": 0.2,
+        },
+        evaluate={"ks": [1, 3]},
+    )
+    project = dvc_project(params)
+    shutil.copytree(REPO / "tests" / "data" / "real_world", project / "data" / "real")
+    run(["dvc", "add", "data/real"], project)
+    result = run(["dvc", "repro"], project)
+    assert "nothing to synthesize" in result.stdout
+    assert not list((project / "data" / "synthetic").glob("*/*"))  # no synthesis done
+
+    validation = json.loads((project / "reports" / "validation.json").read_text())
+    assert validation["audio"]["songs_usable"] == 8
+    assert validation["audio"]["songs_quarantined"] == 0
+    features = json.loads((project / "data" / "features" / "features.json").read_text())
+    assert features["shapes"]["logmel"][0] == 8
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert set(metrics) == MODELS and "cold" in metrics["wmf"]
+    status = run(["dvc", "status", "data/real.dvc"], project)
+    assert "changed" not in status.stdout  # the raw folder is exactly what was added

@@ -1,0 +1,92 @@
+"""The splits are disjoint, seeded and follow DESIGN.md section 4."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from musicrec.errors import MusicrecError
+from musicrec.split import SplitConfig, load_splits, make_splits, write_splits
+
+
+@pytest.fixture(scope="module")
+def plays():
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"u{u}", f"s{s}", int(rng.integers(1, 9)))
+        for u in range(300)
+        for s in rng.choice(100, rng.integers(3, 30), replace=False)
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "song_id", "play_count"])
+
+
+@pytest.fixture(scope="module")
+def splits(plays):
+    return make_splits(plays, [f"s{s}" for s in range(100)], SplitConfig(seed=1))
+
+
+def pattern(matrix):
+    coo = matrix.tocoo()
+    return set(zip(coo.row.tolist(), coo.col.tolist(), strict=True))
+
+
+def test_held_out_sets_are_disjoint(splits):
+    names = ["train", "warm_test", "cold_test", "cold_user_seed", "cold_user_test"]
+    sets = {n: pattern(splits.matrices[n]) for n in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            assert not sets[a] & sets[b], f"{a} and {b} overlap"
+    union = set().union(*sets.values())
+    assert union <= pattern(splits.matrices["all"])
+    # The only plays in no set are cold users' plays on cold songs.
+    cold_song = np.flatnonzero(splits.songs["role"] == "cold")
+    cold_user = np.flatnonzero(splits.users["role"] == "cold_user")
+    for u, s in pattern(splits.matrices["all"]) - union:
+        assert u in cold_user and s in cold_song
+
+
+def test_cold_songs_and_cold_users_have_no_training_plays(splits):
+    train = splits.matrices["train"]
+    cold_song = splits.songs["role"].to_numpy() == "cold"
+    cold_user = splits.users["role"].to_numpy() == "cold_user"
+    assert train[:, cold_song].nnz == 0 and train[cold_user].nnz == 0
+    assert cold_song.sum() == 20 and cold_user.sum() == 30
+
+
+def test_cold_users_give_exactly_k_seed_plays_on_warm_songs(splits):
+    seeds = splits.matrices["cold_user_seed"]
+    cold_user = np.flatnonzero(splits.users["role"] == "cold_user")
+    assert set(np.diff(seeds.indptr)[cold_user]) == {5}
+    assert np.all(np.diff(splits.matrices["cold_user_test"].indptr)[cold_user] > 0)
+    assert seeds[:, (splits.songs["role"] == "cold").to_numpy()].nnz == 0
+
+
+def test_warm_holdout_fraction_and_every_user_keeps_training_plays(splits):
+    warm = splits.users["role"].to_numpy() == "warm"
+    test = splits.matrices["warm_test"][warm].nnz
+    train = splits.matrices["train"][warm].nnz
+    assert 0.15 < test / (test + train) < 0.25
+    assert np.all(np.diff(splits.matrices["train"].indptr)[warm] > 0)
+
+
+def test_validation_slice_is_warm_songs(splits):
+    validation = splits.songs["validation"].to_numpy()
+    assert validation.sum() == 8  # 10% of 80 warm songs
+    assert set(splits.songs.loc[validation, "role"]) == {"warm"}
+
+
+def test_same_seed_same_splits_and_round_trip(plays, splits, tmp_path):
+    again = make_splits(plays, [f"s{s}" for s in range(100)], SplitConfig(seed=1))
+    other = make_splits(plays, [f"s{s}" for s in range(100)], SplitConfig(seed=2))
+    assert pattern(again.matrices["warm_test"]) == pattern(splits.matrices["warm_test"])
+    assert pattern(other.matrices["warm_test"]) != pattern(splits.matrices["warm_test"])
+    write_splits(splits, tmp_path / "split")
+    loaded = load_splits(tmp_path / "split")
+    assert pattern(loaded.matrices["cold_test"]) == pattern(splits.matrices["cold_test"])
+    assert loaded.songs["validation"].sum() == 8
+
+
+def test_bad_fraction_is_refused():
+    with pytest.raises(MusicrecError, match="cold_song_fraction"):
+        SplitConfig(cold_song_fraction=1.5)

@@ -1,0 +1,121 @@
+"""Validation: each kind of bad row stops with file:line; each kind of bad audio is quarantined."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musicrec.audio import ClipSpec
+from musicrec.errors import MusicrecError
+from musicrec.validate import check_play_log, validate_dataset
+
+GOOD = "u1\ts1\t3\nu2\ts1\t1\nu2\ts2\t5\n"
+
+
+@pytest.mark.parametrize(
+    "bad_line, problem",
+    [
+        ("user_id\tsong_id\tplay_count", "'play_count' is not an integer"),
+        ("u3\ts1", "expected 3 tab-separated fields"),
+        ("u3\ts1\t2\textra", "expected 3 tab-separated fields"),
+        ("u3\ts1\t0", "below 1"),
+        ("u3\ts1\t-4", "below 1"),
+        ("u3\ts1\t2.5", "'2.5' is not an integer"),
+        ("u3\ts1\tmany", "'many' is not an integer"),
+        ("u1\ts1\t7", "duplicate (user_id, song_id) pair"),
+        ("\ts1\t2", "empty user_id"),
+        ("u3\t../etc/passwd\t2", "is not a safe id"),
+        ("u3\t..\t2", "is not a safe id"),
+        ("u\x013\ts1\t2", "is not a safe id"),
+        ("u3\ts\\1\t2", "is not a safe id"),
+    ],
+)
+def test_each_bad_row_stops_with_file_line_and_reason(tmp_path, bad_line, problem):
+    path = tmp_path / "plays.tsv"
+    path.write_text(GOOD + bad_line + "\n")
+    with pytest.raises(MusicrecError) as info:
+        check_play_log(path)
+    message = str(info.value)
+    assert f"{path}:4: " in message and problem in message
+
+
+def test_non_utf8_bytes_name_their_line(tmp_path):
+    path = tmp_path / "plays.tsv"
+    path.write_bytes(GOOD.encode() + b"u\xff\ts1\t2\n")
+    with pytest.raises(MusicrecError, match=r"plays.tsv:4: bytes that are not UTF-8"):
+        check_play_log(path)
+
+
+def test_windows_line_endings_and_missing_final_newline_are_fine(tmp_path):
+    path = tmp_path / "plays.tsv"
+    path.write_bytes(GOOD.replace("\n", "\r\n").rstrip("\r\n").encode())
+    clean, ge = check_play_log(path)
+    assert clean["play_count"].tolist() == [3, 1, 5] and ge["success"]
+
+
+def _tree_digest(root):
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def messy_folder(tmp_path):
+    """Five songs with usable audio and six with each kind of unusable audio."""
+    root = tmp_path / "data"
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    sr = 16000
+    for i in range(5):
+        sf.write(audio / f"good{i}.wav", 0.2 * rng.standard_normal((2 * sr, 2)), sr)
+    (audio / "text.mp3").write_text("this is not audio\n")
+    sf.write(audio / "silent.wav", np.zeros(2 * sr), sr)
+    nan_audio = 0.2 * rng.standard_normal(2 * sr)
+    nan_audio[100] = np.nan
+    sf.write(audio / "nans.wav", nan_audio, sr, subtype="FLOAT")
+    sf.write(audio / "short.wav", 0.2 * rng.standard_normal(sr // 4), sr)
+    sf.write(audio / "twice.wav", 0.2 * rng.standard_normal(2 * sr), sr)
+    sf.write(audio / "twice.flac", 0.2 * rng.standard_normal(2 * sr), sr)
+    songs = [f"good{i}" for i in range(5)] + ["text", "silent", "nans", "short", "twice", "missing"]
+    (root / "plays.tsv").write_text(
+        "".join(f"u{u}\t{s}\t{u + 1}\n" for u in range(3) for s in songs)
+    )
+    return root
+
+
+def test_unusable_songs_are_quarantined_with_reasons_and_raw_data_is_untouched(messy_folder):
+    before = _tree_digest(messy_folder)
+    result = validate_dataset(messy_folder, ClipSpec(1.0), min_seconds=1.0, silence_db=-60.0)
+    assert _tree_digest(messy_folder) == before
+    reasons = {q["song_id"]: q["reasons"] for q in result.summary["audio"]["quarantine"]}
+    assert set(reasons) == {"text", "silent", "nans", "short", "twice", "missing"}
+    assert reasons["text"].startswith("cannot be decoded")
+    assert reasons["silent"].startswith("silent")
+    assert reasons["nans"] == "NaN or infinite samples"
+    assert reasons["short"].startswith("too short: 0.25 s")
+    assert reasons["twice"].startswith("several audio files")
+    assert reasons["missing"] == "no audio file"
+    assert sorted(result.songs["song_id"]) == [f"good{i}" for i in range(5)]
+    assert set(result.plays["song_id"]) == set(result.songs["song_id"])
+    assert result.summary["plays_dropped"] == {"rows": 18, "play_count": 36}
+    assert result.summary["audio"]["quarantine_reasons"]["no audio file"] == 1
+    assert result.ge_results["audio_manifest"]["success"] is False
+
+
+def test_tracks_csv_maps_ids_to_paths_and_refuses_escapes(messy_folder):
+    shutil.copy(messy_folder / "audio" / "good0.wav", messy_folder / "audio" / "renamed.wav")
+    (messy_folder / "tracks.csv").write_text("song_id,path\ngood0,renamed.wav\n")
+    (messy_folder / "plays.tsv").write_text("u1\tgood0\t2\n")
+    result = validate_dataset(messy_folder, ClipSpec(1.0), 1.0, -60.0)
+    assert result.songs["path"].tolist() == ["audio/renamed.wav"]
+    (messy_folder / "tracks.csv").write_text("song_id,path\ngood0,../plays.tsv\n")
+    with pytest.raises(MusicrecError, match="leads outside"):
+        validate_dataset(messy_folder, ClipSpec(1.0), 1.0, -60.0)
