@@ -18,7 +18,7 @@ def one_user(scores, relevant, excluded=None, map_k=500, ks=(1, 3, 5)):
     excluded = np.zeros((1, n), bool) if excluded is None else np.asarray([excluded], bool)
     rel = np.zeros((1, n))
     rel[0, relevant] = 1
-    positions = rank_positions(scores, excluded, np.arange(n))
+    positions = rank_positions(scores, excluded, np.tile(np.arange(n), (1, 1)))
     out = metrics_from_ranks(positions, sp.csr_matrix(rel), n - excluded.sum(1), map_k, list(ks))
     return {k: float(v[0]) for k, v in out.items()}
 
@@ -57,15 +57,26 @@ def test_excluded_songs_rank_last_and_leave_the_auc():
     assert m["map@500"] == 1.0 and m["auc"] == 1.0
 
 
-def test_ties_follow_the_tiebreak_order_not_the_catalogue_order():
-    scores = np.zeros((1, 4))
-    positions = rank_positions(scores, np.zeros((1, 4), bool), np.array([3, 2, 1, 0]))
-    assert positions.tolist() == [[3, 2, 1, 0]]
+def test_ties_follow_each_users_tiebreak_keys_not_the_catalogue_order():
+    scores = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    keys = np.array([[0.9, 0.7, 0.5, 0.1], [0.1, 0.2, 0.9, 0.3]])
+    positions = rank_positions(scores, np.zeros((2, 4), bool), keys)
+    assert positions.tolist() == [[3, 2, 1, 0], [0, 1, 3, 2]]
+
+
+def test_a_model_that_cannot_tell_songs_apart_ranks_like_random():
+    users = np.arange(400)
+    model = ModelVectors("zero", "", ["all"], np.zeros((400, 2)), np.zeros((50, 2)))
+    relevant = sp.csr_matrix((np.arange(400)[:, None] % 50 == np.arange(50)[None, :]) * 1.0)
+    task = SplitTask("all", users, np.arange(50), sp.csr_matrix((400, 50)), relevant)
+    result = evaluate_on_task(model, task, 500, [5], tiebreak_seed=1)
+    assert abs(np.mean(result["auc"]) - 0.5) < 0.05
+    assert result["coverage@5"] == 1.0  # users get different random orders
 
 
 def test_user_without_relevant_songs_is_nan():
     rel = sp.csr_matrix(np.array([[0, 0, 0], [1, 0, 0]]))
-    positions = rank_positions(np.ones((2, 3)), np.zeros((2, 3), bool), np.arange(3))
+    positions = rank_positions(np.ones((2, 3)), np.zeros((2, 3), bool), np.ones((2, 3)))
     out = metrics_from_ranks(positions, rel, np.array([3, 3]), 500, [1])
     assert np.isnan(out["map@500"][0]) and out["map@500"][1] == 1.0
 
@@ -126,7 +137,7 @@ def test_coverage_counts_songs_in_anyones_top_k():
     task = SplitTask(
         "all", np.arange(2), np.arange(4), sp.csr_matrix((2, 4)), sp.csr_matrix(np.ones((2, 4)))
     )
-    result = evaluate_on_task(model, task, 500, [1, 2], np.arange(4))
+    result = evaluate_on_task(model, task, 500, [1, 2], tiebreak_seed=0)
     assert result["coverage@1"] == 0.5 and result["coverage@2"] == 1.0
 
 

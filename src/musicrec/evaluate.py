@@ -32,7 +32,12 @@ from tqdm import tqdm
 
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
-from musicrec.metrics import bootstrap_interval, metrics_from_ranks, rank_positions
+from musicrec.metrics import (
+    bootstrap_interval,
+    metrics_from_ranks,
+    rank_positions,
+    tiebreak_keys,
+)
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
 from musicrec.split import Splits, load_splits
 from musicrec.stage import stage_parser
@@ -84,10 +89,12 @@ def evaluate_on_task(
     task: SplitTask,
     map_k: int,
     ks: list[int],
-    tiebreak: np.ndarray,
+    tiebreak_seed: int,
     batch_size: int = 1024,
 ) -> dict[str, np.ndarray | float]:
     """Per-user metrics of one model on one task, plus catalogue coverage@k.
+
+    Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user.
 
     Returns
     -------
@@ -101,7 +108,8 @@ def evaluate_on_task(
         rows = slice(start, start + batch_size)
         scores = model.scores(task.users[rows], task.candidates)
         excluded = task.excluded[rows].toarray() > 0
-        positions = rank_positions(scores, excluded, tiebreak)
+        keys = tiebreak_keys(task.users[rows], len(task.candidates), tiebreak_seed)
+        positions = rank_positions(scores, excluded, keys)
         n_valid = len(task.candidates) - excluded.sum(axis=1)
         for name, values in metrics_from_ranks(
             positions, task.relevant[rows], n_valid, map_k, ks
@@ -135,7 +143,7 @@ def evaluate_models(
     """
     tasks = split_tasks(splits)
     rng = np.random.default_rng(seed)
-    tiebreaks = {name: rng.permutation(len(t.candidates)) for name, t in tasks.items()}
+    tiebreak_seeds = {name: int(rng.integers(2**31)) for name in tasks}
     resamples = {
         name: rng.integers(0, max(len(t.users), 1), (n_bootstrap, len(t.users)))
         for name, t in tasks.items()
@@ -150,7 +158,7 @@ def evaluate_models(
                 f"evaluate: the {task.name} split has no users to score; "
                 "check the split params and the data size"
             )
-        result = evaluate_on_task(model, task, map_k, ks, tiebreaks[task.name])
+        result = evaluate_on_task(model, task, map_k, ks, tiebreak_seeds[task.name])
         split_means, split_intervals = {}, {}
         for metric, values in result.items():
             if isinstance(values, float):

@@ -10,9 +10,9 @@ Definitions (DESIGN.md section 4):
   ``sum_{j < min(|R|, k)} 1/log2(j + 2)`` (ranks 0-based).
 - recall@k = hits@k / |R|, precision@k = hits@k / k.
 
-Ties in scores are broken by a fixed random order of the candidates, so a model that scores
-many songs equally (a zero vector, a constant) is ranked as a random one would be, not in
-catalogue order.
+Ties in scores are broken at random, independently per user (keys fixed by the seed and the
+user), so a model that scores many songs equally (a zero vector, a constant) ranks them as a
+random model would: not in catalogue order, and not in one order shared by every user.
 """
 
 from __future__ import annotations
@@ -29,21 +29,28 @@ def rank_positions(scores: np.ndarray, excluded: np.ndarray, tiebreak: np.ndarra
     scores : np.ndarray [shape=(n_users, n_candidates)]
     excluded : np.ndarray [shape=(n_users, n_candidates), dtype=bool]
         Candidates a user cannot be recommended (their training plays); ranked last.
-    tiebreak : np.ndarray [shape=(n_candidates,)]
-        A permutation of ``range(n_candidates)``: among equal scores, lower comes first.
+    tiebreak : np.ndarray [shape=(n_users, n_candidates)]
+        Keys that order equal scores, lower first: drawn at random per user, so a model that
+        cannot tell songs apart ranks them as a random model would, independently per user.
 
     Returns
     -------
     positions : np.ndarray [shape=(n_users, n_candidates), dtype=int64]
     """
     scores = np.where(excluded, -np.inf, scores)
-    order_of_tiebreak = np.argsort(tiebreak)
-    # A stable sort of the candidates laid out in tie-break order resolves ties by that order.
-    order = np.argsort(-scores[:, order_of_tiebreak], axis=1, kind="stable")
-    order = order_of_tiebreak[order]
+    order = np.lexsort((tiebreak, -scores), axis=-1)  # by score, then by tie-break key
     positions = np.empty_like(order)
     np.put_along_axis(positions, order, np.arange(order.shape[1])[None, :], axis=1)
     return positions
+
+
+def tiebreak_keys(users: np.ndarray, n_candidates: int, seed: int) -> np.ndarray:
+    """Random tie-break keys [shape=(len(users), n_candidates)], fixed by (seed, user).
+
+    The same user gets the same keys whatever the batch, so every model on a split is ranked
+    with the same tie-breaks (paired comparisons stay paired).
+    """
+    return np.stack([np.random.default_rng([seed, int(u)]).random(n_candidates) for u in users])
 
 
 def metrics_from_ranks(
