@@ -23,7 +23,6 @@ on a split), per-user values in ``data/evaluation/<split>.npz`` for paired compa
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -187,27 +186,8 @@ def recall_curve_table(means: dict, ks: list[int]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("evaluate", __doc__, ["evaluate"])
-    parser.add_argument(
-        "--split",
-        type=Path,
-        default=Path("data/split"),
-        help="split folder (split's output) (default: data/split)",
-    )
-    parser.add_argument(
-        "--models",
-        type=Path,
-        default=Path("data/models"),
-        help="folder of model folders (default: data/models)",
-    )
-    parser.add_argument(
-        "--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)"
-    )
-    parser.add_argument(
-        "--per-user",
-        type=Path,
-        default=Path("data/evaluation"),
-        help="folder for per-user metric values (default: data/evaluation)",
+    parser = stage_parser(
+        "evaluate", __doc__, ["evaluate"], ("split", "models", "reports", "per_user")
     )
     args = parser.parse_args(argv)
     cfg = section(load_params(args.params), "evaluate")

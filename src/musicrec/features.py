@@ -196,18 +196,8 @@ def compute_features(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("features", __doc__, ["data.root", "features"])
-    parser.add_argument(
-        "--validated",
-        type=Path,
-        default=Path("data/validated"),
-        help="validated data folder (validate's output) (default: data/validated)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("data/features"),
-        help="output folder (default: data/features)",
+    parser = stage_parser(
+        "features", __doc__, ["data.root", "features"], ("validated",), out=Path("data/features")
     )
     parser.add_argument(
         "--cache",

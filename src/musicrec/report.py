@@ -239,16 +239,7 @@ def markdown_to_html(markdown: str, base: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("report", __doc__, [])
-    parser.add_argument(
-        "--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)"
-    )
-    parser.add_argument(
-        "--split",
-        type=Path,
-        default=Path("data/split"),
-        help="split folder (split's output) (default: data/split)",
-    )
+    parser = stage_parser("report", __doc__, [], ("reports", "split"))
     args = parser.parse_args(argv)
     markdown = build_report(args.reports, args.split)
     with atomic_path(args.reports / "report.md") as tmp:

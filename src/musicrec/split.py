@@ -158,16 +158,7 @@ def load_splits(split_dir: Path) -> Splits:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("split", __doc__, ["split"])
-    parser.add_argument(
-        "--validated",
-        type=Path,
-        default=Path("data/validated"),
-        help="validated data folder (validate's output) (default: data/validated)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("data/split"), help="output folder (default: data/split)"
-    )
+    parser = stage_parser("split", __doc__, ["split"], ("validated",), out=Path("data/split"))
     args = parser.parse_args(argv)
     cfg = SplitConfig(**section(load_params(args.params), "split"))
     with stage_timer("split") as record:

@@ -219,8 +219,7 @@ def synthesize_world(cfg: WorldConfig, out_dir: Path, n_jobs: int = 1) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("synthesize", __doc__, ["data.root", "synthesize"])
-    parser.add_argument("--out", type=Path, default=SYNTHETIC_ROOT)
+    parser = stage_parser("synthesize", __doc__, ["data.root", "synthesize"], out=SYNTHETIC_ROOT)
     args = parser.parse_args(argv)
     params = load_params(args.params)
     data_root = Path(section(params, "data")["root"])

@@ -337,15 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         "validate",
         __doc__,
         ["data.root", "validate", "features.clip_seconds", "features.offset_seconds"],
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("data/validated"),
-        help="output folder (default: data/validated)",
-    )
-    parser.add_argument(
-        "--reports", type=Path, default=Path("reports"), help="reports folder (default: reports)"
+        ("reports",),
+        out=Path("data/validated"),
     )
     args = parser.parse_args(argv)
     params = load_params(args.params)

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from musicrec.io import load_params, section, stage_timer
@@ -46,19 +44,7 @@ def popularity_model(splits: Splits) -> ModelVectors:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("baselines", __doc__, ["baselines"])
-    parser.add_argument(
-        "--split",
-        type=Path,
-        default=Path("data/split"),
-        help="split folder (split's output) (default: data/split)",
-    )
-    parser.add_argument(
-        "--models",
-        type=Path,
-        default=Path("data/models"),
-        help="folder of model folders (default: data/models)",
-    )
+    parser = stage_parser("baselines", __doc__, ["baselines"], ("split", "models"))
     args = parser.parse_args(argv)
     seed = section(load_params(args.params), "baselines")["seed"]
     with stage_timer("baselines"):

@@ -16,7 +16,6 @@ Two models come out of one stage:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -104,19 +103,7 @@ def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("wmf", __doc__, ["wmf"])
-    parser.add_argument(
-        "--split",
-        type=Path,
-        default=Path("data/split"),
-        help="split folder (split's output) (default: data/split)",
-    )
-    parser.add_argument(
-        "--models",
-        type=Path,
-        default=Path("data/models"),
-        help="folder of model folders (default: data/models)",
-    )
+    parser = stage_parser("wmf", __doc__, ["wmf"], ("split", "models"))
     args = parser.parse_args(argv)
     cfg = WMFConfig(**section(load_params(args.params), "wmf"))
     with stage_timer("wmf") as record:
