@@ -17,6 +17,8 @@ STAGES = {
     "split": ("musicrec.split", "cold / warm / all / cold_user evaluation splits"),
     "baselines": ("musicrec.models.baselines", "random and popularity references"),
     "wmf": ("musicrec.models.wmf", "weighted matrix factorisation and the upper bound"),
+    "bow": ("musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
+    "cnn": ("musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),
     "evaluate": ("musicrec.evaluate", "score every model on every split"),
     "report": ("musicrec.report", "write reports/report.md and report.html"),
 }

@@ -23,6 +23,7 @@ on a split), per-user values in ``data/evaluation/<split>.npz`` for paired compa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,6 +125,21 @@ def evaluate_on_task(
     return result
 
 
+def factor_agreement(predicted: np.ndarray, targets: np.ndarray, songs: np.ndarray) -> dict:
+    """R^2 (pooled over dimensions) and mean cosine of predicted vs target song factors.
+
+    Parameters
+    ----------
+    predicted, targets : np.ndarray [shape=(n_songs, d)]
+    songs : np.ndarray  indices of the songs compared
+    """
+    p, t = predicted[songs].astype(np.float64), targets[songs].astype(np.float64)
+    r2 = 1.0 - ((p - t) ** 2).sum() / ((t - t.mean(axis=0)) ** 2).sum()
+    norms = np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1)
+    cosine = np.mean((p * t).sum(axis=1) / np.maximum(norms, 1e-12))
+    return {"r2": round(float(r2), 6), "cosine": round(float(cosine), 6)}
+
+
 def evaluate_models(
     splits: Splits,
     models: list[ModelVectors],
@@ -131,8 +147,13 @@ def evaluate_models(
     ks: list[int],
     n_bootstrap: int,
     seed: int,
+    song_targets: np.ndarray | None = None,
 ) -> tuple[dict, dict, dict]:
     """Score every model on every split it declares.
+
+    For a model whose song vectors predict WMF factors, the ``cold`` entry also gets ``r2``
+    and ``cosine`` of its cold songs' vectors against ``song_targets`` (WMF factors of every
+    song, cold ones folded in; see :func:`musicrec.models.wmf.song_targets`).
 
     Returns
     -------
@@ -169,6 +190,12 @@ def evaluate_models(
             split_intervals[metric] = [round(low, 6), round(high, 6)]
             per_user[task.name][f"{model.name}:{metric}"] = values.astype(np.float32)
         split_means["users"] = len(task.users)
+        if (
+            task.name == "cold"
+            and model.predicts == "wmf_song_factors"
+            and (song_targets is not None)
+        ):
+            split_means.update(factor_agreement(model.song_vectors, song_targets, task.candidates))
         means.setdefault(model.name, {})[task.name] = split_means
         intervals.setdefault(model.name, {})[task.name] = split_intervals
     return means, intervals, per_user
@@ -183,6 +210,10 @@ def recall_curve_table(means: dict, ks: list[int]) -> pd.DataFrame:
         for k in ks
     ]
     return pd.DataFrame(rows)
+
+
+def _song_targets(path: Path) -> np.ndarray | None:
+    return np.load(path) if path.exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             ks,
             int(cfg["bootstrap"]),
             int(cfg["seed"]),
+            _song_targets(args.models / "wmf" / "song_targets.npy"),
         )
         write_json(args.reports / "metrics.json", means)
         write_json(args.reports / "evaluation" / "intervals.json", intervals)

@@ -24,7 +24,17 @@ from musicrec.io import atomic_path, read_json  # noqa: E402
 from musicrec.stage import stage_parser
 
 SPLIT_ORDER = ["warm", "cold", "all", "cold_user"]
-STAGE_ORDER = ["synthesize", "validate", "features", "split", "baselines", "wmf", "evaluate"]
+STAGE_ORDER = [
+    "synthesize",
+    "validate",
+    "features",
+    "split",
+    "baselines",
+    "wmf",
+    "bow",
+    "cnn",
+    "evaluate",
+]
 HTML_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222}table{border-collapse:collapse;margin:1em 0;font-size:90%}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f2f2f2}
@@ -40,7 +50,8 @@ def _model_order(means: dict) -> list[str]:
 
 def comparison_table(means: dict, intervals: dict, split: str, ks: list[int]) -> str:
     """A markdown table of every model on one split, best mAP@500 first."""
-    map_key = next(k for k in next(iter(means.values()))[split] if k.startswith("map@"))
+    models = [m for m in _model_order(means) if split in means[m]]
+    map_key = next(k for k in means[models[0]][split] if k.startswith("map@"))
     k_small = ks[0]
     k_mid = ks[min(1, len(ks) - 1)]
     columns = [
@@ -53,7 +64,6 @@ def comparison_table(means: dict, intervals: dict, split: str, ks: list[int]) ->
         f"coverage@{k_small}",
     ]
     upper = means.get("upper_bound", {}).get(split, {}).get(map_key)
-    models = [m for m in _model_order(means) if split in means[m]]
     models.sort(key=lambda m: -means[m][split][map_key])
     header = [
         "model",
@@ -73,6 +83,25 @@ def comparison_table(means: dict, intervals: dict, split: str, ks: list[int]) ->
         cells.append(f"{100 * row[map_key] / upper:.1f}%" if upper else "n/a")
         cells.append(str(row["users"]))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def factor_agreement_table(means: dict) -> str:
+    """R^2 and cosine of content models' predicted factors for cold songs ("" if none)."""
+    rows = [(m, v["cold"]) for m, v in means.items() if "r2" in v.get("cold", {})]
+    if not rows:
+        return ""
+    lines = [
+        "How close each content model's predicted factors come to the WMF factors of the "
+        "cold songs (folded in from their held-out plays with the training user factors).",
+        "",
+        "| model | R^2 | mean cosine |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| `{m}` | {v['r2']:.3f} | {v['cosine']:.3f} |"
+        for m, v in sorted(rows, key=lambda r: -r[1]["r2"])
+    ]
     return "\n".join(lines)
 
 
@@ -208,6 +237,9 @@ def build_report(reports: Path, split_dir: Path) -> str:
     for split in SPLIT_ORDER:
         if any(split in v for v in means.values()):
             parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
+    agreement = factor_agreement_table(means)
+    if agreement:
+        parts += ["## Predicted song factors on cold songs", agreement]
     parts += [
         "## Plots",
         "![recall@k per split](figures/recall_at_k.png)",

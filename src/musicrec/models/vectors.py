@@ -2,8 +2,11 @@
 
 A model's folder ``data/models/<name>/`` holds
 
-- ``model.json``: ``{"name", "description", "splits": [...]}``: the splits the model can score
-  (a subset of ``warm``, ``cold``, ``all``, ``cold_user``);
+- ``model.json``: ``{"name", "description", "splits": [...], "predicts"}``: the splits the
+  model can score (a subset of ``warm``, ``cold``, ``all``, ``cold_user``); ``predicts`` is
+  ``"wmf_song_factors"`` for a content model whose song vectors predict WMF's song factors
+  (``evaluate`` then also reports R^2 and cosine against ``data/models/wmf/song_targets.npy``:
+  the WMF factors of every song, cold songs folded in), else absent;
 - ``user_vectors.npy`` [shape=(n_users, d), float32] and ``song_vectors.npy``
   [shape=(n_songs, d), float32] in the index order of ``data/split/users.tsv`` and
   ``songs.tsv``. A user's score for a song is the dot product of their vectors.
@@ -35,6 +38,7 @@ class ModelVectors:
     splits: list[str]
     user_vectors: np.ndarray
     song_vectors: np.ndarray
+    predicts: str | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.splits) - set(SPLIT_NAMES)
@@ -55,18 +59,33 @@ class ModelVectors:
         return self.user_vectors[users] @ self.song_vectors[songs].T
 
 
-def save_model(model: ModelVectors, out_dir: Path) -> None:
-    """Write a model's folder atomically."""
+def save_model(
+    model: ModelVectors,
+    out_dir: Path,
+    extras: dict[str, np.ndarray] | None = None,
+    predictor=None,
+) -> None:
+    """Write a model's folder atomically.
+
+    ``extras`` are further arrays saved as ``<key>.npy``; a ``predictor`` (anything with a
+    ``save(directory)`` method) is saved into ``predictor/``.
+    """
     with atomic_path(Path(out_dir)) as tmp:
         tmp.mkdir()
+        if predictor is not None:
+            predictor.save(tmp / "predictor")
         np.save(tmp / "user_vectors.npy", model.user_vectors.astype(np.float32))
         np.save(tmp / "song_vectors.npy", model.song_vectors.astype(np.float32))
+        for key, array in (extras or {}).items():
+            np.save(tmp / f"{key}.npy", array)
         meta = {
             "name": model.name,
             "description": model.description,
             "splits": model.splits,
             "dim": int(model.song_vectors.shape[1]),
         }
+        if model.predicts:
+            meta["predicts"] = model.predicts
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -83,6 +102,7 @@ def load_model(model_dir: Path) -> ModelVectors:
         list(meta["splits"]),
         np.load(model_dir / "user_vectors.npy"),
         np.load(model_dir / "song_vectors.npy"),
+        meta.get("predicts"),
     )
 
 

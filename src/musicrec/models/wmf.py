@@ -102,6 +102,51 @@ def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarr
     return users, songs
 
 
+def fold_in(fixed: np.ndarray, conf_rows: sp.csr_matrix, regularization: float) -> np.ndarray:
+    """Solve WMF for new rows with the other side's factors held fixed (one ALS half-step).
+
+    For each row ``i`` with confidences ``c_ij`` on its played columns ``j``:
+    ``x_i = (Y'Y + Y'(C_i - I)Y + lambda I)^-1 Y' C_i p_i``, exactly what ALS solves.
+
+    Parameters
+    ----------
+    fixed : np.ndarray [shape=(n_columns, d)]
+        The fixed factors (user factors to fold in songs, song factors to fold in users).
+    conf_rows : sp.csr_matrix [shape=(n_rows, n_columns)]
+        Confidences ``c = 1 + alpha * log(1 + r / eps)`` of the rows to fold in.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_rows, d), float32]
+        Zero for a row with no plays.
+    """
+    fixed = fixed.astype(np.float64)
+    gram = fixed.T @ fixed + regularization * np.eye(fixed.shape[1])
+    out = np.zeros((conf_rows.shape[0], fixed.shape[1]))
+    for i in range(conf_rows.shape[0]):
+        cols = conf_rows.indices[conf_rows.indptr[i] : conf_rows.indptr[i + 1]]
+        if len(cols) == 0:
+            continue
+        conf = conf_rows.data[conf_rows.indptr[i] : conf_rows.indptr[i + 1]]
+        y = fixed[cols]
+        out[i] = np.linalg.solve(gram + (y.T * (conf - 1)) @ y, y.T @ conf)
+    return out.astype(np.float32)
+
+
+def song_targets(song_factors: np.ndarray, user_factors: np.ndarray, splits, cfg: WMFConfig):
+    """WMF factors of every song: the fitted ones, and cold songs folded in from their plays.
+
+    The cold songs' factors use all their plays by training users (the ``cold_test`` set) and
+    the training user factors: where a perfect audio model's predictions would land. They are
+    only a yardstick (R^2, cosine); no model trains on them.
+    """
+    cold = np.flatnonzero(splits.songs["role"].to_numpy() == "cold")
+    conf = confidence(splits.matrices["cold_test"][:, cold].T.tocsr(), cfg.alpha, cfg.eps)
+    targets = song_factors.copy()
+    targets[cold] = fold_in(user_factors, conf, cfg.regularization)
+    return targets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("wmf", __doc__, ["wmf"], ("split", "models"))
     args = parser.parse_args(argv)
@@ -109,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage_timer("wmf") as record:
         splits = load_splits(args.split)
         users, songs = fit_wmf(splits.matrices["train"], cfg)
+        targets = song_targets(songs, users, splits, cfg)
         save_model(
             ModelVectors(
                 "wmf",
@@ -118,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                 songs,
             ),
             args.models / "wmf",
+            extras={"song_targets": targets},
         )
         users, songs = fit_wmf(splits.matrices["all"], cfg)
         save_model(

@@ -1,0 +1,355 @@
+"""Stage ``cnn``: the convolutional network of van den Oord, Dieleman and Schrauwen (2013).
+
+Input: a window of about 3 s of a song's log-mel spectrogram, the mel bins as channels,
+standardised per bin with training statistics. Three 1-D convolutions over time (batch norm,
+ReLU, max-pooling between them), then global temporal pooling (mean, max and L2 norm over
+time, concatenated), a dense ReLU layer with dropout and a linear output of the WMF factor size.
+Training crops windows at random from the training songs; a song's prediction is the mean of
+its predictions over windows spanning the clip (half-window hop).
+
+Two objectives, two models:
+
+- ``cnn_mse``: mean squared error on the (standardised) WMF song factors;
+- ``cnn_wpe``: the weighted prediction error on the preferences themselves,
+  ``sum_u c_uv (p_uv - u_u' v_hat)^2`` over users sampled for each batch, with the WMF user
+  factors ``u_u`` fixed (confidences as in ``wmf``).
+
+``device: auto`` trains on CUDA with bf16 autocast where there is a GPU, else on the CPU, where
+runs are seeded and deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path, load_params, section, stage_timer
+from musicrec.models.content import (
+    ContentData,
+    SongFactorModel,
+    load_content_data,
+    save_content_model,
+)
+from musicrec.models.training import (
+    TrainConfig,
+    inputs_digest,
+    pick_device,
+    seed_everything,
+    train,
+)
+from musicrec.models.wmf import confidence
+from musicrec.stage import stage_parser
+
+_SOURCE = Path(__file__).read_text()
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """``cnn`` params: architecture, windows and the WPE sampling."""
+
+    window_frames: int = 128
+    channels: tuple[int, ...] = (128, 128, 128)
+    kernel_size: int = 4
+    pools: tuple[int, ...] = (4, 2)
+    dense_units: int = 256
+    dropout: float = 0.3
+    windows_per_song: int = 2
+    wpe_users_per_batch: int = 512
+    wpe_alpha: float = 2.0
+    wpe_eps: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "pools", tuple(self.pools))
+        if len(self.pools) != len(self.channels) - 1:
+            raise MusicrecError("cnn: need one pool size between each pair of convolutions")
+        shrink = int(np.prod(self.pools))
+        if self.window_frames < shrink * self.kernel_size:
+            raise MusicrecError(
+                f"cnn: window_frames must be >= {shrink * self.kernel_size} "
+                "for these pools and kernel size"
+            )
+
+
+class AudioCNN(nn.Module):
+    """Log-mel window [shape=(batch, n_mels, frames)] -> standardised factors [(batch, d)]."""
+
+    def __init__(self, n_mels: int, n_out: int, cfg: CNNConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        n_in = n_mels
+        for i, n_channels in enumerate(cfg.channels):
+            layers += [
+                nn.Conv1d(n_in, n_channels, cfg.kernel_size),
+                nn.BatchNorm1d(n_channels),
+                nn.ReLU(),
+            ]
+            if i < len(cfg.pools):
+                layers.append(nn.MaxPool1d(cfg.pools[i]))
+            n_in = n_channels
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Linear(3 * n_in, cfg.dense_units),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.dense_units, n_out),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        pooled = torch.cat([h.mean(dim=2), h.amax(dim=2), h.pow(2).mean(dim=2).sqrt()], dim=1)
+        return self.head(pooled)
+
+
+def wpe_loss(
+    predicted: torch.Tensor, user_factors: torch.Tensor, conf: torch.Tensor
+) -> torch.Tensor:
+    """Weighted prediction error, averaged over the (user, song) pairs given.
+
+    Parameters
+    ----------
+    predicted : torch.Tensor [shape=(n_songs, d)]
+        Predicted song factors (WMF scale).
+    user_factors : torch.Tensor [shape=(n_users, d)]
+    conf : torch.Tensor [shape=(n_users, n_songs)]
+        Confidence ``c_uv``: 1 where the user did not play the song (preference 0), more where
+        they did (preference 1).
+
+    Returns
+    -------
+    torch.Tensor
+        ``mean_uv c_uv (p_uv - u_u' v_hat_v)^2`` with ``p_uv = [c_uv > 1]``.
+    """
+    preference = (conf > 1).to(predicted.dtype)
+    error = preference - user_factors @ predicted.T
+    return (conf * error.pow(2)).mean()
+
+
+class CNNModel(SongFactorModel):
+    """``cnn_mse`` or ``cnn_wpe``: an :class:`AudioCNN` with its input and output scaling."""
+
+    def __init__(self, objective: str, cfg: CNNConfig, train_cfg: TrainConfig):
+        if objective not in ("mse", "wpe"):
+            raise MusicrecError(f"cnn: objective must be mse or wpe, not {objective!r}")
+        self.objective, self.cfg, self.train_cfg = objective, cfg, train_cfg
+        self.name = f"cnn_{objective}"
+        self.description = f"CNN on log-mel windows, {objective.upper()} objective"
+        self.net: AudioCNN | None = None
+        self.scales: dict[str, np.ndarray] = {}
+        self.device = pick_device(train_cfg.device)
+
+    def _standardise(self, windows: np.ndarray) -> np.ndarray:
+        return (windows - self.scales["mel_mean"][:, None]) / self.scales["mel_std"][:, None]
+
+    def _windows(self, spectrogram: np.ndarray) -> np.ndarray:
+        """Windows spanning a clip with a half-window hop [shape=(n, n_mels, window)]."""
+        n_frames, width = spectrogram.shape[1], self.cfg.window_frames
+        if n_frames < width:
+            spectrogram = np.pad(spectrogram, ((0, 0), (0, width - n_frames)), mode="edge")
+            n_frames = width
+        starts = list(range(0, n_frames - width + 1, max(1, width // 2)))
+        if starts[-1] != n_frames - width:
+            starts.append(n_frames - width)
+        return np.stack([spectrogram[:, s : s + width] for s in starts])
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Predicted factors on the WMF scale."""
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            z = self.net(x)
+        return z.float() * self._y_std + self._y_mean
+
+    def fit(self, features: dict, data: ContentData, checkpoint_dir: Path) -> CNNModel:
+        seed_everything(self.train_cfg.seed)
+        logmel = features["logmel"]
+        train_rows = data.feature_rows[data.train_songs]
+        # The training spectrograms fit in memory (float32); windows are cropped from them.
+        clips = np.asarray(logmel[np.sort(train_rows)], np.float32)[
+            np.argsort(np.argsort(train_rows))
+        ]
+        targets = data.targets[data.train_songs]
+        self.scales = {
+            "mel_mean": clips.mean(axis=(0, 2)),
+            "mel_std": clips.std(axis=(0, 2)) + 1e-6,
+            "y_mean": targets.mean(0),
+            "y_std": targets.std(0) + 1e-8,
+        }
+        self._build(logmel.shape[1], targets.shape[1])
+        clips = self._standardise_batch(clips)
+        width = self.cfg.window_frames
+        n_frames = clips.shape[2]
+        if n_frames < width:
+            raise MusicrecError(
+                f"cnn: clips have {n_frames} frames, fewer than window_frames "
+                f"{width}; lower cnn.window_frames or lengthen the clips"
+            )
+        users = torch.from_numpy(data.user_factors).to(self.device)
+        train_plays = data.train_plays[:, data.train_songs].tocsc()
+        active_users = np.flatnonzero(np.diff(data.train_plays.tocsr().indptr) > 0)
+        y_train = torch.from_numpy(targets).to(self.device)
+        val_windows = [
+            torch.from_numpy(self._windows(self._standardise(np.asarray(logmel[r], np.float32))))
+            for r in data.feature_rows[data.validation_songs]
+        ]
+        val_conf = torch.from_numpy(
+            confidence(
+                data.train_plays[:, data.validation_songs], self.cfg.wpe_alpha, self.cfg.wpe_eps
+            ).toarray()[active_users]
+        )
+        val_conf[val_conf == 0] = 1.0
+        val_targets = torch.from_numpy(data.targets[data.validation_songs])
+        batch = self.train_cfg.batch_size
+
+        def batches(rng):
+            songs = np.repeat(np.arange(len(clips)), self.cfg.windows_per_song)
+            rng.shuffle(songs)
+            for i in range(0, len(songs), batch):
+                idx = songs[i : i + batch]
+                starts = rng.integers(0, n_frames - width + 1, len(idx))
+                x = np.stack([clips[s, :, o : o + width] for s, o in zip(idx, starts, strict=True)])
+                sampled = (
+                    rng.choice(active_users, self.cfg.wpe_users_per_batch, replace=False)
+                    if self.objective == "wpe"
+                    else None
+                )
+                yield idx, torch.from_numpy(x), sampled
+
+        def step_loss(net, item):
+            idx, x, sampled = item
+            predicted = self._forward(x.to(self.device, non_blocking=True))
+            if self.objective == "mse":
+                return nn.functional.mse_loss(
+                    (predicted - self._y_mean) / self._y_std,
+                    (y_train[idx] - self._y_mean) / self._y_std,
+                )
+            block = torch.from_numpy(_conf_block(train_plays, sampled, idx, self.cfg)).to(
+                self.device
+            )
+            return wpe_loss(predicted, users[sampled], block)
+
+        def validation_loss(net):
+            predicted = torch.stack([self._forward(w.to(self.device)).mean(0) for w in val_windows])
+            if self.objective == "mse":
+                return nn.functional.mse_loss(
+                    (predicted - self._y_mean) / self._y_std,
+                    (val_targets.to(self.device) - self._y_mean) / self._y_std,
+                ).item()
+            return wpe_loss(predicted, users[active_users], val_conf.to(self.device)).item()
+
+        run_id = inputs_digest(
+            self.objective,
+            asdict(self.cfg),
+            asdict(self.train_cfg),
+            targets,
+            clips[:, :, :8],
+            _SOURCE,
+        )
+        self.history = train(
+            self.net,
+            batches,
+            step_loss,
+            validation_loss,
+            self.train_cfg,
+            checkpoint_dir,
+            run_id,
+            desc=self.name,
+        ).history
+        return self
+
+    def _standardise_batch(self, clips: np.ndarray) -> np.ndarray:
+        clips -= self.scales["mel_mean"][None, :, None]
+        clips /= self.scales["mel_std"][None, :, None]
+        return clips
+
+    def _build(self, n_mels: int, n_out: int) -> None:
+        self.net = AudioCNN(n_mels, n_out, self.cfg).to(self.device)
+        self._y_mean = torch.from_numpy(self.scales["y_mean"]).to(self.device)
+        self._y_std = torch.from_numpy(self.scales["y_std"]).to(self.device)
+
+    def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:
+        self.net.eval()
+        out = np.zeros((len(rows), len(self.scales["y_mean"])), np.float32)
+        with torch.no_grad():
+            for i, r in enumerate(rows):
+                windows = self._windows(
+                    self._standardise(np.asarray(features["logmel"][r], np.float32))
+                )
+                out[i] = self._forward(torch.from_numpy(windows).to(self.device)).mean(0).cpu()
+        return out
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True)
+        np.savez(directory / "scales.npz", **self.scales)
+        torch.save({k: v.cpu() for k, v in self.net.state_dict().items()}, directory / "cnn.pt")
+        (directory / "config.json").write_text(
+            json.dumps(
+                {
+                    "objective": self.objective,
+                    "cnn": asdict(self.cfg),
+                    "train": {**asdict(self.train_cfg), "device": "cpu"},
+                }
+            )
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> CNNModel:
+        meta = json.loads((directory / "config.json").read_text())
+        model = cls(meta["objective"], CNNConfig(**meta["cnn"]), TrainConfig(**meta["train"]))
+        with np.load(directory / "scales.npz") as scales:
+            model.scales = {k: scales[k] for k in scales.files}
+        model._build(len(model.scales["mel_mean"]), len(model.scales["y_mean"]))
+        model.net.load_state_dict(torch.load(directory / "cnn.pt", weights_only=True))
+        model.net.eval()
+        return model
+
+
+def _conf_block(
+    train_plays: sp.csc_matrix, users: np.ndarray, songs: np.ndarray, cfg: CNNConfig
+) -> np.ndarray:
+    """Confidences [shape=(len(users), len(songs)), float32] of sampled users for batch songs."""
+    block = train_plays[:, songs].tocsr()[users]
+    conf = confidence(block, cfg.wpe_alpha, cfg.wpe_eps).toarray()
+    conf[conf == 0] = 1.0
+    return conf.astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("cnn", __doc__, ["cnn", "cnn_training"], ("split", "models"))
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=Path("data/features"),
+        help="features folder (default: data/features)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path(".cache/checkpoints"),
+        help="training checkpoints, resumed after an interruption (default: .cache/checkpoints)",
+    )
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cnn_params = dict(section(params, "cnn"))
+    objectives = cnn_params.pop("objectives", ["mse", "wpe"])
+    cfg = CNNConfig(**cnn_params)
+    train_cfg = TrainConfig(**section(params, "cnn_training"))
+    with stage_timer("cnn") as record:
+        data = load_content_data(args.split, args.models / "wmf", args.features)
+        features = {"logmel": np.load(args.features / "logmel.npy", mmap_mode="r")}
+        for objective in objectives:
+            model = CNNModel(objective, cfg, train_cfg)
+            model.fit(features, data, args.checkpoints / model.name)
+            save_content_model(args.models, model, features, data)
+            with atomic_path(Path("reports") / "plots" / f"{model.name}_loss.csv") as tmp:
+                pd.DataFrame(model.history).to_csv(tmp, index=False)
+            record[f"{model.name}_epochs"] = len(model.history)
+        record["device"] = str(pick_device(train_cfg.device))
+    print(f"cnn: {', '.join('cnn_' + o for o in objectives)} -> {args.models}")
+    return 0

@@ -1,0 +1,120 @@
+"""What every content model shares: its inputs, its targets and how it hands over its output.
+
+A content model learns to predict a song's WMF factors from the song's audio features
+(van den Oord et al. 2013). It trains on the warm songs outside the validation slice, stops
+early on the validation slice, and predicts factors for *every* song; ``evaluate`` then ranks
+songs for each user by ``u_u' v_hat`` with the WMF user factors ``u_u``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from musicrec.errors import MusicrecError
+from musicrec.io import read_tsv
+from musicrec.models.vectors import ModelVectors, load_model, save_model
+from musicrec.split import load_splits
+
+CONTENT_SPLITS = ["cold", "all"]
+
+
+@dataclass
+class ContentData:
+    """Targets and the song sets of a content model.
+
+    targets : np.ndarray [shape=(n_songs, d)] WMF song factors (zero rows for cold songs).
+    user_factors : np.ndarray [shape=(n_users, d)] WMF user factors (fixed).
+    train_plays : sp.csr_matrix [shape=(n_users, n_songs)] training play counts (for WPE).
+    train_songs, validation_songs : np.ndarray of song indices.
+    feature_rows : np.ndarray [shape=(n_songs,)] row of each song in the feature arrays.
+    """
+
+    songs: pd.DataFrame
+    targets: np.ndarray
+    user_factors: np.ndarray
+    train_plays: sp.csr_matrix
+    train_songs: np.ndarray
+    validation_songs: np.ndarray
+    feature_rows: np.ndarray
+
+
+def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> ContentData:
+    """Gather a content model's inputs from the outputs of ``split``, ``wmf`` and ``features``."""
+    splits = load_splits(split_dir)
+    wmf = load_model(wmf_dir)
+    feature_songs = read_tsv(Path(features_dir) / "songs.tsv")
+    rows = pd.Index(feature_songs["song_id"]).get_indexer(splits.songs["song_id"])
+    if (rows < 0).any():
+        missing = splits.songs["song_id"][rows < 0].tolist()[:5]
+        raise MusicrecError(f"songs without features (e.g. {missing}); run dvc repro features")
+    warm = splits.songs["role"].to_numpy() == "warm"
+    validation = splits.songs["validation"].to_numpy()
+    return ContentData(
+        splits.songs,
+        wmf.song_vectors,
+        wmf.user_vectors,
+        splits.matrices["train"],
+        np.flatnonzero(warm & ~validation),
+        np.flatnonzero(validation),
+        rows,
+    )
+
+
+class SongFactorModel(ABC):
+    """A model that predicts WMF song factors from a song's features.
+
+    ``features`` is a dict of the ``features`` stage's arrays (``"logmel"``, ``"mfcc"``, each
+    [shape=(n_songs_in_store, dims, n_frames)], memory-mapped); ``rows`` index into them.
+    ``save`` writes arrays and JSON only, and ``load`` reads them back (checkpoints with
+    ``torch.load(weights_only=True)``): nothing is unpickled.
+    """
+
+    name: str
+    description: str
+
+    @abstractmethod
+    def fit(self, features: dict, data: ContentData, checkpoint_dir: Path) -> SongFactorModel:
+        """Train on ``data.train_songs``, stopping early on ``data.validation_songs``."""
+
+    @abstractmethod
+    def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:
+        """Predicted factors [shape=(len(rows), d), float32]."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write everything ``load`` needs into ``directory`` (created)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path) -> SongFactorModel:
+        """Rebuild a fitted model from ``save``'s folder."""
+
+
+def save_content_model(
+    models_dir: Path, model: SongFactorModel, features: dict, data: ContentData
+) -> np.ndarray:
+    """Predict every song's factors and write the model folder ``evaluate`` reads.
+
+    The folder also holds ``predictor/``, the fitted model (for recommending new songs).
+    Returns the predictions [shape=(n_songs, d)].
+    """
+    predicted = model.predict(features, data.feature_rows).astype(np.float32)
+    save_model(
+        ModelVectors(
+            model.name,
+            model.description,
+            CONTENT_SPLITS,
+            data.user_factors,
+            predicted,
+            predicts="wmf_song_factors",
+        ),
+        Path(models_dir) / model.name,
+        predictor=model,
+    )
+    return predicted

@@ -1,0 +1,168 @@
+"""One PyTorch training loop for every model that learns from audio (``bow_mlp``, CNNs, DBNs).
+
+Mini-batch training with early stopping on a validation score, a checkpoint written atomically
+after every epoch (model, optimiser, config, epoch, best score, history), and resume: a run that
+finds the checkpoint of an interrupted run with the same config and inputs goes on from the
+epoch after it. Randomness comes from ``(seed, epoch)``, so a resumed run makes the same
+batches as an uninterrupted one. Checkpoints load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation params shared by the trained models."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 8
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise MusicrecError("training: epochs, batch_size and patience must be >= 1")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            raise MusicrecError("training: need learning_rate > 0 and weight_decay >= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise MusicrecError("training: device must be auto, cpu or cuda")
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA where present, else the CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MusicrecError("device: cuda was asked for but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch and make CPU kernels deterministic."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def inputs_digest(*parts: object) -> str:
+    """A short hash naming a run's config and inputs (arrays are hashed by content)."""
+    digest = hashlib.sha1()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    """The best epoch's weights are loaded into the model; the history has one row per epoch."""
+
+    best_epoch: int
+    best_score: float
+    history: list[dict]
+    resumed_from: int | None
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Callable[[np.random.Generator], Iterable],
+    step_loss: Callable[[torch.nn.Module, object], torch.Tensor],
+    validation_loss: Callable[[torch.nn.Module], float],
+    cfg: TrainConfig,
+    checkpoint_dir: Path,
+    run_id: str,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` until the validation loss has not improved for ``cfg.patience`` epochs.
+
+    Parameters
+    ----------
+    batches : callable
+        ``batches(rng)`` yields one epoch of batches, drawn with ``rng``.
+    step_loss : callable
+        ``step_loss(model, batch)`` returns the loss to minimise on a batch.
+    validation_loss : callable
+        ``validation_loss(model)``: lower is better; called in eval mode without gradients.
+    checkpoint_dir : Path
+        Holds ``last.pt`` and ``best.pt`` for this ``run_id``.
+    run_id : str
+        Names the config and inputs (see :func:`inputs_digest`); a checkpoint with another id
+        is not resumed.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    optimiser = torch.optim.AdamW(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    history: list[dict] = []
+    best_score, best_epoch, start, resumed_from = math.inf, -1, 0, None
+    last = checkpoint_dir / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        if state.get("run_id") == run_id:
+            model.load_state_dict(state["model"])
+            optimiser.load_state_dict(state["optimizer"])
+            history, best_score = state["history"], state["best_score"]
+            best_epoch, start = state["best_epoch"], state["epoch"] + 1
+            resumed_from = state["epoch"]
+    bar = tqdm(range(start, cfg.epochs), desc=desc, unit="epoch", initial=start, total=cfg.epochs)
+    for epoch in bar:
+        if epoch - best_epoch > cfg.patience and best_epoch >= 0:
+            break
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        rng = np.random.default_rng([cfg.seed, epoch])
+        model.train()
+        losses = []
+        for batch in batches(rng):
+            optimiser.zero_grad(set_to_none=True)
+            loss = step_loss(model, batch)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+        model.eval()
+        with torch.no_grad():
+            score = float(validation_loss(model))
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": score})
+        bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{score:.4f}")
+        state = {
+            "run_id": run_id,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimiser.state_dict(),
+            "config": asdict(cfg),
+            "history": history,
+            "best_score": best_score,
+            "best_epoch": best_epoch,
+        }
+        if score < best_score:
+            best_score, best_epoch = score, epoch
+            state.update(best_score=best_score, best_epoch=best_epoch)
+            _save(state, checkpoint_dir / "best.pt")
+        _save(state, last)
+    best = torch.load(checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(best["model"])
+    model.eval()
+    return TrainResult(best_epoch, best_score, history, resumed_from)
+
+
+def _save(state: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
