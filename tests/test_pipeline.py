@@ -12,7 +12,17 @@ from conftest import REPO, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
-MODELS = {"random", "popularity", "wmf", "upper_bound"}
+MODELS = {
+    "random",
+    "popularity",
+    "wmf",
+    "upper_bound",
+    "bow_linear",
+    "bow_mlp",
+    "cnn_mse",
+    "cnn_wpe",
+}
+CONTENT_MODELS = {"bow_linear", "bow_mlp", "cnn_mse", "cnn_wpe"}
 
 
 def stages_run(output: str) -> set[str]:
@@ -29,6 +39,8 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
         "split",
         "baselines",
         "wmf",
+        "bow",
+        "cnn",
         "evaluate",
         "report",
     }
@@ -40,6 +52,10 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
         for values in metrics[model].values():
             assert 0.0 <= values["map@500"] <= 1.0 and 0.0 <= values["auc"] <= 1.0
     assert metrics["upper_bound"]["cold"]["map@500"] > metrics["random"]["cold"]["map@500"]
+    for model in CONTENT_MODELS:
+        assert set(metrics[model]) == {"cold", "all"}
+        assert {"r2", "cosine"} <= set(metrics[model]["cold"])
+    assert (project / "reports" / "plots" / "cnn_wpe_loss.csv").exists()
     html = (project / "reports" / "report.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
     assert "| `wmf` |" in (project / "reports" / "report.md").read_text()
@@ -51,9 +67,15 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
     params["wmf"]["factors"] = 6
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = run(["dvc", "repro"], project)
-    assert stages_run(changed.stdout) == {"wmf", "evaluate", "report"}
+    # The content models regress WMF's factors, so they follow it.
+    assert stages_run(changed.stdout) == {"wmf", "bow", "cnn", "evaluate", "report"}
     dims = json.loads((project / "data" / "models" / "wmf" / "model.json").read_text())["dim"]
     assert dims == 6
+
+    params["cnn"]["dense_units"] = 24
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = run(["dvc", "repro"], project)
+    assert stages_run(changed.stdout) == {"cnn", "evaluate", "report"}
 
 
 def test_dvc_repro_on_real_recorded_audio(dvc_project):

@@ -18,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from musicrec.io import atomic_path, read_json  # noqa: E402
@@ -173,6 +174,29 @@ def plot_data(all_plays: sp.csr_matrix, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_training_curves(plots_dir: Path, path: Path) -> bool:
+    """Train and validation loss per epoch of every trained model (``*_loss.csv``).
+
+    Returns False (and draws nothing) where no model has a loss curve.
+    """
+    curves = sorted(Path(plots_dir).glob("*_loss.csv"))
+    if not curves:
+        return False
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.2), squeeze=False)
+    for ax, curve in zip(axes[0], curves, strict=True):
+        history = pd.read_csv(curve)
+        ax.plot(history["epoch"], history["train_loss"], label="train")
+        ax.plot(history["epoch"], history["val_loss"], label="validation")
+        best = history["val_loss"].idxmin()
+        ax.axvline(history["epoch"][best], color="grey", ls=":", lw=1)
+        ax.set(title=curve.stem.removesuffix("_loss"), xlabel="epoch", ylabel="loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
@@ -223,6 +247,7 @@ def build_report(reports: Path, split_dir: Path) -> str:
     plot_recall(means, ks, figures / "recall_at_k.png")
     plot_map(means, intervals, figures / "map_at_500.png")
     plot_data(sp.load_npz(split_dir / "all.npz").tocsr(), figures / "data.png")
+    has_curves = plot_training_curves(reports / "plots", figures / "training_curves.png")
 
     songs, users, pairs = split_summary["songs"], split_summary["users"], split_summary["pairs"]
     parts = [
@@ -245,6 +270,13 @@ def build_report(reports: Path, split_dir: Path) -> str:
         "![recall@k per split](figures/recall_at_k.png)",
         "![mAP@500 with 95% intervals](figures/map_at_500.png)",
         "![play counts, popularity and activity](figures/data.png)",
+    ]
+    if has_curves:
+        parts += [
+            "Training curves (the dotted line marks the epoch whose weights were kept):",
+            "![training curves](figures/training_curves.png)",
+        ]
+    parts += [
         "## Validation",
         validation_section(validation),
         "## Stage wall times",

@@ -25,14 +25,21 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge
 
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, section, stage_timer, write_json
+from musicrec.io import load_params, section, stage_timer
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
     load_content_data,
     save_content_model,
+    target_scaling,
 )
-from musicrec.models.training import TrainConfig, inputs_digest, seed_everything, train
+from musicrec.models.training import (
+    TrainConfig,
+    inputs_digest,
+    seed_everything,
+    train,
+    write_loss_curve,
+)
 from musicrec.stage import stage_parser
 
 _SOURCE = Path(__file__).read_text()
@@ -173,9 +180,7 @@ class BowModel(SongFactorModel):
                 coef=ridge.coef_.T.astype(np.float32), intercept=ridge.intercept_.astype(np.float32)
             )
             return self
-        # WMF factors are small (about 0.04 per dimension): the MLP learns them standardised,
-        # or its loss is dominated by its initial output scale.
-        y_mean, y_std = train_y.mean(0), train_y.std(0) + 1e-8
+        y_mean, y_std = target_scaling(train_y)
         self.arrays.update(y_mean=y_mean, y_std=y_std)
         val_x = self._inputs(features, data.feature_rows[data.validation_songs])
         tx, ty = torch.from_numpy(train_x), torch.from_numpy((train_y - y_mean) / y_std)
@@ -276,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             model.fit(features, data, args.checkpoints / model.name)
             save_content_model(args.models, model, features, data)
             histories[model.name] = getattr(model, "history", [])
-        write_json(Path("reports") / "plots" / "bow_mlp_loss.json", histories["bow_mlp"])
+        write_loss_curve(histories["bow_mlp"], Path("reports") / "plots" / "bow_mlp_loss.csv")
         record.update(epochs=len(histories["bow_mlp"]))
     print(f"bow: bow_linear and bow_mlp -> {args.models}")
     return 0

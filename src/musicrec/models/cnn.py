@@ -25,18 +25,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from torch import nn
 
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, load_params, section, stage_timer
+from musicrec.io import load_params, section, stage_timer
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
     load_content_data,
     save_content_model,
+    target_scaling,
 )
 from musicrec.models.training import (
     TrainConfig,
@@ -44,6 +44,7 @@ from musicrec.models.training import (
     pick_device,
     seed_everything,
     train,
+    write_loss_curve,
 )
 from musicrec.models.wmf import confidence
 from musicrec.stage import stage_parser
@@ -175,11 +176,12 @@ class CNNModel(SongFactorModel):
             np.argsort(np.argsort(train_rows))
         ]
         targets = data.targets[data.train_songs]
+        y_mean, y_std = target_scaling(targets)
         self.scales = {
             "mel_mean": clips.mean(axis=(0, 2)),
             "mel_std": clips.std(axis=(0, 2)) + 1e-6,
-            "y_mean": targets.mean(0),
-            "y_std": targets.std(0) + 1e-8,
+            "y_mean": y_mean,
+            "y_std": y_std,
         }
         self._build(logmel.shape[1], targets.shape[1])
         clips = self._standardise_batch(clips)
@@ -206,32 +208,40 @@ class CNNModel(SongFactorModel):
         val_conf[val_conf == 0] = 1.0
         val_targets = torch.from_numpy(data.targets[data.validation_songs])
         batch = self.train_cfg.batch_size
+        n_sampled = min(self.cfg.wpe_users_per_batch, len(active_users))
 
         def batches(rng):
+            # The epoch's plan (which song, where to crop, which users) is drawn here, in one
+            # process, so loader workers on a GPU machine cannot change what is trained on.
             songs = np.repeat(np.arange(len(clips)), self.cfg.windows_per_song)
             rng.shuffle(songs)
+            plan = []
             for i in range(0, len(songs), batch):
                 idx = songs[i : i + batch]
                 starts = rng.integers(0, n_frames - width + 1, len(idx))
-                x = np.stack([clips[s, :, o : o + width] for s, o in zip(idx, starts, strict=True)])
                 sampled = (
-                    rng.choice(active_users, self.cfg.wpe_users_per_batch, replace=False)
+                    rng.choice(active_users, n_sampled, replace=False)
                     if self.objective == "wpe"
                     else None
                 )
-                yield idx, torch.from_numpy(x), sampled
+                plan.append((idx, starts, sampled))
+            on_gpu = self.device.type == "cuda"
+            return torch.utils.data.DataLoader(
+                _WindowBatches(clips, plan, width, train_plays, self.cfg),
+                batch_size=None,
+                num_workers=self.train_cfg.loader_workers if on_gpu else 0,
+                pin_memory=on_gpu,
+            )
 
         def step_loss(net, item):
-            idx, x, sampled = item
+            idx, x, sampled, block = item
             predicted = self._forward(x.to(self.device, non_blocking=True))
             if self.objective == "mse":
                 return nn.functional.mse_loss(
                     (predicted - self._y_mean) / self._y_std,
                     (y_train[idx] - self._y_mean) / self._y_std,
                 )
-            block = torch.from_numpy(_conf_block(train_plays, sampled, idx, self.cfg)).to(
-                self.device
-            )
+            block = block.to(self.device, non_blocking=True)
             return wpe_loss(predicted, users[sampled], block)
 
         def validation_loss(net):
@@ -310,6 +320,29 @@ class CNNModel(SongFactorModel):
         return model
 
 
+class _WindowBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of an epoch's plan: windows cropped from the standardised clips and, for
+    WPE, the confidences of the sampled users for the batch's songs."""
+
+    def __init__(self, clips: np.ndarray, plan: list, width: int, plays, cfg: CNNConfig):
+        self.clips, self.plan, self.width, self.plays, self.cfg = clips, plan, width, plays, cfg
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int):
+        idx, starts, sampled = self.plan[i]
+        x = np.stack(
+            [self.clips[s, :, o : o + self.width] for s, o in zip(idx, starts, strict=True)]
+        )
+        block = (
+            torch.from_numpy(_conf_block(self.plays, sampled, idx, self.cfg))
+            if sampled is not None
+            else torch.empty(0)
+        )
+        return torch.from_numpy(idx), torch.from_numpy(x), sampled, block
+
+
 def _conf_block(
     train_plays: sp.csc_matrix, users: np.ndarray, songs: np.ndarray, cfg: CNNConfig
 ) -> np.ndarray:
@@ -347,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             model = CNNModel(objective, cfg, train_cfg)
             model.fit(features, data, args.checkpoints / model.name)
             save_content_model(args.models, model, features, data)
-            with atomic_path(Path("reports") / "plots" / f"{model.name}_loss.csv") as tmp:
-                pd.DataFrame(model.history).to_csv(tmp, index=False)
+            write_loss_curve(model.history, Path("reports") / "plots" / f"{model.name}_loss.csv")
             record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
     print(f"cnn: {', '.join('cnn_' + o for o in objectives)} -> {args.models}")

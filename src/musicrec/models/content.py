@@ -55,6 +55,12 @@ def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> Con
         raise MusicrecError(f"songs without features (e.g. {missing}); run dvc repro features")
     warm = splits.songs["role"].to_numpy() == "warm"
     validation = splits.songs["validation"].to_numpy()
+    if not validation.any() or not (warm & ~validation).any():
+        raise MusicrecError(
+            f"content models need warm training songs and a validation slice; {split_dir} has "
+            f"{int((warm & ~validation).sum())} and {int(validation.sum())}: "
+            "change split.validation_song_fraction or bring more songs"
+        )
     return ContentData(
         splits.songs,
         wmf.song_vectors,
@@ -64,6 +70,24 @@ def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> Con
         np.flatnonzero(validation),
         rows,
     )
+
+
+def target_scaling(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and one common scale for regressing WMF factors [shape=(n_songs, d)].
+
+    WMF factors are small (about 0.04), so a network learns them rescaled; but the scale is
+    one number for all dimensions, not one per dimension: a dimension with little variance
+    carries little of the ranking ``u'v``, and standardising it would make the loss chase its
+    noise as hard as the dimensions that matter. The MSE stays the paper's MSE on the factors,
+    times a constant.
+
+    Returns
+    -------
+    mean, scale : np.ndarray [shape=(d,), float32]
+    """
+    mean = targets.mean(axis=0)
+    scale = np.full(targets.shape[1], (targets - mean).std() + 1e-8)
+    return mean.astype(np.float32), scale.astype(np.float32)
 
 
 class SongFactorModel(ABC):

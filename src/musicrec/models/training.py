@@ -35,10 +35,13 @@ class TrainConfig:
     patience: int = 8
     seed: int = 0
     device: str = "auto"
+    loader_workers: int = 4  # batch-making processes beside a GPU (none on the CPU)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise MusicrecError("training: epochs, batch_size and patience must be >= 1")
+        if self.loader_workers < 0:
+            raise MusicrecError("training: loader_workers must be >= 0")
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise MusicrecError("training: need learning_rate > 0 and weight_decay >= 0")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -160,6 +163,16 @@ def train(
     model.load_state_dict(best["model"])
     model.eval()
     return TrainResult(best_epoch, best_score, history, resumed_from)
+
+
+def write_loss_curve(history: list[dict], path: Path) -> None:
+    """Write a run's history as a CSV (``epoch,train_loss,val_loss``): a DVC plot, and the
+    training curves of the report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(path), suffix=".csv") as tmp:
+        lines = ["epoch,train_loss,val_loss"]
+        lines += [f"{h['epoch']},{h['train_loss']:.6g},{h['val_loss']:.6g}" for h in history]
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 def _save(state: dict, path: Path) -> None:

@@ -1,0 +1,226 @@
+"""The contract every model that predicts song vectors from audio honours, on a tiny world.
+
+fit -> predict -> save -> load -> the same predictions, seeded and deterministic on the CPU,
+and better than chance at telling two kinds of songs apart. Plus known answers for the WPE loss
+and a resumed training run that ends exactly where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+from musicrec.errors import MusicrecError
+from musicrec.models.bow import BowConfig, BowModel
+from musicrec.models.cnn import CNNConfig, CNNModel, wpe_loss
+from musicrec.models.content import ContentData
+from musicrec.models.training import TrainConfig, train
+
+N_SONGS, N_USERS, N_FRAMES, DIM = 56, 40, 48, 4
+TRAIN_CFG = TrainConfig(epochs=6, batch_size=8, learning_rate=3e-3, patience=6, device="cpu")
+
+
+def make_tiny_content() -> tuple[dict, ContentData, np.ndarray]:
+    """Two kinds of songs, told apart by a band of energy in the spectrum and a pulse.
+
+    Returns the features, the content data (40 training, 8 validation songs) and the kind of
+    each song [shape=(n_songs,)].
+    """
+    rng = np.random.default_rng(0)
+    kind = np.arange(N_SONGS) % 2
+    logmel = rng.normal(-40, 3, (N_SONGS, 16, N_FRAMES)).astype(np.float32)
+    logmel[kind == 1, 4:8, :] += 15.0  # kind 1: a loud mid band
+    logmel[kind == 1, :, ::4] += 6.0  # and a beat every 4 frames
+    mfcc = rng.normal(0, 1, (N_SONGS, 6, N_FRAMES)).astype(np.float32)
+    mfcc[kind == 1, :2] += 3.0
+    direction = np.array([0.2, -0.1, 0.05, 0.0], np.float32)
+    targets = np.where(kind[:, None] == 1, direction, -direction).astype(np.float32)
+    targets += rng.normal(0, 0.02, targets.shape).astype(np.float32)
+    users = rng.normal(0, 1, (N_USERS, DIM)).astype(np.float32)
+    liked = (users @ targets.T) > 0.05
+    counts = sp.csr_matrix(liked * rng.integers(1, 6, liked.shape), dtype=np.float32)
+    data = ContentData(
+        songs=pd.DataFrame({"song_id": [f"S{i}" for i in range(N_SONGS)]}),
+        targets=targets,
+        user_factors=users,
+        train_plays=counts,
+        train_songs=np.arange(40),
+        validation_songs=np.arange(40, 48),
+        feature_rows=np.arange(N_SONGS),
+    )
+    return {"logmel": logmel, "mfcc": mfcc}, data, kind
+
+
+CNN_CFG = CNNConfig(
+    window_frames=16,
+    channels=(8, 8),
+    kernel_size=3,
+    pools=(2,),
+    dense_units=16,
+    dropout=0.1,
+    windows_per_song=2,
+    wpe_users_per_batch=16,
+)
+BOW_CFG = BowConfig(vocabulary_size=8, frames_per_song=24, pca_components=4, hidden_units=16)
+
+MODELS = {
+    "bow_linear": lambda: BowModel("linear", BOW_CFG, TRAIN_CFG),
+    "bow_mlp": lambda: BowModel("mlp", BOW_CFG, TRAIN_CFG),
+    "cnn_mse": lambda: CNNModel("mse", CNN_CFG, TRAIN_CFG),
+    "cnn_wpe": lambda: CNNModel("wpe", CNN_CFG, TRAIN_CFG),
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_content():
+    return make_tiny_content()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fit_predict_save_load_gives_the_same_predictions(name, tiny_content, tmp_path):
+    features, data, kind = tiny_content
+    model = MODELS[name]().fit(features, data, tmp_path / "checkpoints")
+    assert model.name == name
+    predicted = model.predict(features, data.feature_rows)
+    assert predicted.shape == (N_SONGS, DIM) and predicted.dtype == np.float32
+    assert np.isfinite(predicted).all()
+
+    model.save(tmp_path / "saved")
+    assert not list((tmp_path / "saved").glob("*.pkl"))  # arrays, JSON and state dicts only
+    reloaded = type(model).load(tmp_path / "saved")
+    np.testing.assert_allclose(reloaded.predict(features, data.feature_rows), predicted, atol=1e-6)
+
+    # The held-out songs (never trained on) land on their kind's side of the target direction.
+    held_out = np.arange(48, N_SONGS)
+    direction = data.targets[kind == 1].mean(0) - data.targets[kind == 0].mean(0)
+    projection = predicted[held_out] @ direction
+    assert projection[kind[held_out] == 1].mean() > projection[kind[held_out] == 0].mean()
+
+
+@pytest.mark.parametrize("name", ["bow_mlp", "cnn_mse", "cnn_wpe"])
+def test_training_is_seeded_and_deterministic_on_the_cpu(name, tiny_content, tmp_path):
+    features, data, _ = tiny_content
+    first = MODELS[name]().fit(features, data, tmp_path / "a").predict(features, data.feature_rows)
+    again = MODELS[name]().fit(features, data, tmp_path / "b").predict(features, data.feature_rows)
+    np.testing.assert_array_equal(first, again)
+
+
+def test_wpe_loss_known_answer():
+    # Two songs, two users; scores u'v = [[1, 0], [0.5, 0.5]], preferences [[1, 0], [0, 1]].
+    predicted = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    users = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    conf = torch.tensor([[3.0, 1.0], [1.0, 2.0]])
+    # Errors [[0, 0], [-0.5, 0.5]]; weighted squares 0, 0, 1 * 0.25, 2 * 0.25; mean 0.1875.
+    assert wpe_loss(predicted, users, conf).item() == pytest.approx(0.1875)
+    # A perfect predictor of the preferences has no loss whatever the confidences.
+    assert wpe_loss(torch.eye(2), torch.eye(2), conf).item() == pytest.approx(0.0)
+
+
+def test_wpe_gradient_weights_errors_by_confidence():
+    predicted = torch.zeros(1, 1, requires_grad=True)
+    wpe_loss(predicted, torch.ones(1, 1), torch.tensor([[5.0]])).backward()
+    # d/dv mean(c (1 - v)^2) at v = 0 is -2 c = -10.
+    assert predicted.grad.item() == pytest.approx(-10.0)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _linear_problem():
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.normal(size=(64, 3)).astype(np.float32))
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+
+    def batches(rng):
+        order = rng.permutation(64)
+        return (order[i : i + 16] for i in range(0, 64, 16))
+
+    def step_loss(model, idx):
+        return torch.nn.functional.mse_loss(model(x[idx]), y[idx])
+
+    def validation_loss(model):
+        return torch.nn.functional.mse_loss(model(x), y).item()
+
+    return batches, step_loss, validation_loss
+
+
+def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(tmp_path):
+    batches, step_loss, validation_loss = _linear_problem()
+    cfg = TrainConfig(epochs=6, learning_rate=0.05, patience=10, device="cpu")
+
+    torch.manual_seed(0)
+    whole = torch.nn.Linear(3, 1)
+    train(whole, batches, step_loss, validation_loss, cfg, tmp_path / "whole", "run")
+
+    calls = {"n": 0}
+
+    def dying_batches(rng):
+        calls["n"] += 1
+        if calls["n"] == 4:  # killed during the fourth epoch, after three checkpoints
+            raise _Stop
+        return batches(rng)
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    with pytest.raises(_Stop):
+        train(model, dying_batches, step_loss, validation_loss, cfg, tmp_path / "cut", "run")
+    torch.manual_seed(123)  # a fresh process: other initial weights, restored from the checkpoint
+    resumed = torch.nn.Linear(3, 1)
+    result = train(resumed, batches, step_loss, validation_loss, cfg, tmp_path / "cut", "run")
+    assert result.resumed_from == 2
+    assert [h["epoch"] for h in result.history] == list(range(6))
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    batches, step_loss, validation_loss = _linear_problem()
+    cfg = TrainConfig(epochs=2, learning_rate=0.05, patience=10, device="cpu")
+    train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path, "old")
+    result = train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path, "new")
+    assert result.resumed_from is None and len(result.history) == 2
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: CNNModel("mae", CNN_CFG, TRAIN_CFG),
+        lambda: CNNConfig(channels=(8, 8), pools=(2, 2)),
+        lambda: CNNConfig(window_frames=8, kernel_size=4, pools=(4, 2)),
+        lambda: BowModel("forest", BOW_CFG, TRAIN_CFG),
+        lambda: BowConfig(vocabulary_size=1),
+        lambda: TrainConfig(device="tpu"),
+        lambda: TrainConfig(learning_rate=0.0),
+    ],
+)
+def test_bad_params_raise_one_clear_error_before_compute(make):
+    with pytest.raises(MusicrecError):
+        make()
+
+
+def test_loader_workers_make_the_same_batches_as_the_main_process(tiny_content):
+    from musicrec.models.cnn import _WindowBatches
+
+    features, data, _ = tiny_content
+    rng = np.random.default_rng(3)
+    plan = [
+        (rng.permutation(40)[:8], rng.integers(0, N_FRAMES - 16, 8), rng.permutation(N_USERS)[:5])
+        for _ in range(4)
+    ]
+    plays = data.train_plays[:, data.train_songs].tocsc()
+    dataset = _WindowBatches(features["logmel"], plan, 16, plays, CNN_CFG)
+
+    def load(workers):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers)
+        return list(loader)
+
+    for main, worker in zip(load(0), load(2), strict=True):
+        for a, b in zip(main, worker, strict=True):
+            torch.testing.assert_close(a, b)
+    idx, x, _, block = load(0)[0]
+    assert x.shape == (8, 16, 16) and block.shape == (5, 8)
+    assert (block >= 1).all()  # confidences: 1 where unplayed
