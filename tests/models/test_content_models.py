@@ -224,3 +224,17 @@ def test_loader_workers_make_the_same_batches_as_the_main_process(tiny_content):
     idx, x, _, block = load(0)[0]
     assert x.shape == (8, 16, 16) and block.shape == (5, 8)
     assert (block >= 1).all()  # confidences: 1 where unplayed
+
+
+def test_cosine_schedule_decays_the_learning_rate_over_the_planned_epochs(tmp_path):
+    batches, step_loss, validation_loss = _linear_problem()
+    cfg = TrainConfig(epochs=4, learning_rate=0.1, patience=10, lr_schedule="cosine", device="cpu")
+    result = train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path, "r")
+    rates = [h["learning_rate"] for h in result.history]
+    # 0.1 * (1 + cos(pi * e / 4)) / 2 for e = 0..3
+    np.testing.assert_allclose(rates, [0.1, 0.0853553, 0.05, 0.0146447], rtol=1e-5)
+    constant = TrainConfig(epochs=3, learning_rate=0.1, patience=10, device="cpu")
+    result = train(
+        torch.nn.Linear(3, 1), batches, step_loss, validation_loss, constant, tmp_path / "c", "r"
+    )
+    assert [h["learning_rate"] for h in result.history] == [0.1, 0.1, 0.1]

@@ -29,6 +29,7 @@ from musicrec.io import load_params, section, stage_timer
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
+    content_stage_parser,
     load_content_data,
     save_content_model,
     target_scaling,
@@ -40,7 +41,6 @@ from musicrec.models.training import (
     train,
     write_loss_curve,
 )
-from musicrec.stage import stage_parser
 
 _SOURCE = Path(__file__).read_text()
 
@@ -254,19 +254,7 @@ class BowModel(SongFactorModel):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("bow", __doc__, ["bow", "bow_mlp"], ("split", "models"))
-    parser.add_argument(
-        "--features",
-        type=Path,
-        default=Path("data/features"),
-        help="features folder (default: data/features)",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=Path(".cache/checkpoints"),
-        help="training checkpoints, resumed after an interruption (default: .cache/checkpoints)",
-    )
+    parser = content_stage_parser("bow", __doc__, ["bow", "bow_mlp"])
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = BowConfig(**section(params, "bow"))

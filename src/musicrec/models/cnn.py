@@ -9,7 +9,7 @@ its predictions over windows spanning the clip (half-window hop).
 
 Two objectives, two models:
 
-- ``cnn_mse``: mean squared error on the (standardised) WMF song factors;
+- ``cnn_mse``: mean squared error on the WMF song factors (rescaled by one common scale);
 - ``cnn_wpe``: the weighted prediction error on the preferences themselves,
   ``sum_u c_uv (p_uv - u_u' v_hat)^2`` over users sampled for each batch, with the WMF user
   factors ``u_u`` fixed (confidences as in ``wmf``).
@@ -34,6 +34,7 @@ from musicrec.io import load_params, section, stage_timer
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
+    content_stage_parser,
     load_content_data,
     save_content_model,
     target_scaling,
@@ -47,7 +48,6 @@ from musicrec.models.training import (
     write_loss_curve,
 )
 from musicrec.models.wmf import confidence
-from musicrec.stage import stage_parser
 
 _SOURCE = Path(__file__).read_text()
 
@@ -354,19 +354,7 @@ def _conf_block(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("cnn", __doc__, ["cnn", "cnn_training"], ("split", "models"))
-    parser.add_argument(
-        "--features",
-        type=Path,
-        default=Path("data/features"),
-        help="features folder (default: data/features)",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=Path(".cache/checkpoints"),
-        help="training checkpoints, resumed after an interruption (default: .cache/checkpoints)",
-    )
+    parser = content_stage_parser("cnn", __doc__, ["cnn", "cnn_training"])
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cnn_params = dict(section(params, "cnn"))

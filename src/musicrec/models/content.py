@@ -8,6 +8,7 @@ songs for each user by ``u_u' v_hat`` with the WMF user factors ``u_u``.
 
 from __future__ import annotations
 
+import argparse
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from musicrec.errors import MusicrecError
 from musicrec.io import read_tsv
 from musicrec.models.vectors import ModelVectors, load_model, save_model
 from musicrec.split import load_splits
+from musicrec.stage import stage_parser
 
 CONTENT_SPLITS = ["cold", "all"]
 
@@ -142,3 +144,22 @@ def save_content_model(
         predictor=model,
     )
     return predicted
+
+
+def content_stage_parser(name: str, doc: str, sections: list[str]) -> argparse.ArgumentParser:
+    """The command line of a content-model stage: the usual folders plus features and
+    checkpoints."""
+    parser = stage_parser(name, doc, sections, ("split", "models"))
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=Path("data/features"),
+        help="features folder (default: data/features)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=Path(".cache/checkpoints"),
+        help="training checkpoints, resumed after an interruption (default: .cache/checkpoints)",
+    )
+    return parser

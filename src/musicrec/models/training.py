@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     loader_workers: int = 4  # batch-making processes beside a GPU (none on the CPU)
+    lr_schedule: str = "constant"  # or "cosine": decays to 0 over ``epochs``
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
@@ -44,6 +45,8 @@ class TrainConfig:
             raise MusicrecError("training: loader_workers must be >= 0")
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise MusicrecError("training: need learning_rate > 0 and weight_decay >= 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise MusicrecError("training: lr_schedule must be constant or cosine")
         if self.device not in ("auto", "cpu", "cuda"):
             raise MusicrecError("training: device must be auto, cpu or cuda")
 
@@ -114,6 +117,14 @@ def train(
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
+    # Cosine decay over the planned epochs: big steps early, fine ones late, when the noise of
+    # small batches would otherwise keep the weights wandering around the minimum.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser,
+        (lambda e: 0.5 * (1 + math.cos(math.pi * e / cfg.epochs)))
+        if cfg.lr_schedule == "cosine"
+        else (lambda e: 1.0),
+    )
     history: list[dict] = []
     best_score, best_epoch, start, resumed_from = math.inf, -1, 0, None
     last = checkpoint_dir / "last.pt"
@@ -122,6 +133,7 @@ def train(
         if state.get("run_id") == run_id:
             model.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
             history, best_score = state["history"], state["best_score"]
             best_epoch, start = state["best_epoch"], state["epoch"] + 1
             resumed_from = state["epoch"]
@@ -142,13 +154,22 @@ def train(
         model.eval()
         with torch.no_grad():
             score = float(validation_loss(model))
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": score})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "val_loss": score,
+                "learning_rate": optimiser.param_groups[0]["lr"],
+            }
+        )
+        scheduler.step()
         bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{score:.4f}")
         state = {
             "run_id": run_id,
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
             "config": asdict(cfg),
             "history": history,
             "best_score": best_score,
