@@ -86,7 +86,7 @@ def _sync(device: torch.device) -> None:
 def replace_section(path: Path, name: str, body: str) -> None:
     """Replace (or append) the ``<!-- name -->`` ... ``<!-- /name -->`` block of ``path``."""
     block = f"<!-- {name} -->\n{body.strip()}\n<!-- /{name} -->\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\n"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"<!-- {name} -->.*?<!-- /{name} -->\n", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
     with atomic_path(path) as tmp:
