@@ -61,7 +61,11 @@ def tiny_params(**overrides: dict) -> dict:
     params["bow"].update(vocabulary_size=32, frames_per_song=40, pca_components=16, hidden_units=32)
     params["bow_mlp"].update(epochs=10, patience=3)
     params["cnn"].update(
-        window_frames=32, channels=[16, 16, 16], dense_units=32, wpe_users_per_batch=64
+        window_frames=32,
+        channels=[16, 16, 16],
+        pools=[2, 2],
+        dense_units=32,
+        wpe_users_per_batch=64,
     )
     params["cnn_training"].update(epochs=3, patience=2)
     for name, values in overrides.items():

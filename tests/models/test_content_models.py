@@ -238,3 +238,25 @@ def test_cosine_schedule_decays_the_learning_rate_over_the_planned_epochs(tmp_pa
         torch.nn.Linear(3, 1), batches, step_loss, validation_loss, constant, tmp_path / "c", "r"
     )
     assert [h["learning_rate"] for h in result.history] == [0.1, 0.1, 0.1]
+
+
+@pytest.mark.parametrize(
+    "channels,pools,kernel", [((8, 8, 8), (4, 2), 4), ((8, 8), (3,), 5), ((8, 8, 8), (2, 2), 3)]
+)
+def test_smallest_window_the_config_allows_runs_through_the_network(channels, pools, kernel):
+    from musicrec.models.cnn import AudioCNN
+
+    smallest = next(
+        n
+        for n in range(1, 500)
+        if CNNConfig(
+            window_frames=500, channels=channels, pools=pools, kernel_size=kernel
+        ).output_frames(n)
+        >= 1
+    )
+    cfg = CNNConfig(window_frames=smallest, channels=channels, pools=pools, kernel_size=kernel)
+    net = AudioCNN(16, DIM, cfg).eval()
+    frames_out = net.features(torch.zeros(2, 16, smallest)).shape[2]
+    assert frames_out == cfg.output_frames(smallest) >= 1
+    with pytest.raises(MusicrecError, match=f">= {smallest}"):
+        CNNConfig(window_frames=smallest - 1, channels=channels, pools=pools, kernel_size=kernel)

@@ -72,12 +72,20 @@ class CNNConfig:
         object.__setattr__(self, "pools", tuple(self.pools))
         if len(self.pools) != len(self.channels) - 1:
             raise MusicrecError("cnn: need one pool size between each pair of convolutions")
-        shrink = int(np.prod(self.pools))
-        if self.window_frames < shrink * self.kernel_size:
+        if self.output_frames(self.window_frames) < 1:
+            smallest = next(n for n in range(1, 100_000) if self.output_frames(n) >= 1)
             raise MusicrecError(
-                f"cnn: window_frames must be >= {shrink * self.kernel_size} "
-                "for these pools and kernel size"
+                f"cnn: window_frames must be >= {smallest} for these channels, pools and "
+                f"kernel size (got {self.window_frames})"
             )
+
+    def output_frames(self, n_frames: int) -> int:
+        """Frames left after the convolutions (no padding) and poolings of a window."""
+        for i in range(len(self.channels)):
+            n_frames -= self.kernel_size - 1
+            if i < len(self.pools):
+                n_frames //= self.pools[i]
+        return n_frames
 
 
 class AudioCNN(nn.Module):
