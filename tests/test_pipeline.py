@@ -47,7 +47,7 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert set(metrics) == MODELS
     assert set(metrics["upper_bound"]) == {"warm", "cold", "all", "cold_user"}
-    assert set(metrics["wmf"]) == {"warm", "cold", "all"}
+    assert set(metrics["wmf"]) == {"warm", "cold", "all", "cold_user"}  # new users folded in
     for model in MODELS:
         for values in metrics[model].values():
             assert 0.0 <= values["map@500"] <= 1.0 and 0.0 <= values["auc"] <= 1.0

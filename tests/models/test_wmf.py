@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
-from musicrec.models.wmf import WMFConfig, confidence, fit_wmf
+from musicrec.models.wmf import WMFConfig, confidence, fit_wmf, fold_in
 
 
 def test_confidence_known_values_and_sparsity():
@@ -54,3 +54,32 @@ def test_wmf_is_seeded():
 def test_bad_params_raise_before_compute(bad):
     with pytest.raises(MusicrecError):
         WMFConfig(**bad)
+
+
+def test_fold_in_solves_the_als_least_squares_for_new_rows():
+    rng = np.random.default_rng(2)
+    songs = rng.normal(size=(12, 3)).astype(np.float32)
+    counts = sp.csr_matrix(np.array([[0, 2, 0, 5] + [0] * 8, [0] * 12], dtype=np.float32))
+    conf = confidence(counts, alpha=2.0, eps=1.0)
+    folded = fold_in(songs, conf, WMFConfig(factors=3, regularization=0.5))
+    # Closed form: (Y'CY + lambda I) x = Y'Cp with c = 1 on unplayed songs, p = 1 on played.
+    c = np.ones(12)
+    c[[1, 3]] = conf.data
+    p = (counts.toarray()[0] > 0).astype(float)
+    y = songs.astype(float)
+    expected = np.linalg.solve(y.T @ (c[:, None] * y) + 0.5 * np.eye(3), y.T @ (c * p))
+    np.testing.assert_allclose(folded[0], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(folded[1], 0.0)  # no seeds, no knowledge
+
+
+def test_a_folded_in_user_prefers_the_block_of_their_seeds():
+    rng = np.random.default_rng(0)
+    group_user, group_song = np.arange(80) % 2, np.arange(40) % 2
+    plays = (group_user[:, None] == group_song[None, :]) & (rng.random((80, 40)) < 0.4)
+    counts = sp.csr_matrix(plays * rng.integers(1, 5, plays.shape), dtype=np.float32)
+    cfg = WMFConfig(factors=4, iterations=10, seed=1)
+    _, songs = fit_wmf(counts, cfg)
+    seeds = sp.csr_matrix(([3.0, 1.0, 2.0], ([0, 0, 0], [1, 3, 5])), shape=(1, 40))
+    user = fold_in(songs, confidence(seeds, cfg.alpha, cfg.eps), cfg)[0]
+    scores = songs @ user
+    assert scores[group_song == 1].mean() > scores[group_song == 0].mean() + 0.2

@@ -8,7 +8,8 @@ Two models come out of one stage:
 
 - ``wmf``: fitted on the training plays. Its song factors are the targets that audio models
   learn to predict, and its user factors score every content model. Cold songs have no plays,
-  so their WMF factors are zero: CF cannot rank them.
+  so their WMF factors are zero: CF cannot rank them. New users (``cold_user``) are folded in
+  from their seed plays with implicit's ``recalculate_user``, the song factors held fixed.
 - ``upper_bound``: the same fit on all plays, cold songs and held-out plays included (as in van
   den Oord et al. 2013): the ceiling any audio model that predicts factors could reach.
 """
@@ -102,16 +103,18 @@ def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarr
     return users, songs
 
 
-def fold_in(fixed: np.ndarray, conf_rows: sp.csr_matrix, regularization: float) -> np.ndarray:
+def fold_in(fixed: np.ndarray, conf_rows: sp.csr_matrix, cfg: WMFConfig) -> np.ndarray:
     """Solve WMF for new rows with the other side's factors held fixed (one ALS half-step).
 
-    For each row ``i`` with confidences ``c_ij`` on its played columns ``j``:
-    ``x_i = (Y'Y + Y'(C_i - I)Y + lambda I)^-1 Y' C_i p_i``, exactly what ALS solves.
+    implicit's ``recalculate_user`` with ``fixed`` as the item factors: for each row ``i`` with
+    confidences ``c_ij`` on its played columns, ``x_i = (Y'Y + Y'(C_i - I)Y + lambda I)^-1
+    Y' C_i p_i``, exactly what ALS solves. It folds in new users (fixed = song factors) and new
+    songs (fixed = user factors) alike.
 
     Parameters
     ----------
     fixed : np.ndarray [shape=(n_columns, d)]
-        The fixed factors (user factors to fold in songs, song factors to fold in users).
+        The fixed factors.
     conf_rows : sp.csr_matrix [shape=(n_rows, n_columns)]
         Confidences ``c = 1 + alpha * log(1 + r / eps)`` of the rows to fold in.
 
@@ -120,17 +123,18 @@ def fold_in(fixed: np.ndarray, conf_rows: sp.csr_matrix, regularization: float) 
     np.ndarray [shape=(n_rows, d), float32]
         Zero for a row with no plays.
     """
-    fixed = fixed.astype(np.float64)
-    gram = fixed.T @ fixed + regularization * np.eye(fixed.shape[1])
-    out = np.zeros((conf_rows.shape[0], fixed.shape[1]))
-    for i in range(conf_rows.shape[0]):
-        cols = conf_rows.indices[conf_rows.indptr[i] : conf_rows.indptr[i + 1]]
-        if len(cols) == 0:
-            continue
-        conf = conf_rows.data[conf_rows.indptr[i] : conf_rows.indptr[i + 1]]
-        y = fixed[cols]
-        out[i] = np.linalg.solve(gram + (y.T * (conf - 1)) @ y, y.T @ conf)
-    return out.astype(np.float32)
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    solver = AlternatingLeastSquares(
+        factors=fixed.shape[1],
+        regularization=cfg.regularization,
+        alpha=1.0,  # the confidences are already transformed
+        num_threads=cfg.n_jobs,
+    )
+    solver.item_factors = np.ascontiguousarray(fixed, np.float32)
+    with threadpool_limits(limits=1, user_api="blas"):
+        rows = solver.recalculate_user(np.arange(conf_rows.shape[0]), conf_rows.tocsr())
+    return np.asarray(rows, np.float32)
 
 
 def song_targets(song_factors: np.ndarray, user_factors: np.ndarray, splits, cfg: WMFConfig):
@@ -143,8 +147,28 @@ def song_targets(song_factors: np.ndarray, user_factors: np.ndarray, splits, cfg
     cold = np.flatnonzero(splits.songs["role"].to_numpy() == "cold")
     conf = confidence(splits.matrices["cold_test"][:, cold].T.tocsr(), cfg.alpha, cfg.eps)
     targets = song_factors.copy()
-    targets[cold] = fold_in(user_factors, conf, cfg.regularization)
+    targets[cold] = fold_in(user_factors, conf, cfg)
     return targets
+
+
+def fold_in_new_users(
+    user_factors: np.ndarray, song_factors: np.ndarray, splits, cfg: WMFConfig
+) -> np.ndarray:
+    """User factors with each held-out (``cold_user``) user folded in from their seed plays.
+
+    The new-user problem: the song factors stay as fitted; a new user's factors solve WMF's
+    least squares for their k seed plays alone, so they can be scored with no refit.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_users, d), float32]
+        ``user_factors`` with the rows of the cold users replaced.
+    """
+    new_users = np.flatnonzero(splits.users["role"].to_numpy() == "cold_user")
+    seeds = confidence(splits.matrices["cold_user_seed"][new_users], cfg.alpha, cfg.eps)
+    users = user_factors.copy()
+    users[new_users] = fold_in(song_factors, seeds, cfg)
+    return users
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,11 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.split)
         users, songs = fit_wmf(splits.matrices["train"], cfg)
         targets = song_targets(songs, users, splits, cfg)
+        users = fold_in_new_users(users, songs, splits, cfg)
         save_model(
             ModelVectors(
                 "wmf",
-                "WMF (implicit ALS) on the training plays",
-                ["warm", "cold", "all"],
+                "WMF (implicit ALS) on the training plays; new users folded in from their seeds",
+                ["warm", "cold", "all", "cold_user"],
                 users,
                 songs,
             ),
