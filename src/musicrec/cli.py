@@ -19,6 +19,7 @@ STAGES = {
     "wmf": ("musicrec.models.wmf", "weighted matrix factorisation and the upper bound"),
     "bow": ("musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
     "cnn": ("musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),
+    "dbn": ("musicrec.models.dbn", "Wang & Wang's DBN: hldbn, hldbn_nopretrain, hybrid_dbn"),
     "evaluate": ("musicrec.evaluate", "score every model on every split"),
     "report": ("musicrec.report", "write reports/report.md and report.html"),
 }

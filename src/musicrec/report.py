@@ -34,6 +34,7 @@ STAGE_ORDER = [
     "wmf",
     "bow",
     "cnn",
+    "dbn",
     "evaluate",
 ]
 HTML_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;

@@ -17,6 +17,7 @@ from musicrec.errors import MusicrecError
 from musicrec.models.bow import BowConfig, BowModel
 from musicrec.models.cnn import CNNConfig, CNNModel, wpe_loss
 from musicrec.models.content import ContentData
+from musicrec.models.dbn import DBNConfig, DBNModel
 from musicrec.models.training import TrainConfig, train
 
 N_SONGS, N_USERS, N_FRAMES, DIM = 56, 40, 48, 4
@@ -42,15 +43,25 @@ def make_tiny_content() -> tuple[dict, ContentData, np.ndarray]:
     users = rng.normal(0, 1, (N_USERS, DIM)).astype(np.float32)
     liked = (users @ targets.T) > 0.05
     counts = sp.csr_matrix(liked * rng.integers(1, 6, liked.shape), dtype=np.float32)
+    # Users 36-39 are new: they give two seed plays each and nothing else to train on.
+    new_users = np.arange(36, 40)
+    seeds = np.zeros(liked.shape, np.float32)
+    for u in new_users:
+        seeds[u, np.flatnonzero(liked[u, :40])[:2]] = 3.0
+    train = counts.toarray()
+    train[new_users] = 0.0
     data = ContentData(
         songs=pd.DataFrame({"song_id": [f"S{i}" for i in range(N_SONGS)]}),
         targets=targets,
         user_factors=users,
-        train_plays=counts,
+        train_plays=sp.csr_matrix(train),
         train_songs=np.arange(40),
         validation_songs=np.arange(40, 48),
         feature_rows=np.arange(N_SONGS),
+        new_users=new_users,
+        new_user_seeds=sp.csr_matrix(seeds),
     )
+    data.liked = liked  # the truth behind the plays, for the tests
     return {"logmel": logmel, "mfcc": mfcc}, data, kind
 
 
@@ -65,12 +76,16 @@ CNN_CFG = CNNConfig(
     wpe_users_per_batch=16,
 )
 BOW_CFG = BowConfig(vocabulary_size=8, frames_per_song=24, pca_components=4, hidden_units=16)
+DBN_CFG = DBNConfig(layers=(16, 4), pretrain_epochs=5, pretrain_batch_size=8, lambda_beta=0.1)
 
 MODELS = {
     "bow_linear": lambda: BowModel("linear", BOW_CFG, TRAIN_CFG),
     "bow_mlp": lambda: BowModel("mlp", BOW_CFG, TRAIN_CFG),
     "cnn_mse": lambda: CNNModel("mse", CNN_CFG, TRAIN_CFG),
     "cnn_wpe": lambda: CNNModel("wpe", CNN_CFG, TRAIN_CFG),
+    "hldbn": lambda: DBNModel("hldbn", DBN_CFG, TRAIN_CFG),
+    "hldbn_nopretrain": lambda: DBNModel("hldbn_nopretrain", DBN_CFG, TRAIN_CFG),
+    "hybrid_dbn": lambda: DBNModel("hybrid_dbn", DBN_CFG, TRAIN_CFG),
 }
 
 
@@ -85,22 +100,24 @@ def test_fit_predict_save_load_gives_the_same_predictions(name, tiny_content, tm
     model = MODELS[name]().fit(features, data, tmp_path / "checkpoints")
     assert model.name == name
     predicted = model.predict(features, data.feature_rows)
-    assert predicted.shape == (N_SONGS, DIM) and predicted.dtype == np.float32
-    assert np.isfinite(predicted).all()
+    users = model.user_vectors(data)
+    assert predicted.shape[0] == N_SONGS and predicted.dtype == np.float32
+    assert users.shape == (N_USERS, predicted.shape[1]) and np.isfinite(predicted).all()
 
     model.save(tmp_path / "saved")
     assert not list((tmp_path / "saved").glob("*.pkl"))  # arrays, JSON and state dicts only
     reloaded = type(model).load(tmp_path / "saved")
     np.testing.assert_allclose(reloaded.predict(features, data.feature_rows), predicted, atol=1e-6)
 
-    # The held-out songs (never trained on) land on their kind's side of the target direction.
+    # On the held-out songs (never trained on), the users who like them score them higher.
     held_out = np.arange(48, N_SONGS)
-    direction = data.targets[kind == 1].mean(0) - data.targets[kind == 0].mean(0)
-    projection = predicted[held_out] @ direction
-    assert projection[kind[held_out] == 1].mean() > projection[kind[held_out] == 0].mean()
+    old_users = np.arange(36)
+    scores = users[old_users] @ predicted[held_out].T
+    liked = data.liked[np.ix_(old_users, held_out)]
+    assert scores[liked].mean() > scores[~liked].mean()
 
 
-@pytest.mark.parametrize("name", ["bow_mlp", "cnn_mse", "cnn_wpe"])
+@pytest.mark.parametrize("name", ["bow_mlp", "cnn_mse", "cnn_wpe", "hldbn", "hybrid_dbn"])
 def test_training_is_seeded_and_deterministic_on_the_cpu(name, tiny_content, tmp_path):
     features, data, _ = tiny_content
     first = MODELS[name]().fit(features, data, tmp_path / "a").predict(features, data.feature_rows)
@@ -260,3 +277,51 @@ def test_smallest_window_the_config_allows_runs_through_the_network(channels, po
     assert frames_out == cfg.output_frames(smallest) >= 1
     with pytest.raises(MusicrecError, match=f">= {smallest}"):
         CNNConfig(window_frames=smallest - 1, channels=channels, pools=pools, kernel_size=kernel)
+
+
+@pytest.mark.parametrize("name", ["hldbn", "hybrid_dbn"])
+def test_dbn_models_fold_in_new_users_from_their_seeds(name, tiny_content, tmp_path):
+    features, data, _ = tiny_content
+    longer = TrainConfig(epochs=40, batch_size=8, learning_rate=0.01, patience=40, device="cpu")
+    model = DBNModel(name, DBN_CFG, longer).fit(features, data, tmp_path)
+    users = model.user_vectors(data)
+    songs = model.predict(features, data.feature_rows)
+    for u in data.new_users:
+        seeds = data.new_user_seeds[u].indices
+        scores = songs @ users[u]
+        assert scores[seeds].mean() > np.delete(scores, seeds).mean()
+
+
+def test_hybrid_dbn_gives_a_song_it_never_trained_on_a_zero_cf_part(tiny_content, tmp_path):
+    features, data, _ = tiny_content
+    model = MODELS["hybrid_dbn"]().fit(features, data, tmp_path)
+    x_dim = DBN_CFG.layers[-1]
+    songs = model.predict(features, data.feature_rows)
+    assert songs.shape[1] == x_dim + DIM
+    # Validation and held-out songs keep their WMF start; a song outside the catalogue gets 0.
+    np.testing.assert_allclose(songs[40:, x_dim:], data.targets[40:], atol=1e-6)
+    outside = {k: np.concatenate([v, v[:1]]) for k, v in features.items()}
+    new_song = model.predict(outside, np.array([N_SONGS]))
+    np.testing.assert_array_equal(new_song[0, x_dim:], 0.0)
+    assert np.abs(new_song[0, :x_dim]).sum() > 0  # its audio part is there
+
+
+def test_hybrid_dbn_starts_from_a_fitted_hldbn(tiny_content, tmp_path):
+    features, data, _ = tiny_content
+    hldbn = MODELS["hldbn"]().fit(features, data, tmp_path / "hldbn")
+    still = TrainConfig(epochs=1, learning_rate=1e-12, patience=1, device="cpu")
+    hybrid = DBNModel("hybrid_dbn", DBN_CFG, still).fit(
+        features, data, tmp_path / "hybrid", start_from=hldbn
+    )
+    x_dim = DBN_CFG.layers[-1]
+    np.testing.assert_allclose(
+        hybrid.predict(features, data.feature_rows)[:, :x_dim],
+        hldbn.predict(features, data.feature_rows),
+        atol=1e-5,
+    )
+    old_users = np.arange(36)
+    np.testing.assert_allclose(
+        hybrid.user_vectors(data)[old_users, :x_dim],
+        hldbn.user_vectors(data)[old_users],
+        atol=1e-5,
+    )

@@ -266,6 +266,7 @@ class CNNModel(SongFactorModel):
             asdict(self.cfg),
             asdict(self.train_cfg),
             targets,
+            data.user_factors[active_users],
             clips[:, :, :8],
             _SOURCE,
         )

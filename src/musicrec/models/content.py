@@ -35,6 +35,8 @@ class ContentData:
     train_plays : sp.csr_matrix [shape=(n_users, n_songs)] training play counts (for WPE).
     train_songs, validation_songs : np.ndarray of song indices.
     feature_rows : np.ndarray [shape=(n_songs,)] row of each song in the feature arrays.
+    new_users : np.ndarray of the held-out (``cold_user``) users' indices.
+    new_user_seeds : sp.csr_matrix [shape=(n_users, n_songs)] their seed play counts.
     """
 
     songs: pd.DataFrame
@@ -44,6 +46,8 @@ class ContentData:
     train_songs: np.ndarray
     validation_songs: np.ndarray
     feature_rows: np.ndarray
+    new_users: np.ndarray | None = None
+    new_user_seeds: sp.csr_matrix | None = None
 
 
 def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> ContentData:
@@ -71,6 +75,8 @@ def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> Con
         np.flatnonzero(warm & ~validation),
         np.flatnonzero(validation),
         rows,
+        np.flatnonzero(splits.users["role"].to_numpy() == "cold_user"),
+        splits.matrices["cold_user_seed"],
     )
 
 
@@ -93,16 +99,26 @@ def target_scaling(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class SongFactorModel(ABC):
-    """A model that predicts WMF song factors from a song's features.
+    """A model that predicts song vectors from a song's features.
 
     ``features`` is a dict of the ``features`` stage's arrays (``"logmel"``, ``"mfcc"``, each
     [shape=(n_songs_in_store, dims, n_frames)], memory-mapped); ``rows`` index into them.
     ``save`` writes arrays and JSON only, and ``load`` reads them back (checkpoints with
     ``torch.load(weights_only=True)``): nothing is unpickled.
+
+    Most content models predict WMF song factors and are scored with the WMF user factors
+    (``predicts_wmf_factors``); a model that learns its own user vectors (the DBN models)
+    returns them from :meth:`user_vectors`.
     """
 
     name: str
     description: str
+    predicts_wmf_factors: bool = True
+    splits: tuple[str, ...] = tuple(CONTENT_SPLITS)
+
+    def user_vectors(self, data: ContentData) -> np.ndarray:
+        """User vectors [shape=(n_users, d)] that score this model's song vectors."""
+        return data.user_factors
 
     @abstractmethod
     def fit(self, features: dict, data: ContentData, checkpoint_dir: Path) -> SongFactorModel:
@@ -125,7 +141,7 @@ class SongFactorModel(ABC):
 def save_content_model(
     models_dir: Path, model: SongFactorModel, features: dict, data: ContentData
 ) -> np.ndarray:
-    """Predict every song's factors and write the model folder ``evaluate`` reads.
+    """Predict every song's vector and write the model folder ``evaluate`` reads.
 
     The folder also holds ``predictor/``, the fitted model (for recommending new songs).
     Returns the predictions [shape=(n_songs, d)].
@@ -135,10 +151,10 @@ def save_content_model(
         ModelVectors(
             model.name,
             model.description,
-            CONTENT_SPLITS,
-            data.user_factors,
+            list(model.splits),
+            model.user_vectors(data),
             predicted,
-            predicts="wmf_song_factors",
+            predicts="wmf_song_factors" if model.predicts_wmf_factors else None,
         ),
         Path(models_dir) / model.name,
         predictor=model,

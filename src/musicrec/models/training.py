@@ -96,6 +96,7 @@ def train(
     checkpoint_dir: Path,
     run_id: str,
     desc: str = "train",
+    no_weight_decay: tuple[str, ...] = (),
 ) -> TrainResult:
     """Train ``model`` until the validation loss has not improved for ``cfg.patience`` epochs.
 
@@ -112,10 +113,18 @@ def train(
     run_id : str
         Names the config and inputs (see :func:`inputs_digest`); a checkpoint with another id
         is not resumed.
+    no_weight_decay : tuple of str
+        Names of parameters ``cfg.weight_decay`` does not apply to (embeddings with a prior of
+        their own).
     """
     checkpoint_dir = Path(checkpoint_dir)
+    named = dict(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in named.items() if n not in no_weight_decay]},
+        {"params": [p for n, p in named.items() if n in no_weight_decay], "weight_decay": 0.0},
+    ]
     optimiser = torch.optim.AdamW(
-        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        [g for g in groups if g["params"]], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
     )
     # Cosine decay over the planned epochs: big steps early, fine ones late, when the noise of
     # small batches would otherwise keep the weights wandering around the minimum.

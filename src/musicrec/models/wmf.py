@@ -125,14 +125,14 @@ def fold_in(fixed: np.ndarray, conf_rows: sp.csr_matrix, cfg: WMFConfig) -> np.n
     """
     from implicit.cpu.als import AlternatingLeastSquares
 
-    solver = AlternatingLeastSquares(
-        factors=fixed.shape[1],
-        regularization=cfg.regularization,
-        alpha=1.0,  # the confidences are already transformed
-        num_threads=cfg.n_jobs,
-    )
-    solver.item_factors = np.ascontiguousarray(fixed, np.float32)
     with threadpool_limits(limits=1, user_api="blas"):
+        solver = AlternatingLeastSquares(
+            factors=fixed.shape[1],
+            regularization=cfg.regularization,
+            alpha=1.0,  # the confidences are already transformed
+            num_threads=cfg.n_jobs,
+        )
+        solver.item_factors = np.ascontiguousarray(fixed, np.float32)
         rows = solver.recalculate_user(np.arange(conf_rows.shape[0]), conf_rows.tocsr())
     return np.asarray(rows, np.float32)
 

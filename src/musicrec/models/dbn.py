@@ -1,0 +1,354 @@
+"""Stage ``dbn``: the deep belief network models of Wang and Wang (ACM Multimedia 2014).
+
+A song's feature vector ``f_v`` goes through a deep belief network (a Gaussian-Bernoulli RBM,
+then Bernoulli-Bernoulli RBMs, pre-trained greedily by CD-k: :mod:`musicrec.models.rbm`); the
+stack then becomes a feed-forward network ``x_v = DBN(f_v; Omega)`` that is fine-tuned jointly
+with user preference vectors ``beta_u`` on the implicit-feedback objective
+
+    sum_uv c_uv (p_uv - beta_u' x_v)^2 + lambda_beta sum_u ||beta_u - mu||^2 + wd ||Omega||^2
+
+(``r_uv ~ N(beta_u' x_v, sigma_R^2)``, ``beta_u ~ N(mu, sigma_u^2 I)``; weight decay on Omega
+through AdamW, none on ``beta`` and ``mu``, whose prior is the ``lambda_beta`` term). The
+weighting is **full**: every user's confidence for every song of a mini-batch enters the loss
+(``c = 1 + alpha log(1 + r / eps)`` for plays, as in ``wmf``; ``c = 1``, ``p = 0`` for the rest),
+which on a catalogue of this size costs one dense (users x batch) product per step. Three models:
+
+- ``hldbn``: the above; cold songs are scored from audio alone.
+- ``hldbn_nopretrain``: the same network from a random start, to show what pre-training buys.
+- ``hybrid_dbn``: ``r_uv = beta_u' x_v + gamma_u' y_v``, with ``gamma_u`` and ``y_v``
+  initialised from the WMF factors and trained jointly; a song never trained on (a cold one)
+  has ``y_v`` = its prior mean, 0.
+
+**The input** ``f_v``: per song, the mean and standard deviation over the clip's frames of the
+log-mel bands and of the MFCCs with their deltas (``features`` stage). A DBN is a fully connected
+network on one fixed-length vector, and these statistics are the usual such summary of timbre,
+loudness, brightness and their variability; unlike the CNN's windows they do not keep time order,
+so tempo and rhythm reach them only through the deltas' spread.
+
+A user held out as new (``cold_user``) gets ``beta_u`` (and ``gamma_u``) by one least-squares
+fold-in from their seed plays, the song vectors held fixed, as for WMF.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from musicrec.errors import MusicrecError
+from musicrec.io import load_params, section, stage_timer
+from musicrec.models.content import (
+    ContentData,
+    SongFactorModel,
+    content_stage_parser,
+    load_content_data,
+    save_content_model,
+)
+from musicrec.models.rbm import DBN, PretrainConfig
+from musicrec.models.training import (
+    TrainConfig,
+    inputs_digest,
+    pick_device,
+    seed_everything,
+    train,
+    write_loss_curve,
+)
+from musicrec.models.wmf import WMFConfig, confidence, fold_in
+
+_SOURCE = Path(__file__).read_text()
+KINDS = ("hldbn", "hldbn_nopretrain", "hybrid_dbn")
+
+
+@dataclass(frozen=True)
+class DBNConfig:
+    """``dbn`` params: layer sizes, pre-training, the prior on ``beta`` and the confidences."""
+
+    layers: tuple[int, ...] = (256, 32)
+    pretrain_epochs: int = 20
+    pretrain_batch_size: int = 16
+    cd_steps: int = 1
+    pretrain_learning_rate: float = 0.05
+    gaussian_learning_rate: float = 0.005
+    momentum: float = 0.5
+    pretrain_weight_decay: float = 0.0002
+    lambda_beta: float = 1.0
+    alpha: float = 2.0
+    eps: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
+        if not self.layers or min(self.layers) < 1:
+            raise MusicrecError("dbn.layers: at least one hidden layer, every size >= 1")
+        if self.lambda_beta < 0 or self.alpha < 0 or self.eps <= 0:
+            raise MusicrecError("dbn: need lambda_beta >= 0, alpha >= 0 and eps > 0")
+
+    def pretraining(self) -> PretrainConfig:
+        return PretrainConfig(
+            epochs=self.pretrain_epochs,
+            batch_size=self.pretrain_batch_size,
+            cd_steps=self.cd_steps,
+            learning_rate=self.pretrain_learning_rate,
+            gaussian_learning_rate=self.gaussian_learning_rate,
+            momentum=self.momentum,
+            weight_decay=self.pretrain_weight_decay,
+            seed=self.seed,
+        )
+
+
+def song_feature_vectors(features: dict, rows: np.ndarray) -> np.ndarray:
+    """``f_v``: mean and std over frames of log-mel and MFCC(+deltas), one row per song.
+
+    Returns
+    -------
+    np.ndarray [shape=(len(rows), 2 * (n_mels + 3 * n_mfcc)), float32]
+    """
+    out = []
+    for r in rows:
+        frames = np.vstack([np.asarray(features[k][r], np.float32) for k in ("logmel", "mfcc")])
+        out.append(np.concatenate([frames.mean(axis=1), frames.std(axis=1)]))
+    return np.asarray(out, np.float32)
+
+
+class PreferenceModel(nn.Module):
+    """``scores = beta x' (+ gamma y')`` with ``x = network(f)``; the trainable whole."""
+
+    def __init__(self, network: nn.Module, n_users: int, dim: int, wmf: tuple | None):
+        super().__init__()
+        self.network = network
+        self.beta = nn.Parameter(0.01 * torch.randn(n_users, dim))
+        self.mu = nn.Parameter(torch.zeros(dim))
+        self.hybrid = wmf is not None
+        if self.hybrid:
+            self.gamma = nn.Parameter(torch.as_tensor(wmf[0], dtype=torch.float32).clone())
+            self.y = nn.Parameter(torch.as_tensor(wmf[1], dtype=torch.float32).clone())
+
+    def scores(self, f: torch.Tensor, songs: torch.Tensor) -> torch.Tensor:
+        """[shape=(n_users, len(songs))] for song features ``f`` and song indices ``songs``."""
+        out = self.beta @ self.network(f).T
+        return out + self.gamma @ self.y[songs].T if self.hybrid else out
+
+    def prior(self) -> torch.Tensor:
+        return (self.beta - self.mu).pow(2).sum()
+
+
+def _network(n_in: int, layers: tuple[int, ...]) -> nn.Sequential:
+    """The DBN's architecture as a sigmoid network with PyTorch's default random start."""
+    sizes = [n_in, *layers]
+    modules: list[nn.Module] = []
+    for n_from, n_to in zip(sizes[:-1], sizes[1:], strict=True):
+        modules += [nn.Linear(n_from, n_to), nn.Sigmoid()]
+    return nn.Sequential(*modules)
+
+
+class DBNModel(SongFactorModel):
+    """``hldbn``, ``hldbn_nopretrain`` or ``hybrid_dbn`` (module docstring)."""
+
+    predicts_wmf_factors = False
+    splits = ("warm", "cold", "all", "cold_user")
+
+    def __init__(self, kind: str, cfg: DBNConfig, train_cfg: TrainConfig):
+        if kind not in KINDS:
+            raise MusicrecError(f"dbn: kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        self.kind, self.cfg, self.train_cfg = kind, cfg, train_cfg
+        self.name = kind
+        self.description = {
+            "hldbn": "DBN on song features, pre-trained, fine-tuned with user vectors (HLDBN)",
+            "hldbn_nopretrain": "HLDBN's network from a random start (no pre-training)",
+            "hybrid_dbn": "HLDBN plus a CF term gamma_u'y_v initialised from WMF",
+        }[kind]
+        self.device = pick_device(train_cfg.device)
+        self.model: PreferenceModel | None = None
+        self.arrays: dict[str, np.ndarray] = {}
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(
+        self,
+        features: dict,
+        data: ContentData,
+        checkpoint_dir: Path,
+        start_from: DBNModel | None = None,
+    ) -> DBNModel:
+        """Pre-train (unless ``hldbn_nopretrain``) and fine-tune.
+
+        ``start_from``: a fitted ``hldbn`` whose network, ``beta`` and ``mu`` start
+        ``hybrid_dbn`` (its ``gamma`` and ``y`` start from WMF). Trained jointly from scratch,
+        the CF term explains the training plays so fast that the content term learns little,
+        and cold songs, which have only the content term, suffer.
+        """
+        seed_everything(self.train_cfg.seed)
+        f_all = song_feature_vectors(features, data.feature_rows)
+        train_f = f_all[data.train_songs]
+        self.arrays = {
+            "f_mean": train_f.mean(axis=0),
+            "f_std": train_f.std(axis=0) + 1e-6,
+            "song_rows": data.feature_rows.astype(np.int64),
+        }
+        f_all = torch.from_numpy(self._standardise(f_all))
+        torch.manual_seed(self.cfg.seed)
+        if start_from is not None:
+            network = copy.deepcopy(start_from.model.network).cpu()
+        elif self.kind == "hldbn_nopretrain":
+            network = _network(f_all.shape[1], self.cfg.layers)
+        else:
+            dbn = DBN([f_all.shape[1], *self.cfg.layers])
+            self.pretrain_history = dbn.pretrain(f_all[data.train_songs], self.cfg.pretraining())
+            network = dbn.to_network()
+        wmf = (data.user_factors, data.targets) if self.kind == "hybrid_dbn" else None
+        self.model = PreferenceModel(network, len(data.user_factors), self.cfg.layers[-1], wmf)
+        if start_from is not None:
+            with torch.no_grad():
+                self.model.beta.copy_(start_from.model.beta)
+                self.model.mu.copy_(start_from.model.mu)
+        self.model.to(self.device)
+        conf = confidence(data.train_plays, self.cfg.alpha, self.cfg.eps).tocsc()
+        f_device = f_all.to(self.device)
+        batch = self.train_cfg.batch_size
+        n_train = len(data.train_songs)
+
+        def weighted_error(songs: np.ndarray) -> torch.Tensor:
+            dense = conf[:, songs].toarray()
+            played = torch.from_numpy(dense > 0).to(self.device)
+            c = torch.from_numpy(np.where(dense > 0, dense, 1.0)).to(self.device)  # unplayed: 1
+            index = torch.from_numpy(songs).to(self.device)
+            error = played.float() - self.model.scores(f_device[index], index)
+            return (c * error.pow(2)).sum(dim=0).mean()  # per song, summed over users
+
+        def batches(rng):
+            order = rng.permutation(data.train_songs)
+            return (order[i : i + batch] for i in range(0, n_train, batch))
+
+        def step_loss(model, songs):
+            return weighted_error(songs) + self.cfg.lambda_beta / n_train * model.prior()
+
+        def validation_loss(model):
+            return weighted_error(data.validation_songs).item()
+
+        run_id = inputs_digest(
+            self.kind,
+            asdict(self.cfg),
+            asdict(self.train_cfg),
+            train_f,
+            data.targets,
+            data.user_factors,
+            start_from.arrays["user_vectors"] if start_from is not None else None,
+            _SOURCE,
+        )
+        self.history = train(
+            self.model,
+            batches,
+            step_loss,
+            validation_loss,
+            self.train_cfg,
+            checkpoint_dir,
+            run_id,
+            desc=self.name,
+            no_weight_decay=("beta", "mu", "gamma", "y"),
+        ).history
+        self.model.cpu()
+        self._fold_in_new_users(data, self._song_vectors(f_all.numpy(), data.feature_rows))
+        return self
+
+    def _fold_in_new_users(self, data: ContentData, songs: np.ndarray) -> None:
+        """``beta_u`` (and ``gamma_u``) of held-out users from their seeds; songs fixed."""
+        users = self._user_matrix()
+        if data.new_users is not None and len(data.new_users):
+            seeds = confidence(data.new_user_seeds[data.new_users], self.cfg.alpha, self.cfg.eps)
+            solver = WMFConfig(factors=songs.shape[1], regularization=self.cfg.lambda_beta)
+            users[data.new_users] = fold_in(songs, sp.csr_matrix(seeds), solver)
+        self.arrays["user_vectors"] = users
+
+    def _user_matrix(self) -> np.ndarray:
+        parts = [self.model.beta] + ([self.model.gamma] if self.model.hybrid else [])
+        return torch.cat(parts, dim=1).detach().cpu().numpy().astype(np.float32)
+
+    def _standardise(self, f: np.ndarray) -> np.ndarray:
+        return ((f - self.arrays["f_mean"]) / self.arrays["f_std"]).astype(np.float32)
+
+    # -- predicting --------------------------------------------------------------------------
+    def _song_vectors(self, f_standardised: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Song vectors ``x_v`` (hybrid: ``[x_v, y_v]``, ``y_v = 0`` for a song never trained)
+        [shape=(len(rows), d)] from standardised features of the songs at feature ``rows``."""
+        self.model.eval()
+        with torch.no_grad():
+            x = self.model.network(torch.from_numpy(f_standardised)).numpy()
+        if not self.model.hybrid:
+            return x.astype(np.float32)
+        position = {int(r): i for i, r in enumerate(self.arrays["song_rows"])}
+        y = np.zeros((len(rows), self.model.y.shape[1]), np.float32)
+        known = [(i, position[int(r)]) for i, r in enumerate(rows) if int(r) in position]
+        if known:
+            at, index = map(list, zip(*known, strict=True))
+            y[at] = self.model.y.detach().numpy()[index]
+        return np.hstack([x, y]).astype(np.float32)
+
+    def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:
+        return self._song_vectors(self._standardise(song_feature_vectors(features, rows)), rows)
+
+    def user_vectors(self, data: ContentData) -> np.ndarray:
+        return self.arrays["user_vectors"]
+
+    # -- saving ------------------------------------------------------------------------------
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True)
+        np.savez(directory / "arrays.npz", **self.arrays)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save(state, directory / "model.pt")
+        meta = {
+            "kind": self.kind,
+            "dbn": asdict(self.cfg),
+            "train": {**asdict(self.train_cfg), "device": "cpu"},
+            "n_inputs": int(self.arrays["f_mean"].shape[0]),
+            "n_users": int(self.model.beta.shape[0]),
+            "cf_dim": int(self.model.y.shape[1]) if self.model.hybrid else 0,
+            "n_songs": int(self.model.y.shape[0]) if self.model.hybrid else 0,
+        }
+        (directory / "config.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path) -> DBNModel:
+        meta = json.loads((directory / "config.json").read_text())
+        model = cls(meta["kind"], DBNConfig(**meta["dbn"]), TrainConfig(**meta["train"]))
+        with np.load(directory / "arrays.npz") as arrays:
+            model.arrays = {k: arrays[k] for k in arrays.files}
+        shape = (meta["n_users"], meta["n_songs"], meta["cf_dim"])
+        wmf = (np.zeros(shape[::2]), np.zeros(shape[1:])) if meta["cf_dim"] else None
+        network = _network(meta["n_inputs"], model.cfg.layers)
+        model.model = PreferenceModel(network, meta["n_users"], model.cfg.layers[-1], wmf)
+        model.model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        model.model.eval()
+        return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = content_stage_parser("dbn", __doc__, ["dbn", "dbn_training"])
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    dbn_params = dict(section(params, "dbn"))
+    kinds = dbn_params.pop("models", list(KINDS))
+    cfg = DBNConfig(**dbn_params)
+    train_cfg = TrainConfig(**section(params, "dbn_training"))
+    with stage_timer("dbn") as record:
+        data = load_content_data(args.split, args.models / "wmf", args.features)
+        features = {
+            k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in ("logmel", "mfcc")
+        }
+        fitted: dict[str, DBNModel] = {}
+        for kind in kinds:
+            start = fitted.get("hldbn") if kind == "hybrid_dbn" else None
+            model = DBNModel(kind, cfg, train_cfg).fit(
+                features, data, args.checkpoints / kind, start_from=start
+            )
+            fitted[kind] = model
+            save_content_model(args.models, model, features, data)
+            write_loss_curve(model.history, Path("reports") / "plots" / f"{kind}_loss.csv")
+            record[f"{kind}_epochs"] = len(model.history)
+        record["device"] = str(pick_device(train_cfg.device))
+    print(f"dbn: {', '.join(kinds)} -> {args.models}")
+    return 0
