@@ -20,6 +20,7 @@ STAGES = {
     "bow": ("musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
     "cnn": ("musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),
     "dbn": ("musicrec.models.dbn", "Wang & Wang's DBN: hldbn, hldbn_nopretrain, hybrid_dbn"),
+    "hybrid": ("musicrec.models.hybrid", "weighted, switching and mixed hybrids; content profile"),
     "evaluate": ("musicrec.evaluate", "score every model on every split"),
     "report": ("musicrec.report", "write reports/report.md and report.html"),
 }

@@ -35,6 +35,7 @@ STAGE_ORDER = [
     "bow",
     "cnn",
     "dbn",
+    "hybrid",
     "evaluate",
 ]
 HTML_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;

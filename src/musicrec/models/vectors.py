@@ -11,6 +11,10 @@ A model's folder ``data/models/<name>/`` holds
   [shape=(n_songs, d), float32] in the index order of ``data/split/users.tsv`` and
   ``songs.tsv``. A user's score for a song is the dot product of their vectors.
 
+One variant is not a dot product: an interleaved model (``"kind": "interleaved"`` in its
+``model.json``) holds two such folders, ``first/`` and ``second/``, and ranks by interleaving
+their lists (:class:`InterleavedModel`).
+
 ``evaluate`` scores every folder under ``data/models/`` that has a ``model.json``; a new model
 plugs in by writing this format, with no change to ``evaluate``.
 """
@@ -59,6 +63,31 @@ class ModelVectors:
         return self.user_vectors[users] @ self.song_vectors[songs].T
 
 
+@dataclass
+class InterleavedModel:
+    """Two models' ranked lists interleaved, first model first (the "mixed" hybrid).
+
+    A user's list takes the first model's best song, then the second's, then the first's next,
+    and so on, a song appearing where it comes first. As a score: minus the position
+    ``min(2 * rank_first, 2 * rank_second + 1)``, ranks counted from 0 over the songs asked for.
+    """
+
+    name: str
+    description: str
+    splits: list[str]
+    first: ModelVectors
+    second: ModelVectors
+    predicts: str | None = None
+
+    def scores(self, users: np.ndarray, songs: np.ndarray) -> np.ndarray:
+        """Scores [shape=(len(users), len(songs))]: minus each song's interleaved position."""
+        ranks = [
+            np.argsort(np.argsort(-m.scores(users, songs), axis=1, kind="stable"), axis=1)
+            for m in (self.first, self.second)
+        ]
+        return -np.minimum(2 * ranks[0], 2 * ranks[1] + 1).astype(np.float64)
+
+
 def save_model(
     model: ModelVectors,
     out_dir: Path,
@@ -89,13 +118,37 @@ def save_model(
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def load_model(model_dir: Path) -> ModelVectors:
+def save_interleaved(model: InterleavedModel, out_dir: Path) -> None:
+    """Write an interleaved model: ``model.json`` (``"kind": "interleaved"``) and its two
+    component models in ``first/`` and ``second/``."""
+    with atomic_path(Path(out_dir)) as tmp:
+        tmp.mkdir()
+        save_model(model.first, tmp / "first")
+        save_model(model.second, tmp / "second")
+        meta = {
+            "name": model.name,
+            "description": model.description,
+            "splits": model.splits,
+            "kind": "interleaved",
+        }
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_model(model_dir: Path) -> ModelVectors | InterleavedModel:
     """Read a model's folder."""
     model_dir = Path(model_dir)
     meta_path = model_dir / "model.json"
     if not meta_path.exists():
         raise MusicrecError(f"{model_dir}: no model.json; run the stage that trains this model")
     meta = json.loads(meta_path.read_text())
+    if meta.get("kind") == "interleaved":
+        return InterleavedModel(
+            meta["name"],
+            meta.get("description", ""),
+            list(meta["splits"]),
+            load_model(model_dir / "first"),
+            load_model(model_dir / "second"),
+        )
     return ModelVectors(
         meta["name"],
         meta.get("description", ""),

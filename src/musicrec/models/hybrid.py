@@ -1,0 +1,233 @@
+"""Stage ``hybrid``: CF and content combined (Burke 2002), and new users' content profile.
+
+CF is ``wmf``; content is the content model (one that predicts WMF song factors) whose cold-like
+ranking of the validation slice is best: each user ranks the validation songs by content scores,
+their training plays there being the relevant ones, which no content model trained on. Both
+score with the WMF user factors, so their scores share one scale.
+
+- ``hybrid_weighted``: ``w * CF + (1 - w) * content``, i.e. song vectors
+  ``w v_wmf + (1 - w) v_hat``; ``w`` is chosen on the validation task below.
+- ``hybrid_switching``: the content vector for songs with fewer than ``switch_min_plays``
+  training plays (cold songs have none), the CF vector otherwise.
+- ``hybrid_mixed``: the two ranked lists interleaved, CF first
+  (:class:`musicrec.models.vectors.InterleavedModel`).
+- ``content_profile`` (``cold_user`` only): a new user is the mean of the content vectors of their
+  seed songs.
+
+**Choosing w without touching the test.** The validation task is an ``all`` split in miniature
+built from training plays only: WMF is refitted without the validation songs' plays (they become
+cold) and without ``validation_holdout`` of every user's other training plays; users rank all
+warm songs, the held-out plays and the validation songs' plays being relevant. The content
+model's vectors live in the original WMF space, so they are carried into the refit's space by
+the linear map that takes the original factors of the training songs to the refitted ones
+(least squares). ``w`` maximises mAP@500 on that task over a grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from musicrec.errors import MusicrecError
+from musicrec.evaluate import SplitTask, evaluate_on_task
+from musicrec.io import load_params, section, stage_timer, write_json
+from musicrec.models.vectors import (
+    InterleavedModel,
+    ModelVectors,
+    discover_models,
+    load_model,
+    save_interleaved,
+    save_model,
+)
+from musicrec.models.wmf import WMFConfig, fit_wmf
+from musicrec.split import Splits, load_splits
+from musicrec.stage import stage_parser
+
+HYBRID_SPLITS = ["warm", "cold", "all", "cold_user"]
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    """``hybrid`` params."""
+
+    weights: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    switch_min_plays: int = 5
+    validation_holdout: float = 0.2
+    map_k: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        if not self.weights or min(self.weights) < 0 or max(self.weights) > 1:
+            raise MusicrecError("hybrid.weights: a non-empty grid of values in [0, 1]")
+        if self.switch_min_plays < 1 or not 0 < self.validation_holdout < 1:
+            raise MusicrecError("hybrid: need switch_min_plays >= 1, 0 < validation_holdout < 1")
+
+
+def _task(name, users, candidates, excluded, relevant) -> SplitTask:
+    relevant = relevant[users][:, candidates].tocsr()
+    keep = np.diff(relevant.indptr) > 0
+    return SplitTask(
+        name,
+        users[keep],
+        candidates,
+        excluded[users[keep]][:, candidates].tocsr(),
+        relevant[keep],
+    )
+
+
+def _mean_map(model: ModelVectors, task: SplitTask, k: int, seed: int) -> float:
+    """mAP@k over the task's users; NaN where the task has none (a tiny catalogue)."""
+    if len(task.users) == 0:
+        return float("nan")
+    return float(np.nanmean(evaluate_on_task(model, task, k, [10], seed)[f"map@{k}"]))
+
+
+def _best(scores: dict):
+    """The key with the highest score, NaN counting as the lowest (ties: the first)."""
+    return max(scores, key=lambda key: -np.inf if np.isnan(scores[key]) else scores[key])
+
+
+def pick_content_model(
+    splits: Splits, candidates: list[ModelVectors], k: int, seed: int
+) -> tuple[ModelVectors, dict[str, float]]:
+    """The content model that ranks the validation songs best (cold-like), and every score."""
+    validation = np.flatnonzero(splits.songs["validation"].to_numpy())
+    warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
+    train = splits.matrices["train"]
+    task = _task("validation", warm_users, validation, sp.csr_matrix(train.shape), train)
+    scores = {m.name: _mean_map(m, task, k, seed) for m in candidates}
+    return next(m for m in candidates if m.name == _best(scores)), scores
+
+
+def choose_weight(
+    splits: Splits,
+    wmf: ModelVectors,
+    content: ModelVectors,
+    wmf_cfg: WMFConfig,
+    cfg: HybridConfig,
+) -> tuple[float, dict[float, float]]:
+    """``w`` of ``hybrid_weighted`` on the validation task of the module docstring."""
+    rng = np.random.default_rng(cfg.seed)
+    train = splits.matrices["train"].tocoo()
+    validation = splits.songs["validation"].to_numpy()
+    on_validation = validation[train.col]
+    held_out = ~on_validation & (rng.random(train.nnz) < cfg.validation_holdout)
+    keep = ~on_validation & ~held_out
+    shape = train.shape
+
+    def part(mask):
+        return sp.csr_matrix((train.data[mask], (train.row[mask], train.col[mask])), shape=shape)
+
+    refit_train = part(keep)
+    users, songs = fit_wmf(refit_train, wmf_cfg)
+    fitted = np.flatnonzero(np.diff(refit_train.tocsc().indptr) > 0)
+    # The linear map from the original factor space to the refit's, on the songs both fitted.
+    rotation, *_ = np.linalg.lstsq(wmf.song_vectors[fitted], songs[fitted], rcond=None)
+    content_songs = content.song_vectors @ rotation
+    warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
+    warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
+    task = _task("hybrid-validation", warm_users, warm_songs, refit_train, part(~keep))
+    results = {
+        w: _mean_map(
+            ModelVectors("w", "", ["all"], users, w * songs + (1 - w) * content_songs),
+            task,
+            cfg.map_k,
+            cfg.seed,
+        )
+        for w in cfg.weights
+    }
+    return _best(results), results
+
+
+def build_hybrids(
+    splits: Splits,
+    wmf: ModelVectors,
+    content: ModelVectors,
+    weight: float,
+    cfg: HybridConfig,
+) -> list[ModelVectors | InterleavedModel]:
+    """The three hybrids and the new-user content profile."""
+    plays = np.diff(splits.matrices["train"].tocsc().indptr)
+    switched = np.where(
+        (plays < cfg.switch_min_plays)[:, None], content.song_vectors, wmf.song_vectors
+    )
+    new_users = np.flatnonzero(splits.users["role"].to_numpy() == "cold_user")
+    seeds = splits.matrices["cold_user_seed"][new_users].tocsr()
+    profile = np.zeros_like(wmf.user_vectors)
+    seed_counts = np.maximum(np.diff(seeds.indptr), 1)[:, None]
+    profile[new_users] = ((seeds > 0).astype(np.float32) @ content.song_vectors) / seed_counts
+    source = f"CF `wmf`, content `{content.name}`"
+    return [
+        ModelVectors(
+            "hybrid_weighted",
+            f"{weight:.2f} x CF + {1 - weight:.2f} x content ({source})",
+            HYBRID_SPLITS,
+            wmf.user_vectors,
+            weight * wmf.song_vectors + (1 - weight) * content.song_vectors,
+        ),
+        ModelVectors(
+            "hybrid_switching",
+            f"content for songs with < {cfg.switch_min_plays} training plays, else CF ({source})",
+            HYBRID_SPLITS,
+            wmf.user_vectors,
+            switched,
+        ),
+        InterleavedModel(
+            "hybrid_mixed",
+            f"CF and content lists interleaved ({source})",
+            HYBRID_SPLITS,
+            wmf,
+            content,
+        ),
+        ModelVectors(
+            "content_profile",
+            f"new users as the mean content vector of their seed songs (`{content.name}`)",
+            ["cold_user"],
+            profile,
+            content.song_vectors,
+        ),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("hybrid", __doc__, ["hybrid", "wmf"], ("split", "models"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = HybridConfig(**section(params, "hybrid"))
+    wmf_cfg = WMFConfig(**section(params, "wmf"))
+    hybrid_names = {"hybrid_weighted", "hybrid_switching", "hybrid_mixed", "content_profile"}
+    with stage_timer("hybrid") as record:
+        splits = load_splits(args.split)
+        wmf = load_model(args.models / "wmf")
+        candidates = [
+            m
+            for m in (load_model(d) for d in discover_models(args.models))
+            if m.predicts == "wmf_song_factors" and m.name not in hybrid_names
+        ]
+        if not candidates:
+            raise MusicrecError(
+                f"hybrid: no content model in {args.models}; run dvc repro bow cnn first"
+            )
+        content, content_scores = pick_content_model(splits, candidates, cfg.map_k, cfg.seed)
+        weight, weight_scores = choose_weight(splits, wmf, content, wmf_cfg, cfg)
+        for model in build_hybrids(splits, wmf, content, weight, cfg):
+            if isinstance(model, InterleavedModel):
+                save_interleaved(model, args.models / model.name)
+            else:
+                save_model(model, args.models / model.name)
+        choice = {
+            "content_model": content.name,
+            "content_validation_map": content_scores,
+            "weight": weight,
+            "weight_validation_map": {f"{w:g}": v for w, v in weight_scores.items()},
+        }
+        write_json(Path("reports") / "hybrid.json", choice)
+        record.update(content_model=content.name, weight=weight)
+    table = pd.Series(weight_scores, name="validation mAP").to_string()
+    print(f"hybrid: content {content.name}, w = {weight:g}\n{table}")
+    return 0
