@@ -68,6 +68,8 @@ def tiny_params(**overrides: dict) -> dict:
         wpe_users_per_batch=64,
     )
     params["cnn_training"].update(epochs=3, patience=2)
+    params["dbn"].update(layers=[16, 4], pretrain_epochs=3)
+    params["dbn_training"].update(epochs=3, patience=2)
     for name, values in overrides.items():
         params[name].update(values)
     return params

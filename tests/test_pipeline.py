@@ -21,8 +21,16 @@ MODELS = {
     "bow_mlp",
     "cnn_mse",
     "cnn_wpe",
+    "hldbn",
+    "hldbn_nopretrain",
+    "hybrid_dbn",
+    "hybrid_weighted",
+    "hybrid_switching",
+    "hybrid_mixed",
+    "content_profile",
 }
 CONTENT_MODELS = {"bow_linear", "bow_mlp", "cnn_mse", "cnn_wpe"}
+EVERY_SPLIT = {"warm", "cold", "all", "cold_user"}
 
 
 def stages_run(output: str) -> set[str]:
@@ -41,6 +49,8 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
         "wmf",
         "bow",
         "cnn",
+        "dbn",
+        "hybrid",
         "evaluate",
         "report",
     }
@@ -55,7 +65,11 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
     for model in CONTENT_MODELS:
         assert set(metrics[model]) == {"cold", "all"}
         assert {"r2", "cosine"} <= set(metrics[model]["cold"])
+    for model in ("hldbn", "hldbn_nopretrain", "hybrid_dbn", "hybrid_weighted", "hybrid_mixed"):
+        assert set(metrics[model]) == EVERY_SPLIT
+    assert set(metrics["content_profile"]) == {"cold_user"}
     assert (project / "reports" / "plots" / "cnn_wpe_loss.csv").exists()
+    assert json.loads((project / "reports" / "hybrid.json").read_text())["content_model"]
     html = (project / "reports" / "report.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
     assert "| `wmf` |" in (project / "reports" / "report.md").read_text()
@@ -68,14 +82,23 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = run(["dvc", "repro"], project)
     # The content models regress WMF's factors, so they follow it.
-    assert stages_run(changed.stdout) == {"wmf", "bow", "cnn", "evaluate", "report"}
+    assert stages_run(changed.stdout) == {
+        "wmf",
+        "bow",
+        "cnn",
+        "dbn",
+        "hybrid",
+        "evaluate",
+        "report",
+    }
     dims = json.loads((project / "data" / "models" / "wmf" / "model.json").read_text())["dim"]
     assert dims == 6
 
     params["cnn"]["dense_units"] = 24
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = run(["dvc", "repro"], project)
-    assert stages_run(changed.stdout) == {"cnn", "evaluate", "report"}
+    # The hybrids combine CF with the content models, so they follow the CNN.
+    assert stages_run(changed.stdout) == {"cnn", "hybrid", "evaluate", "report"}
 
 
 def test_dvc_repro_on_real_recorded_audio(dvc_project):

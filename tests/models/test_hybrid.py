@@ -1,0 +1,119 @@
+"""The hybrid strategies: interleaving (known answer), the vectors each strategy writes, and the
+choice of the CF weight on a validation task made of training plays only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from musicrec.errors import MusicrecError
+from musicrec.models.hybrid import HybridConfig, build_hybrids, choose_weight, pick_content_model
+from musicrec.models.vectors import (
+    InterleavedModel,
+    ModelVectors,
+    discover_models,
+    load_model,
+    save_interleaved,
+)
+from musicrec.models.wmf import WMFConfig, fit_wmf
+from musicrec.split import SplitConfig, make_splits
+
+
+def test_interleaving_known_answer():
+    users = np.zeros((1, 1), np.float32)
+    first = ModelVectors("a", "", ["all"], users + 1, np.array([[3.0], [2.0], [1.0], [0.0]]))
+    second = ModelVectors("b", "", ["all"], users + 1, np.array([[0.0], [1.0], [2.0], [3.0]]))
+    mixed = InterleavedModel("m", "", ["all"], first, second)
+    scores = mixed.scores(np.array([0]), np.arange(4))[0]
+    # first ranks A B C D, second D C B A: interleaved A (first), D (second), B (first), C.
+    assert list(np.argsort(-scores)) == [0, 3, 1, 2]
+    np.testing.assert_array_equal(scores, [-0.0, -2.0, -3.0, -1.0])
+
+
+def test_interleaved_model_round_trips_and_is_one_model_to_discover(tmp_path):
+    rng = np.random.default_rng(0)
+    first = ModelVectors("a", "", ["all"], rng.normal(size=(5, 2)), rng.normal(size=(7, 2)))
+    second = ModelVectors("b", "", ["all"], rng.normal(size=(5, 3)), rng.normal(size=(7, 3)))
+    save_interleaved(InterleavedModel("mixed", "d", ["all"], first, second), tmp_path / "mixed")
+    assert discover_models(tmp_path) == [tmp_path / "mixed"]
+    loaded = load_model(tmp_path / "mixed")
+    users, songs = np.arange(5), np.arange(7)
+    expected = InterleavedModel("mixed", "d", ["all"], first, second).scores(users, songs)
+    np.testing.assert_array_equal(loaded.scores(users, songs), expected)
+
+
+@pytest.fixture(scope="module")
+def block_world():
+    """Two taste groups: users play 12 songs, nearly all from their own group's half."""
+    rng = np.random.default_rng(0)
+    n_users, n_songs = 300, 120
+    rows = []
+    for u in range(n_users):
+        own = np.arange(u % 2, n_songs, 2)
+        picks = rng.choice(own, 11, replace=False).tolist() + [int(rng.integers(n_songs))]
+        rows += [(f"u{u:03d}", f"s{s:03d}", int(rng.integers(1, 6))) for s in set(picks)]
+    plays = pd.DataFrame(rows, columns=["user_id", "song_id", "play_count"])
+    cfg = SplitConfig(seed=1, validation_song_fraction=0.08)
+    splits = make_splits(plays, [f"s{s:03d}" for s in range(n_songs)], cfg)
+    wmf_cfg = WMFConfig(factors=4, iterations=10, seed=0)
+    users, songs = fit_wmf(splits.matrices["train"], wmf_cfg)
+    wmf = ModelVectors("wmf", "", ["warm", "cold", "all"], users, songs)
+    group = np.array([int(s[1:]) % 2 for s in splits.songs["song_id"]])
+    return splits, wmf, wmf_cfg, group
+
+
+def test_build_hybrids_writes_what_each_strategy_means(block_world):
+    splits, wmf, _, _ = block_world
+    rng = np.random.default_rng(1)
+    content = ModelVectors(
+        "c", "", ["cold"], wmf.user_vectors, rng.normal(size=wmf.song_vectors.shape)
+    )
+    cfg = HybridConfig(switch_min_plays=3)
+    weighted, switching, mixed, profile = build_hybrids(splits, wmf, content, 0.7, cfg)
+    np.testing.assert_allclose(
+        weighted.song_vectors, 0.7 * wmf.song_vectors + 0.3 * content.song_vectors, rtol=1e-6
+    )
+    plays = np.diff(splits.matrices["train"].tocsc().indptr)
+    few = plays < 3
+    assert few.any() and (~few).any()
+    np.testing.assert_array_equal(switching.song_vectors[few], content.song_vectors[few])
+    np.testing.assert_array_equal(switching.song_vectors[~few], wmf.song_vectors[~few])
+    assert mixed.first is wmf and mixed.second is content
+    new_user = np.flatnonzero(splits.users["role"].to_numpy() == "cold_user")[0]
+    seeds = splits.matrices["cold_user_seed"][new_user].indices
+    np.testing.assert_allclose(
+        profile.user_vectors[new_user], content.song_vectors[seeds].mean(axis=0), rtol=1e-5
+    )
+    assert profile.splits == ["cold_user"]
+
+
+def test_noise_content_gets_no_weight_and_informative_content_some(block_world):
+    splits, wmf, wmf_cfg, group = block_world
+    cfg = HybridConfig(weights=(0.0, 0.5, 1.0))
+    rng = np.random.default_rng(2)
+    noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors, rng.normal(size=(120, 4)))
+    weight, scores = choose_weight(splits, wmf, noise, wmf_cfg, cfg)
+    assert weight == 1.0 and scores[1.0] > scores[0.0]
+    # Content that knows each song's group: the mean WMF vector of the group's warm songs.
+    warm = splits.songs["role"].to_numpy() == "warm"
+    centres = np.stack([wmf.song_vectors[warm & (group == g)].mean(axis=0) for g in (0, 1)])
+    informed = ModelVectors("group", "", ["cold"], wmf.user_vectors, centres[group])
+    weight, scores = choose_weight(splits, wmf, informed, wmf_cfg, cfg)
+    assert weight < 1.0 and scores[weight] > scores[1.0]
+    best, by_name = pick_content_model(splits, [noise, informed], 500, 0)
+    assert best.name == "group" and by_name["group"] > by_name["noise"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(weights=()),
+        dict(weights=(1.5,)),
+        dict(switch_min_plays=0),
+        dict(validation_holdout=1.0),
+    ],
+)
+def test_bad_params_raise(bad):
+    with pytest.raises(MusicrecError):
+        HybridConfig(**bad)
