@@ -108,6 +108,68 @@ def factor_agreement_table(means: dict) -> str:
     return "\n".join(lines)
 
 
+CNN_MODELS = ("cnn_mse", "cnn_wpe")
+CONTENT_MODELS = ("bow_linear", "bow_mlp", *CNN_MODELS, "hldbn", "hldbn_nopretrain")
+HYBRID_MODELS = ("hybrid_weighted", "hybrid_switching", "hybrid_mixed", "hybrid_dbn")
+
+
+def _best(means: dict, models, split: str) -> str | None:
+    present = [m for m in models if split in means.get(m, {})]
+    return max(present, key=lambda m: means[m][split]["map@500"]) if present else None
+
+
+def _versus(means: dict, intervals: dict, a: str, b: str, split: str) -> tuple[str, int]:
+    """``a`` against ``b`` on ``split`` (mAP@500 with intervals) and the verdict: 1 when a is
+    ahead with intervals apart, -1 when behind with intervals apart, 0 when they overlap."""
+    va, vb = means[a][split]["map@500"], means[b][split]["map@500"]
+    ia = intervals.get(a, {}).get(split, {}).get("map@500", [va, va])
+    ib = intervals.get(b, {}).get(split, {}).get("map@500", [vb, vb])
+    verdict = 1 if ia[0] > ib[1] else -1 if ia[1] < ib[0] else 0
+    text = (
+        f"`{a}` {va:.4f} [{ia[0]:.4f}, {ia[1]:.4f}] against `{b}` {vb:.4f} "
+        f"[{ib[0]:.4f}, {ib[1]:.4f}]"
+    )
+    return text, verdict
+
+
+def findings_section(means: dict, intervals: dict) -> str:
+    """Plain statements of how the reproduced models compare, and where that disagrees with
+    the papers (mAP@500, 95% intervals; "apart" means the intervals do not overlap)."""
+    words = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
+    lines = []
+    cnn, bow = _best(means, CNN_MODELS, "cold"), _best(means, ("bow_mlp", "bow_linear"), "cold")
+    if cnn and bow:
+        text, verdict = _versus(means, intervals, cnn, bow, "cold")
+        agrees = "as van den Oord et al. found" if verdict == 1 else "unlike van den Oord et al."
+        lines.append(
+            f"- Cold songs, CNN against bag-of-words: {text} ({words[verdict]}; {agrees})."
+        )
+    if cnn and "hldbn" in means:
+        text, verdict = _versus(means, intervals, "hldbn", cnn, "cold")
+        paper = (
+            "this agrees with Wang and Wang, who report HLDBN ahead of the CNN"
+            if verdict == 1
+            else "Wang and Wang report HLDBN ahead of the CNN; here it is not"
+        )
+        lines.append(
+            f"- Cold songs, HLDBN against the best CNN: {text} ({words[verdict]}): {paper}."
+        )
+    if "hldbn" in means and "hldbn_nopretrain" in means:
+        text, verdict = _versus(means, intervals, "hldbn", "hldbn_nopretrain", "cold")
+        lines.append(f"- Pre-training, cold songs: {text} ({words[verdict]}).")
+    hybrid = _best(means, HYBRID_MODELS, "all")
+    content = _best(means, CONTENT_MODELS, "all")
+    if hybrid and "wmf" in means:
+        for other in [m for m in ("wmf", content) if m]:
+            text, verdict = _versus(means, intervals, hybrid, other, "all")
+            lines.append(f"- The whole catalogue (`all`), best hybrid: {text} ({words[verdict]}).")
+    new_user = _best(means, ("wmf", "content_profile"), "cold_user")
+    if new_user and "popularity" in means and "cold_user" in means["popularity"]:
+        text, verdict = _versus(means, intervals, new_user, "popularity", "cold_user")
+        lines.append(f"- New users from their seed plays: {text} ({words[verdict]}).")
+    return "\n".join(lines)
+
+
 def plot_recall(means: dict, ks: list[int], path: Path) -> None:
     splits = [s for s in SPLIT_ORDER if any(s in v for v in means.values())]
     fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
@@ -264,6 +326,9 @@ def build_report(reports: Path, split_dir: Path) -> str:
     for split in SPLIT_ORDER:
         if any(split in v for v in means.values()):
             parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
+    findings = findings_section(means, intervals)
+    if findings:
+        parts = parts[:3] + ["## Findings", findings] + parts[3:]
     agreement = factor_agreement_table(means)
     if agreement:
         parts += ["## Predicted song factors on cold songs", agreement]

@@ -1,0 +1,35 @@
+"""The report's findings say plainly which model is ahead and where that disagrees with a paper."""
+
+from __future__ import annotations
+
+from musicrec.report import findings_section
+
+
+def _world(hldbn: float, cnn: float) -> tuple[dict, dict]:
+    means = {
+        "cnn_wpe": {"cold": {"map@500": cnn}},
+        "bow_mlp": {"cold": {"map@500": 0.09}},
+        "hldbn": {"cold": {"map@500": hldbn}},
+    }
+    intervals = {
+        name: {"cold": {"map@500": [v["cold"]["map@500"] - 0.005, v["cold"]["map@500"] + 0.005]}}
+        for name, v in means.items()
+    }
+    return means, intervals
+
+
+def test_hldbn_behind_the_cnn_is_called_a_disagreement_with_wang_and_wang():
+    text = findings_section(*_world(hldbn=0.09, cnn=0.13))
+    assert "`hldbn` 0.0900" in text and "behind, intervals apart" in text
+    assert "Wang and Wang report HLDBN ahead of the CNN; here it is not" in text
+    assert "as van den Oord et al. found" in text  # the CNN is ahead of the bag of words
+
+
+def test_hldbn_ahead_agrees_and_overlapping_intervals_are_said_to_overlap():
+    assert "agrees with Wang and Wang" in findings_section(*_world(hldbn=0.15, cnn=0.13))
+    text = findings_section(*_world(hldbn=0.132, cnn=0.13))
+    assert "intervals overlap" in text and "here it is not" in text
+
+
+def test_no_models_no_findings():
+    assert findings_section({"random": {"cold": {"map@500": 0.03}}}, {}) == ""
