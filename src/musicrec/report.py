@@ -170,6 +170,20 @@ def findings_section(means: dict, intervals: dict) -> str:
     return "\n".join(lines)
 
 
+def hybrid_choice_section(choice: dict) -> str:
+    """Which content model the hybrids use and the CF weight, with their validation scores."""
+    models = ", ".join(
+        f"`{m}` {v:.4f}" for m, v in sorted(choice["content_validation_map"].items())
+    )
+    weights = ", ".join(f"{w}: {v:.4f}" for w, v in choice["weight_validation_map"].items())
+    return (
+        f"Content model: `{choice['content_model']}`, the best cold-like ranking of the "
+        f"validation slice (mAP@500: {models}). `hybrid_weighted` gives CF the weight "
+        f"w = {choice['weight']:g}, the best on the validation task built from training plays "
+        f"(mAP@500 per w: {weights})."
+    )
+
+
 def plot_recall(means: dict, ks: list[int], path: Path) -> None:
     splits = [s for s in SPLIT_ORDER if any(s in v for v in means.values())]
     fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
@@ -329,6 +343,9 @@ def build_report(reports: Path, split_dir: Path) -> str:
     findings = findings_section(means, intervals)
     if findings:
         parts = parts[:3] + ["## Findings", findings] + parts[3:]
+    choice_path = reports / "hybrid.json"
+    if choice_path.exists():
+        parts += ["## Hybrid choices", hybrid_choice_section(read_json(choice_path))]
     agreement = factor_agreement_table(means)
     if agreement:
         parts += ["## Predicted song factors on cold songs", agreement]
