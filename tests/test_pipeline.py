@@ -70,6 +70,11 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
     assert set(metrics["content_profile"]) == {"cold_user"}
     assert (project / "reports" / "plots" / "cnn_wpe_loss.csv").exists()
     assert json.loads((project / "reports" / "hybrid.json").read_text())["content_model"]
+    # Tracking (offline here): one W&B run per tracked stage; the evaluate run holds the metrics.
+    runs = list((project / "wandb").glob("offline-run-*"))
+    assert len(runs) == 6  # bow, cnn, dbn, hybrid, evaluate, report
+    saved = [json.loads(p.read_text()) for p in project.glob("wandb/*/files/musicrec_metrics.json")]
+    assert metrics in saved
     html = (project / "reports" / "report.html").read_text()
     assert "data:image/png;base64," in html and "http" not in html.split("<body>")[0]
     assert "| `wmf` |" in (project / "reports" / "report.md").read_text()

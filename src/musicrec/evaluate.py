@@ -41,6 +41,7 @@ from musicrec.metrics import (
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
 from musicrec.split import Splits, load_splits
 from musicrec.stage import stage_parser
+from musicrec.tracking import tracked_run
 
 
 @dataclass
@@ -223,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = section(load_params(args.params), "evaluate")
     ks = sorted(int(k) for k in cfg["ks"])
-    with stage_timer("evaluate", args.reports) as record:
+    with (
+        stage_timer("evaluate", args.reports) as record,
+        tracked_run("evaluate", {"evaluate": cfg}) as tracker,
+    ):
         model_dirs = discover_models(args.models)
         if not model_dirs:
             raise MusicrecError(f"evaluate: no model under {args.models}; run dvc repro")
@@ -238,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             _song_targets(args.models / "wmf" / "song_targets.npy"),
         )
         write_json(args.reports / "metrics.json", means)
+        tracker.log_metrics(means)
         write_json(args.reports / "evaluation" / "intervals.json", intervals)
         with atomic_path(args.per_user) as tmp:
             tmp.mkdir()

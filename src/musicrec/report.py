@@ -23,6 +23,7 @@ import scipy.sparse as sp  # noqa: E402
 
 from musicrec.io import atomic_path, read_json  # noqa: E402
 from musicrec.stage import stage_parser
+from musicrec.tracking import tracked_run
 
 SPLIT_ORDER = ["warm", "cold", "all", "cold_user"]
 STAGE_ORDER = [
@@ -394,5 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(markdown)
     with atomic_path(args.reports / "report.html") as tmp:
         tmp.write_text(markdown_to_html(markdown, args.reports))
+    with tracked_run("report", {}) as tracker:
+        tracker.log_images(sorted((args.reports / "figures").glob("*.png")))
     print(f"report: {args.reports / 'report.md'} and {args.reports / 'report.html'}")
     return 0

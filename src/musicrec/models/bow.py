@@ -41,6 +41,7 @@ from musicrec.models.training import (
     train,
     write_loss_curve,
 )
+from musicrec.tracking import tracked_run
 
 _SOURCE = Path(__file__).read_text()
 
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     cfg = BowConfig(**section(params, "bow"))
     train_cfg = TrainConfig(**section(params, "bow_mlp"))
-    with stage_timer("bow") as record:
+    sections = {k: section(params, k) for k in ("bow", "bow_mlp")}
+    with stage_timer("bow") as record, tracked_run("bow", sections) as tracker:
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {"mfcc": np.load(args.features / "mfcc.npy", mmap_mode="r")}
         vocabulary = BagOfWords(cfg).fit(features["mfcc"], data.feature_rows[data.train_songs])
@@ -270,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             save_content_model(args.models, model, features, data)
             histories[model.name] = getattr(model, "history", [])
         write_loss_curve(histories["bow_mlp"], Path("reports") / "plots" / "bow_mlp_loss.csv")
+        tracker.log_history("bow_mlp", histories["bow_mlp"])
         record.update(epochs=len(histories["bow_mlp"]))
     print(f"bow: bow_linear and bow_mlp -> {args.models}")
     return 0

@@ -48,6 +48,7 @@ from musicrec.models.training import (
     write_loss_curve,
 )
 from musicrec.models.wmf import confidence
+from musicrec.tracking import tracked_run
 
 _SOURCE = Path(__file__).read_text()
 
@@ -370,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     objectives = cnn_params.pop("objectives", ["mse", "wpe"])
     cfg = CNNConfig(**cnn_params)
     train_cfg = TrainConfig(**section(params, "cnn_training"))
-    with stage_timer("cnn") as record:
+    sections = {k: section(params, k) for k in ("cnn", "cnn_training")}
+    with stage_timer("cnn") as record, tracked_run("cnn", sections) as tracker:
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {"logmel": np.load(args.features / "logmel.npy", mmap_mode="r")}
         for objective in objectives:
@@ -378,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             model.fit(features, data, args.checkpoints / model.name)
             save_content_model(args.models, model, features, data)
             write_loss_curve(model.history, Path("reports") / "plots" / f"{model.name}_loss.csv")
+            tracker.log_history(model.name, model.history)
             record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
     print(f"cnn: {', '.join('cnn_' + o for o in objectives)} -> {args.models}")

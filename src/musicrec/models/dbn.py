@@ -60,6 +60,7 @@ from musicrec.models.training import (
     write_loss_curve,
 )
 from musicrec.models.wmf import WMFConfig, confidence, fold_in
+from musicrec.tracking import tracked_run
 
 _SOURCE = Path(__file__).read_text()
 KINDS = ("hldbn", "hldbn_nopretrain", "hybrid_dbn")
@@ -334,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = dbn_params.pop("models", list(KINDS))
     cfg = DBNConfig(**dbn_params)
     train_cfg = TrainConfig(**section(params, "dbn_training"))
-    with stage_timer("dbn") as record:
+    sections = {k: section(params, k) for k in ("dbn", "dbn_training")}
+    with stage_timer("dbn") as record, tracked_run("dbn", sections) as tracker:
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {
             k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in ("logmel", "mfcc")
@@ -348,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             fitted[kind] = model
             save_content_model(args.models, model, features, data)
             write_loss_curve(model.history, Path("reports") / "plots" / f"{kind}_loss.csv")
+            tracker.log_history(kind, model.history)
             record[f"{kind}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
     print(f"dbn: {', '.join(kinds)} -> {args.models}")

@@ -46,6 +46,7 @@ from musicrec.models.vectors import (
 from musicrec.models.wmf import WMFConfig, fit_wmf
 from musicrec.split import Splits, load_splits
 from musicrec.stage import stage_parser
+from musicrec.tracking import tracked_run
 
 HYBRID_SPLITS = ["warm", "cold", "all", "cold_user"]
 
@@ -201,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = HybridConfig(**section(params, "hybrid"))
     wmf_cfg = WMFConfig(**section(params, "wmf"))
     hybrid_names = {"hybrid_weighted", "hybrid_switching", "hybrid_mixed", "content_profile"}
-    with stage_timer("hybrid") as record:
+    sections = {"hybrid": section(params, "hybrid"), "wmf": section(params, "wmf")}
+    with stage_timer("hybrid") as record, tracked_run("hybrid", sections) as tracker:
         splits = load_splits(args.split)
         wmf = load_model(args.models / "wmf")
         candidates = [
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             "weight_validation_map": {f"{w:g}": v for w, v in weight_scores.items()},
         }
         write_json(Path("reports") / "hybrid.json", choice)
+        tracker.log_metrics(choice)
         record.update(content_model=content.name, weight=weight)
     table = pd.Series(weight_scores, name="validation mAP").to_string()
     print(f"hybrid: content {content.name}, w = {weight:g}\n{table}")
