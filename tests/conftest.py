@@ -97,7 +97,7 @@ def dvc_project(tmp_path):
             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
         )
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        (project / ".gitignore").write_text(".cache/\n")
+        (project / ".gitignore").write_text(".cache/\nwandb/\n")
         run(["git", "init", "-q"], project)
         run(["git", "config", "user.email", "test@musicrec.local"], project)
         run(["git", "config", "user.name", "musicrec tests"], project)

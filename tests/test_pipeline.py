@@ -135,3 +135,21 @@ def test_dvc_repro_on_real_recorded_audio(dvc_project):
     assert set(metrics) == MODELS and "cold" in metrics["wmf"]
     status = run(["dvc", "status", "data/real.dvc"], project)
     assert "changed" not in status.stdout  # the raw folder is exactly what was added
+
+    # A local DVC remote: push data, features and models; a fresh clone pulls them back whole.
+    remote = project.parent / "dvc-remote"
+    run(["dvc", "remote", "add", "-d", "local", str(remote)], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "pipeline run on real audio"], project)
+    run(["dvc", "push"], project)
+    clone = project.parent / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    run(["dvc", "pull"], clone)
+    for path in (
+        "data/real/plays.tsv",
+        "data/features/logmel.npy",
+        "data/models/cnn_wpe/song_vectors.npy",
+        "data/models/hybrid_mixed/first/song_vectors.npy",
+    ):
+        assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    assert "up to date" in run(["dvc", "status"], clone).stdout
