@@ -105,6 +105,17 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
     # The hybrids combine CF with the content models, so they follow the CNN.
     assert stages_run(changed.stdout) == {"cnn", "hybrid", "evaluate", "report"}
 
+    # An experiment on top: `dvc exp run -S` re-runs what the param feeds, and `dvc exp show`
+    # compares it with the workspace, metrics keyed model -> split -> metric.
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline"], project)
+    experiment = run(
+        ["dvc", "exp", "run", "-n", "switch2", "-S", "hybrid.switch_min_plays=2"], project
+    )
+    assert stages_run(experiment.stdout) == {"hybrid", "evaluate", "report"}
+    table = run(["dvc", "exp", "show", "--md"], project).stdout
+    assert "switch2" in table and "hybrid_switching.all.map@500" in table
+
 
 def test_dvc_repro_on_real_recorded_audio(dvc_project):
     params = tiny_params(
