@@ -31,6 +31,7 @@ from musicrec.models.content import (
     SongFactorModel,
     content_stage_parser,
     load_content_data,
+    publish_history,
     save_content_model,
     target_scaling,
 )
@@ -39,7 +40,6 @@ from musicrec.models.training import (
     inputs_digest,
     seed_everything,
     train,
-    write_loss_curve,
 )
 from musicrec.tracking import tracked_run
 
@@ -241,9 +241,8 @@ class BowModel(SongFactorModel):
         model = cls(meta["kind"], BowConfig(**meta["bow"]), TrainConfig(**meta["train"]))
         with np.load(directory / "arrays.npz") as arrays:
             for key in arrays.files:
-                target = model.bow if hasattr(model.bow, key) else None
-                if target is not None:
-                    setattr(target, key, arrays[key])
+                if hasattr(model.bow, key):  # the vocabulary's state
+                    setattr(model.bow, key, arrays[key])
                 else:
                     model.arrays[key] = arrays[key]
         if model.kind == "mlp":
@@ -271,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             model.fit(features, data, args.checkpoints / model.name)
             save_content_model(args.models, model, features, data)
             histories[model.name] = getattr(model, "history", [])
-        write_loss_curve(histories["bow_mlp"], Path("reports") / "plots" / "bow_mlp_loss.csv")
-        tracker.log_history("bow_mlp", histories["bow_mlp"])
+        publish_history("bow_mlp", histories["bow_mlp"], tracker)
         record.update(epochs=len(histories["bow_mlp"]))
     print(f"bow: bow_linear and bow_mlp -> {args.models}")
     return 0

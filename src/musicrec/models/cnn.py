@@ -36,6 +36,7 @@ from musicrec.models.content import (
     SongFactorModel,
     content_stage_parser,
     load_content_data,
+    publish_history,
     save_content_model,
     target_scaling,
 )
@@ -45,7 +46,6 @@ from musicrec.models.training import (
     pick_device,
     seed_everything,
     train,
-    write_loss_curve,
 )
 from musicrec.models.wmf import confidence
 from musicrec.tracking import tracked_run
@@ -156,8 +156,11 @@ class CNNModel(SongFactorModel):
         self.scales: dict[str, np.ndarray] = {}
         self.device = pick_device(train_cfg.device)
 
-    def _standardise(self, windows: np.ndarray) -> np.ndarray:
-        return (windows - self.scales["mel_mean"][:, None]) / self.scales["mel_std"][:, None]
+    def _standardise(self, spectra: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Per-mel-bin standardisation of one clip [(n_mels, t)] or a stack [(n, n_mels, t)];
+        ``out=spectra`` does it in place (the training clips are the stage's largest array)."""
+        out = np.subtract(spectra, self.scales["mel_mean"][:, None], out=out)
+        return np.divide(out, self.scales["mel_std"][:, None], out=out)
 
     def _windows(self, spectrogram: np.ndarray) -> np.ndarray:
         """Windows spanning a clip with a half-window hop [shape=(n, n_mels, window)]."""
@@ -193,7 +196,7 @@ class CNNModel(SongFactorModel):
             "y_std": y_std,
         }
         self._build(logmel.shape[1], targets.shape[1])
-        clips = self._standardise_batch(clips)
+        clips = self._standardise(clips, out=clips)
         width = self.cfg.window_frames
         n_frames = clips.shape[2]
         if n_frames < width:
@@ -282,11 +285,6 @@ class CNNModel(SongFactorModel):
             desc=self.name,
         ).history
         return self
-
-    def _standardise_batch(self, clips: np.ndarray) -> np.ndarray:
-        clips -= self.scales["mel_mean"][None, :, None]
-        clips /= self.scales["mel_std"][None, :, None]
-        return clips
 
     def _build(self, n_mels: int, n_out: int) -> None:
         self.net = AudioCNN(n_mels, n_out, self.cfg).to(self.device)
@@ -379,8 +377,7 @@ def main(argv: list[str] | None = None) -> int:
             model = CNNModel(objective, cfg, train_cfg)
             model.fit(features, data, args.checkpoints / model.name)
             save_content_model(args.models, model, features, data)
-            write_loss_curve(model.history, Path("reports") / "plots" / f"{model.name}_loss.csv")
-            tracker.log_history(model.name, model.history)
+            publish_history(model.name, model.history, tracker)
             record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
     print(f"cnn: {', '.join('cnn_' + o for o in objectives)} -> {args.models}")

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
 from musicrec.io import read_tsv
+from musicrec.models.training import write_loss_curve
 from musicrec.models.vectors import ModelVectors, load_model, save_model
 from musicrec.split import load_splits
 from musicrec.stage import stage_parser
@@ -160,6 +161,13 @@ def save_content_model(
         predictor=model,
     )
     return predicted
+
+
+def publish_history(name: str, history: list[dict], tracker) -> None:
+    """A trained model's per-epoch losses: ``reports/plots/<name>_loss.csv`` (a DVC plot, and
+    the report's training curves) and the stage's W&B run."""
+    write_loss_curve(history, Path("reports") / "plots" / f"{name}_loss.csv")
+    tracker.log_history(name, history)
 
 
 def content_stage_parser(name: str, doc: str, sections: list[str]) -> argparse.ArgumentParser:

@@ -48,6 +48,7 @@ from musicrec.models.content import (
     SongFactorModel,
     content_stage_parser,
     load_content_data,
+    publish_history,
     save_content_model,
 )
 from musicrec.models.rbm import DBN, PretrainConfig
@@ -57,7 +58,6 @@ from musicrec.models.training import (
     pick_device,
     seed_everything,
     train,
-    write_loss_curve,
 )
 from musicrec.models.wmf import WMFConfig, confidence, fold_in
 from musicrec.tracking import tracked_run
@@ -318,8 +318,12 @@ class DBNModel(SongFactorModel):
         model = cls(meta["kind"], DBNConfig(**meta["dbn"]), TrainConfig(**meta["train"]))
         with np.load(directory / "arrays.npz") as arrays:
             model.arrays = {k: arrays[k] for k in arrays.files}
-        shape = (meta["n_users"], meta["n_songs"], meta["cf_dim"])
-        wmf = (np.zeros(shape[::2]), np.zeros(shape[1:])) if meta["cf_dim"] else None
+        cf_dim = meta["cf_dim"]  # gamma and y: shapes only, the state dict fills them
+        wmf = (
+            (np.zeros((meta["n_users"], cf_dim)), np.zeros((meta["n_songs"], cf_dim)))
+            if cf_dim
+            else None
+        )
         network = _network(meta["n_inputs"], model.cfg.layers)
         model.model = PreferenceModel(network, meta["n_users"], model.cfg.layers[-1], wmf)
         model.model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
@@ -349,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             fitted[kind] = model
             save_content_model(args.models, model, features, data)
-            write_loss_curve(model.history, Path("reports") / "plots" / f"{kind}_loss.csv")
-            tracker.log_history(kind, model.history)
+            publish_history(kind, model.history, tracker)
             record[f"{kind}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
     print(f"dbn: {', '.join(kinds)} -> {args.models}")

@@ -198,7 +198,6 @@ def train(
 def write_loss_curve(history: list[dict], path: Path) -> None:
     """Write a run's history as a CSV (``epoch,train_loss,val_loss``): a DVC plot, and the
     training curves of the report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(Path(path), suffix=".csv") as tmp:
         lines = ["epoch,train_loss,val_loss"]
         lines += [f"{h['epoch']},{h['train_loss']:.6g},{h['val_loss']:.6g}" for h in history]
