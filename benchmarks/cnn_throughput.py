@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import re
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from musicrec.io import atomic_path, load_params
+from musicrec.io import load_params, replace_section
 from musicrec.models.cnn import CNNConfig, CNNModel
 from musicrec.models.training import TrainConfig
 
@@ -81,16 +80,6 @@ def inference_clips_per_second(model: CNNModel, clip_frames: int, n_clips: int) 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def replace_section(path: Path, name: str, body: str) -> None:
-    """Replace (or append) the ``<!-- name -->`` ... ``<!-- /name -->`` block of ``path``."""
-    block = f"<!-- {name} -->\n{body.strip()}\n<!-- /{name} -->\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"<!-- {name} -->.*?<!-- /{name} -->\n", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:

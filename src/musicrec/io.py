@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -151,3 +152,16 @@ def stage_timer(stage: str, reports_dir: Path = Path("reports")) -> Iterator[dic
     yield record
     record["wall_seconds"] = round(time.perf_counter() - start, 3)
     write_json(Path(reports_dir) / "timings" / f"{stage}.json", record)
+
+
+def replace_section(path: Path, name: str, body: str, title: str = "# Benchmarks") -> None:
+    """Replace (or append) the ``<!-- name -->`` ... ``<!-- /name -->`` block of ``path``.
+
+    Several scripts share one Markdown file (``reports/benchmarks.md``); each owns its block.
+    """
+    block = f"<!-- {name} -->\n{body.strip()}\n<!-- /{name} -->\n"
+    text = path.read_text() if path.exists() else f"{title}\n"
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
