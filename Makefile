@@ -32,6 +32,7 @@ repro: $(STAMP)
 	bash scripts/repro.sh
 
 test: $(STAMP)
+	bash scripts/test_setup.sh
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q

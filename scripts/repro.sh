@@ -11,6 +11,14 @@ if ! git rev-parse --verify -q HEAD >/dev/null 2>&1; then
   echo "musicrec: dvc needs a git repository with at least one commit; run 'git init && git add -A && git commit -m init' first" >&2
   exit 2
 fi
-dvc repro "$@"
+if ! dvc repro "$@"; then
+  # Say plainly when it was the data: validation failed, so nothing was trained on it.
+  if python -c 'import json,sys; sys.exit(json.load(open("reports/validation.json"))["play_log"]["ok"] is not False)' 2>/dev/null; then
+    message="the data failed validation, so no model was trained on it: fix the lines listed above (also in reports/validation.json) and run again"
+    echo "musicrec: $message" >&2
+    if [ "${GITHUB_ACTIONS:-}" = true ]; then echo "::error title=Data validation failed::$message"; fi
+  fi
+  exit 1
+fi
 echo
 echo "Report: reports/report.md (HTML: reports/report.html); metrics: dvc metrics show"

@@ -109,3 +109,50 @@ def dvc_project(tmp_path):
         return project
 
     return make
+
+
+CHROMIUM_FLAGS = [
+    # As root in a container, and with no network: no sandbox, and none of the background
+    # connections Chromium makes (they are refused here, many at a time).
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser_page():
+    """Open a local HTML file in headless Chromium (Debian's, via Playwright).
+
+    Yields ``open(path) -> (page, requests)``: the Playwright page after load, and the URLs of
+    every request the page made. The browser starts at the first call, and that call skips the
+    test, saying why, where Chromium or Playwright is missing (``scripts/test_setup.sh``, run by
+    ``make test``, installs Chromium where it can), so checks made before it still count.
+    """
+    started: dict = {}
+
+    def open_page(path: Path):
+        if "browser" not in started:
+            chromium = shutil.which("chromium")
+            if chromium is None:
+                pytest.skip("no Debian chromium here (make test installs it where apt-get can)")
+            sync_api = pytest.importorskip("playwright.sync_api", reason="a dev dependency")
+            started["playwright"] = sync_api.sync_playwright().start()
+            started["browser"] = started["playwright"].chromium.launch(
+                executable_path=chromium, args=CHROMIUM_FLAGS
+            )
+        page = started["browser"].new_page()
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(path.resolve().as_uri())
+        page.wait_for_load_state("load")
+        return page, requests
+
+    yield open_page
+    if "browser" in started:
+        started["browser"].close()
+        started["playwright"].stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 
 import pytest
 import yaml
@@ -37,7 +38,7 @@ def stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([a-z_]+)'", output))
 
 
-def test_dvc_repro_on_a_tiny_world(dvc_project):
+def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     project = dvc_project(tiny_params())
     first = run(["dvc", "repro"], project)
     assert stages_run(first.stdout) == {
@@ -113,8 +114,39 @@ def test_dvc_repro_on_a_tiny_world(dvc_project):
         ["dvc", "exp", "run", "-n", "switch2", "-S", "hybrid.switch_min_plays=2"], project
     )
     assert stages_run(experiment.stdout) == {"hybrid", "evaluate", "report"}
+    # A second variant through the queue, as the README's grid runs: queued, then a worker.
+    run(
+        ["dvc", "exp", "run", "--queue", "-n", "switch9", "-S", "hybrid.switch_min_plays=9"],
+        project,
+    )
+    run(["dvc", "queue", "start"], project)
+    deadline = time.monotonic() + 600
+    while re.search(r"\b(Queued|Running)\b", run(["dvc", "queue", "status"], project).stdout):
+        assert time.monotonic() < deadline, "the queued experiment did not finish in 10 minutes"
+        time.sleep(3)
+    run(["dvc", "queue", "stop"], project)
+    assert "Success" in run(["dvc", "queue", "status"], project).stdout
     table = run(["dvc", "exp", "show", "--md"], project).stdout
-    assert "switch2" in table and "hybrid_switching.all.map@500" in table
+    names = [row.split("|")[1].strip() for row in table.splitlines()[2:] if row.startswith("|")]
+    # The workspace, the baseline commit and the two experiments (└── 1a2b3c4 [switch9]).
+    assert names[0] == "workspace" and names[1] == "master", names
+    assert sorted(re.sub(r".*\[(\w+)\]", r"\1", n) for n in names[2:]) == ["switch2", "switch9"]
+    assert "hybrid_switching.all.map@500" in table and "hybrid_switching.cold_user.auc" in table
+
+    # The dashboard compares all three, offline, and renders in a browser.
+    run(["musicrec", "dashboard", "--compare", "master", "switch9"], project)
+    page_html = (project / "reports" / "dashboard.html").read_text()
+    for name in ("master", "switch2", "switch9", "hybrid.switch_min_plays"):
+        assert name in page_html
+    assert "A = <b>master" in page_html and "B = <b>switch9" in page_html
+    page, requests = browser_page(project / "reports" / "dashboard.html")
+    header = page.locator("#overview-all thead th").all_inner_texts()
+    assert [h.split(" ")[0] for h in header[1:]] == ["master", "switch2", "switch9"]
+    assert page.locator("#overview-all tbody tr").count() == len(
+        [m for m in MODELS if "all" in metrics[m]]
+    )
+    assert page.locator("#paired tbody tr").count() > 0
+    assert all(url.startswith(("file:", "data:")) for url in requests)
 
 
 def test_dvc_repro_on_real_recorded_audio(dvc_project):

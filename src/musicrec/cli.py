@@ -1,4 +1,5 @@
-"""The ``musicrec`` command: one subcommand per pipeline stage (DVC runs them; so can you)."""
+"""The ``musicrec`` command: one subcommand per pipeline stage (DVC runs them; so can you),
+and the tools that work on the pipeline's results."""
 
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ STAGES = {
     "report": ("musicrec.report", "write reports/report.md and report.html"),
 }
 
+# Not stages of the DAG: they read the results of many runs.
+TOOLS = {
+    "dashboard": ("musicrec.dashboard", "offline HTML page comparing every DVC experiment"),
+}
+COMMANDS = {**STAGES, **TOOLS}
+
 EPILOG = """\
 The usual way to run everything is `make repro` (or `dvc repro` inside the virtual
 environment); each stage reads its own section of params.yaml. Run `musicrec STAGE --help`
-for a stage's options. Data layout and protocol: README.md and DESIGN.md."""
+for a stage's options. After `dvc exp run` variants, `musicrec dashboard` compares them in
+reports/dashboard.html. Data layout and protocol: README.md and DESIGN.md."""
 
 
 def _quiet_offline_environment() -> None:
@@ -49,19 +57,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="musicrec",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Content-based music recommendation pipeline: stages of the DVC DAG.",
+        description="Content-based music recommendation pipeline: the stages of the DVC DAG, "
+        "and dashboard, which compares DVC experiments.",
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version="musicrec 0.1.0")
-    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
-    for name, (_, help_text) in STAGES.items():
+    sub = parser.add_subparsers(dest="stage", metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
-    if not argv or argv[0] not in STAGES:
+    if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv or ["--help"])
         return 2
     stage, rest = argv[0], argv[1:]
     _quiet_offline_environment()
-    module = importlib.import_module(STAGES[stage][0])
+    module = importlib.import_module(COMMANDS[stage][0])
     try:
         return int(module.main(rest) or 0)
     except MusicrecError as exc:

