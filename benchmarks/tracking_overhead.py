@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         # Alternate which mode goes first, so a slow start or a warming cache favours neither.
         order = MODES if round_index % 2 == 0 else MODES[::-1]
         for mode in order:
-            seconds = timed_repro(args.project, mode, prefix, args.command.split())
+            seconds = timed_repro(args.project, mode, prefix, shlex.split(args.command))
             times[mode].append(seconds)
             print(f"round {round_index + 1}: WANDB_MODE={mode}: {seconds:.1f} s", flush=True)
     medians = {mode: statistics.median(values) for mode, values in times.items()}

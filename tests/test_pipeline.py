@@ -132,6 +132,9 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     assert names[0] == "workspace" and names[1] == "master", names
     assert sorted(re.sub(r".*\[(\w+)\]", r"\1", n) for n in names[2:]) == ["switch2", "switch9"]
     assert "hybrid_switching.all.map@500" in table and "hybrid_switching.cold_user.auc" in table
+    # Two experiments side by side, params and metrics, as the CI comment shows them.
+    diff = run(["dvc", "exp", "diff", "switch2", "switch9", "--md"], project).stdout
+    assert "hybrid.switch_min_plays" in diff and "| 2 " in diff and "| 9 " in diff
 
     # The dashboard compares all three, offline, and renders in a browser.
     run(["musicrec", "dashboard", "--compare", "master", "switch9"], project)
