@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, run, tiny_params
+from conftest import BIN, REPO, TINY_WORLD, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -199,3 +203,75 @@ def test_dvc_repro_on_real_recorded_audio(dvc_project):
     ):
         assert (clone / path).read_bytes() == (project / path).read_bytes(), path
     assert "up to date" in run(["dvc", "status"], clone).stdout
+
+
+def kill_repro_when(
+    project: Path, ready, what: str, args: tuple[str, ...] = (), timeout: float = 600
+) -> None:
+    """Start ``dvc repro [args]``; SIGKILL it (and every process it started) once ``ready()``."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    log = project.parent / "killed-repro.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            ["dvc", "repro", *args],
+            cwd=project,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            assert process.poll() is None, f"dvc repro ended before {what}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+            time.sleep(0.02)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_killed_stages_resume_and_every_run_gives_the_same_metrics(dvc_project):
+    """SIGKILL during features and during cnn, then dvc repro: same metrics as a clean run.
+
+    Also the determinism check: a second, forced run of the whole pipeline gives identical
+    metrics.json.
+    """
+    project = dvc_project(tiny_params())
+    run(["dvc", "repro"], project)
+    reference = (project / "reports" / "metrics.json").read_bytes()
+    run(["dvc", "repro", "--force"], project)
+    assert (project / "reports" / "metrics.json").read_bytes() == reference
+
+    # Start features over with no cache, and kill them midway.
+    shutil.rmtree(project / ".cache" / "features")
+    shutil.rmtree(project / "data" / "features")
+    cache = project / ".cache" / "features"
+    kill_repro_when(project, lambda: any(cache.glob("*/*/*.npz")), "feature cached")
+    cached = len(list(cache.glob("*/*/*.npz")))
+    assert 0 < cached < TINY_WORLD["n_songs"]
+    first_cached = {p: p.stat().st_mtime_ns for p in cache.glob("*/*/*.npz")}
+    assert not (project / "data" / "features" / "logmel.npy").exists()  # nothing half-written
+
+    # Run again: it finishes features from the cache (the features before the kill are reused).
+    run(["dvc", "repro"], project)
+    assert len(list(cache.glob("*/*/*.npz"))) == TINY_WORLD["n_songs"]
+    assert all(p.stat().st_mtime_ns == mtime for p, mtime in first_cached.items())
+    assert (project / "reports" / "metrics.json").read_bytes() == reference
+
+    # Retrain the CNNs and kill the stage once the first has a checkpoint.
+    models = project / "data" / "models"
+    trained = {p: p.read_bytes() for p in models.glob("cnn_*/**/*") if p.is_file()}
+    shutil.rmtree(project / ".cache" / "checkpoints")
+    checkpoint = project / ".cache" / "checkpoints" / "cnn_mse" / "last.pt"
+    kill_repro_when(
+        project, checkpoint.exists, "CNN checkpoint", ("--force", "--single-item", "cnn")
+    )
+    assert not (models / "cnn_mse" / "song_vectors.npy").exists()  # nothing half-written
+
+    resumed = run(["dvc", "repro"], project)
+    assert "cnn_mse: resuming after epoch" in resumed.stdout
+    # The resumed training made the same models, bit for bit, so the metrics stand as they were.
+    assert {p: p.read_bytes() for p in models.glob("cnn_*/**/*") if p.is_file()} == trained
+    assert (project / "reports" / "metrics.json").read_bytes() == reference

@@ -146,6 +146,7 @@ def train(
             history, best_score = state["history"], state["best_score"]
             best_epoch, start = state["best_epoch"], state["epoch"] + 1
             resumed_from = state["epoch"]
+            tqdm.write(f"{desc}: resuming after epoch {resumed_from + 1} from {last}")
     bar = tqdm(range(start, cfg.epochs), desc=desc, unit="epoch", initial=start, total=cfg.epochs)
     for epoch in bar:
         if epoch - best_epoch > cfg.patience and best_epoch >= 0:
