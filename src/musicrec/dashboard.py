@@ -479,6 +479,7 @@ def _forest_plot(differences: list[PairedDifference], metric: str) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     splits = [s for s in SPLITS if any(d.split == s for d in differences)]
     height = max(2.5, 0.3 * max(sum(d.split == s for d in differences) for s in splits) + 1)
@@ -494,6 +495,8 @@ def _forest_plot(differences: list[PairedDifference], metric: str) -> str:
         ax.set_yticks(y, [d.model for d in rows], fontsize=8)
         ax.set_title(split)
         ax.set_xlabel(f"B − A, {metric}")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+        ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
