@@ -71,6 +71,22 @@ def find_audio_files(root: Path, song_ids: list[str]) -> dict[str, list[str]]:
     return found
 
 
+def unsupported_audio_files(root: Path, song_ids: list[str]) -> dict[str, list[str]]:
+    """Files ``<root>/audio/<song_id>.<ext>`` whose extension is not a supported format.
+
+    They are never read; validation names them, so that a song quarantined for having no
+    audio says what was there instead.
+    """
+    audio_dir = Path(root) / "audio"
+    wanted = set(song_ids)
+    found: dict[str, list[str]] = {}
+    if audio_dir.is_dir():
+        for path in sorted(audio_dir.iterdir()):
+            if path.stem in wanted and path.suffix.lower().lstrip(".") not in AUDIO_EXTENSIONS:
+                found.setdefault(path.stem, []).append(f"audio/{path.name}")
+    return found
+
+
 def resolve_audio(root: Path, relative: str) -> Path:
     """The file behind a manifest path, refused if it leads outside ``<root>/audio``."""
     return safe_join(Path(root) / "audio", relative.removeprefix("audio/"))
@@ -111,6 +127,9 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
         "finite": False,
     }
     try:
+        # libsndfile reports a file it may not read as a "System error": ask the OS first.
+        with open(path, "rb"):
+            pass
         info = sf.info(str(path))
         out.update(
             duration_s=float(info.duration),
@@ -124,6 +143,11 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
     if y.size == 0:
         out["decode_error"] = "no samples could be read"
         return out
+    start, length = clip.window(out["duration_s"])
+    if y.shape[0] < int(round(length * out["sample_rate"])):
+        # The header promised more than the file holds (a truncated MP3 decodes up to where it
+        # was cut): the real length is what validation judges.
+        out["duration_s"] = start + y.shape[0] / out["sample_rate"]
     finite = bool(np.isfinite(y).all())
     out["finite"] = finite
     if finite:

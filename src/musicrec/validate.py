@@ -19,7 +19,14 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from musicrec.audio import ClipSpec, find_audio_files, probe_audio, resolve_audio
+from musicrec.audio import (
+    AUDIO_EXTENSIONS,
+    ClipSpec,
+    find_audio_files,
+    probe_audio,
+    resolve_audio,
+    unsupported_audio_files,
+)
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, section, stage_timer, write_json, write_tsv
 from musicrec.stage import stage_parser
@@ -202,10 +209,17 @@ def audio_expectations(min_seconds: float, silence_db: float) -> list:
 
 def _describe_audio_failure(kind: str, kwargs: dict, row: pd.Series) -> str:
     column = kwargs.get("column")
+    if column == "n_files" and kwargs.get("min_value") is not None and row["path"]:
+        return (
+            f"no audio file in a supported format (found {row['path'].replace(';', ', ')}, "
+            f"supported are {', '.join(AUDIO_EXTENSIONS)})"
+        )
     if column == "n_files" and kwargs.get("min_value") is not None:
         return "no audio file"
     if column == "n_files":
         return f"several audio files claim this id: {row['path']}"
+    if column == "decode_error" and str(row["decode_error"]).startswith("PermissionError"):
+        return f"cannot be read ({row['decode_error']})"
     if column == "decode_error":
         return f"cannot be decoded ({row['decode_error']})"
     if column == "duration_s":
@@ -235,8 +249,13 @@ def check_audio(
     ge_result : dict
     """
     files = find_audio_files(root, song_ids)
+    unsupported = unsupported_audio_files(root, [s for s, paths in files.items() if not paths])
     rows = [
-        {"song_id": song, "n_files": len(paths), "path": ";".join(paths)}
+        {
+            "song_id": song,
+            "n_files": len(paths),
+            "path": ";".join(paths or unsupported.get(song, [])),
+        }
         for song, paths in files.items()
     ]
     single = [

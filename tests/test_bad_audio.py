@@ -1,0 +1,200 @@
+"""A corpus of bad audio, generated here: each file gets its documented outcome, the rest goes on.
+
+| case                              | outcome                                                  |
+|-----------------------------------|----------------------------------------------------------|
+| zero-byte file                    | quarantined: cannot be decoded                           |
+| truncated FLAC                    | quarantined: cannot be decoded (the decoder loses sync)  |
+| truncated MP3                     | used when its clip decodes (judged on what decodes)      |
+| MP3 truncated below min_seconds   | quarantined: too short (its real length)                 |
+| text file named .mp3              | quarantined: cannot be decoded                           |
+| WAV with NaN, WAV with Inf        | quarantined: NaN or infinite samples                     |
+| digital silence                   | quarantined: silent                                      |
+| a 1-sample file                   | quarantined: too short                                   |
+| 8 kHz and 96 kHz                  | used, resampled to features.sample_rate                  |
+| 6 channels                        | used, mixed down to mono                                 |
+| shorter than the clip             | used, zero-padded to the clip length                     |
+| an hour long                      | used; only the clip is read                              |
+| unsupported container (.m4a)      | quarantined: no audio file in a supported format (named) |
+| FLAC data named .wav              | used: the format is read from the content                |
+| no read permission                | quarantined: cannot be read                              |
+| a played song with no audio       | quarantined: no audio file                               |
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musicrec.audio import ClipSpec, probe_audio, read_clip
+from musicrec.features import FeatureConfig, compute_features
+from musicrec.validate import validate_dataset
+
+SR = 22050
+CLIP = ClipSpec(2.0)
+MIN_SECONDS = 1.0
+
+
+def noise(seconds: float, sr: int = SR, channels: int = 1, seed: int = 0) -> np.ndarray:
+    shape = (int(seconds * sr), channels) if channels > 1 else (int(seconds * sr),)
+    return 0.2 * np.random.default_rng(seed).standard_normal(shape)
+
+
+def write_truncated(path: Path, fmt: str, seconds: float, keep: float) -> None:
+    full = path.with_suffix(".full")
+    sf.write(full, noise(seconds), SR, format=fmt)
+    data = full.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    full.unlink()
+
+
+def write_hour(path: Path, sr: int = 8000) -> None:
+    """An hour of 8 kHz noise, written a minute at a time (58 MB on disk, little memory)."""
+    with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as out:
+        for minute in range(60):
+            out.write(noise(60, sr, seed=minute))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad_audio") / "data"
+    audio = root / "audio"
+    audio.mkdir(parents=True)
+    for i in range(3):
+        sf.write(audio / f"good{i}.wav", noise(3, seed=i), SR)
+    (audio / "zero_bytes.wav").write_bytes(b"")
+    write_truncated(audio / "truncated_flac.flac", "FLAC", 4, 1 / 3)
+    write_truncated(audio / "truncated_mp3.mp3", "MP3", 6, 1 / 2)
+    write_truncated(audio / "truncated_mp3_short.mp3", "MP3", 6, 1 / 12)
+    (audio / "text.mp3").write_text("not audio at all\n")
+    with_nan, with_inf = noise(3), noise(3)
+    with_nan[100], with_inf[200] = np.nan, np.inf
+    sf.write(audio / "nan.wav", with_nan, SR, subtype="FLOAT")
+    sf.write(audio / "inf.wav", with_inf, SR, subtype="FLOAT")
+    sf.write(audio / "silence.wav", np.zeros(3 * SR), SR)
+    sf.write(audio / "one_sample.wav", noise(3)[:1], SR)
+    sf.write(audio / "rate_8k.wav", noise(3, 8000), 8000)
+    sf.write(audio / "rate_96k.wav", noise(3, 96000), 96000)
+    sf.write(audio / "six_channels.wav", noise(3, channels=6), SR)
+    sf.write(audio / "shorter_than_clip.wav", noise(1.5), SR)
+    write_hour(audio / "hour_long.wav")
+    (audio / "m4a_container.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(64))
+    sf.write(audio / "flac_named_wav.wav", noise(3), SR, format="FLAC")
+    songs = [p.stem for p in sorted(audio.iterdir())] + ["no_audio"]
+    (root / "plays.tsv").write_text(
+        "".join(f"u{u}\t{song}\t{u + 1}\n" for u in range(2) for song in songs)
+    )
+    return root
+
+
+USED = {
+    "good0",
+    "good1",
+    "good2",
+    "truncated_mp3",
+    "rate_8k",
+    "rate_96k",
+    "six_channels",
+    "shorter_than_clip",
+    "hour_long",
+    "flac_named_wav",
+}
+QUARANTINED = {
+    "zero_bytes": "cannot be decoded",
+    "truncated_flac": "cannot be decoded",
+    "truncated_mp3_short": "too short",
+    "text": "cannot be decoded",
+    "nan": "NaN or infinite samples",
+    "inf": "NaN or infinite samples",
+    "silence": "silent",
+    "one_sample": "too short",
+    "m4a_container": "no audio file in a supported format (found audio/m4a_container.m4a",
+    "no_audio": "no audio file",
+}
+
+
+def test_each_bad_file_gets_its_outcome_and_the_rest_goes_on(corpus, tmp_path):
+    result = validate_dataset(corpus, CLIP, MIN_SECONDS, silence_db=-60.0)
+    reasons = {q["song_id"]: q["reasons"] for q in result.summary["audio"]["quarantine"]}
+    assert set(reasons) == set(QUARANTINED)
+    for song, reason in QUARANTINED.items():
+        assert reasons[song].startswith(reason), (song, reasons[song])
+    assert set(result.songs["song_id"]) == USED
+    songs = result.songs.set_index("song_id")
+    # A truncated MP3 is judged on what decodes: 3 s hold the 2-s clip; 0.5 s are too short.
+    assert re.match(r"too short: 0\.\d+ s", reasons["truncated_mp3_short"])
+    assert songs.loc["hour_long", "duration_s"] == pytest.approx(3600)
+    assert songs.loc["six_channels", "channels"] == 6
+    # Every quarantined song is counted in the report by its reason.
+    counts = result.summary["audio"]["quarantine_reasons"]
+    assert sum(counts.values()) == len(QUARANTINED)
+
+    # The features stage takes every usable song: resampled, mixed down, padded.
+    cfg = FeatureConfig(sample_rate=SR, clip_seconds=CLIP.clip_seconds)
+    summary = compute_features(corpus, result.songs, cfg, tmp_path / "features", tmp_path / "c")
+    assert summary["songs"] == len(USED)
+    logmel = np.load(tmp_path / "features" / "logmel.npy")
+    assert logmel.shape == (len(USED), cfg.n_mels, cfg.n_frames)
+    assert np.isfinite(logmel).all()
+    rows = dict(zip(result.songs["song_id"], range(len(result.songs)), strict=True))
+    floor = logmel.min()
+    # 8 kHz audio has nothing above 4 kHz; 96 kHz audio is resampled with its full band kept.
+    assert np.median(logmel[rows["rate_8k"], -8:]) <= floor + 1.0
+    assert logmel[rows["rate_96k"], -8:].mean() > floor + 20.0
+    # 1.5 s of audio in a 2 s clip: the last quarter is padding, at the floor.
+    assert logmel[rows["shorter_than_clip"], :, -10:].max() <= floor + 1.0
+
+
+def test_an_hour_long_file_is_read_only_as_far_as_the_clip(corpus):
+    path = corpus / "audio" / "hour_long.wav"
+    tracemalloc.start()
+    y, sr = read_clip(path, ClipSpec(10.0, offset_seconds=1800.0))
+    probe = probe_audio(path, ClipSpec(10.0))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert y.shape == (10 * sr, 1) and probe["decode_error"] is None
+    # The whole file as float32 would be 115 MB; the clip is 320 kB.
+    assert peak < 5_000_000
+
+
+def probe_as_nobody(path: Path) -> str:
+    """The probe's decode_error, from a forked child that has dropped root for user nobody."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read_end)
+        try:
+            os.setuid(65534)
+            message = str(probe_audio(path, ClipSpec(1.0))["decode_error"])
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            message = f"child failed: {exc!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        message = pipe.read()
+    os.waitpid(pid, 0)
+    return message
+
+
+def test_a_file_without_read_permission_is_quarantined_as_unreadable():
+    """Root reads whatever the permissions say, so as root the probe runs as user nobody."""
+    folder = Path(tempfile.mkdtemp(prefix="musicrec-perm-"))
+    os.chmod(folder, 0o755)
+    path = folder / "locked.wav"
+    sf.write(path, noise(2), SR)
+    os.chmod(path, 0o000)
+    try:
+        if os.geteuid() == 0:
+            error = probe_as_nobody(path)
+        else:
+            error = str(probe_audio(path, ClipSpec(1.0))["decode_error"])
+    finally:
+        os.chmod(path, 0o644)
+    assert error.startswith("PermissionError") or "Permission denied" in error, error
