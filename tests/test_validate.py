@@ -19,14 +19,15 @@ GOOD = "u1\ts1\t3\nu2\ts1\t1\nu2\ts2\t5\n"
 @pytest.mark.parametrize(
     "bad_line, problem",
     [
-        ("user_id\tsong_id\tplay_count", "'play_count' is not an integer"),
         ("u3\ts1", "expected 3 tab-separated fields"),
         ("u3\ts1\t2\textra", "expected 3 tab-separated fields"),
-        ("u3\ts1\t0", "below 1"),
-        ("u3\ts1\t-4", "below 1"),
+        ("u3\ts1\t-4", "play_count -4 is negative"),
+        ("user_id\tsong_id\tplay_count", "'play_count' is not an integer"),  # a header below line 1
+        ("u3\ts1\t 2", "' 2' is not an integer"),
+        ("u3\ts/1\t2", "is not a safe id"),
+        ("u3\ts\x001\t2", "is not a safe id"),
         ("u3\ts1\t2.5", "'2.5' is not an integer"),
         ("u3\ts1\tmany", "'many' is not an integer"),
-        ("u1\ts1\t7", "duplicate (user_id, song_id) pair"),
         ("\ts1\t2", "empty user_id"),
         ("u3\t../etc/passwd\t2", "is not a safe id"),
         ("u3\t..\t2", "is not a safe id"),
@@ -53,8 +54,21 @@ def test_non_utf8_bytes_name_their_line(tmp_path):
 def test_windows_line_endings_and_missing_final_newline_are_fine(tmp_path):
     path = tmp_path / "plays.tsv"
     path.write_bytes(GOOD.replace("\n", "\r\n").rstrip("\r\n").encode())
-    clean, ge = check_play_log(path)
+    clean, ge, repairs = check_play_log(path)
     assert clean["play_count"].tolist() == [3, 1, 5] and ge["success"]
+    assert not any(repairs.values())
+
+
+def test_header_zero_counts_and_duplicates_are_repaired_and_counted(tmp_path):
+    path = tmp_path / "plays.tsv"
+    path.write_text("user_id\tsong_id\tplay_count\n" + GOOD + "u1\ts1\t7\nu3\ts2\t0\nu1\ts1\t1\n")
+    clean, ge, repairs = check_play_log(path)
+    assert repairs == {
+        "header_rows_skipped": 1,
+        "zero_count_rows_dropped": 1,
+        "duplicate_rows_summed": 2,
+    }
+    assert clean.values.tolist() == [["u1", "s1", 11], ["u2", "s1", 1], ["u2", "s2", 5]]
 
 
 def _tree_digest(root):

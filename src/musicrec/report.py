@@ -282,11 +282,22 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _repairs_text(repairs: dict) -> str:
+    """The play log's documented repairs, in words (empty when there were none)."""
+    words = {
+        "header_rows_skipped": "header row skipped",
+        "zero_count_rows_dropped": "rows with 0 plays dropped",
+        "duplicate_rows_summed": "duplicate rows summed into their (user, song) pair",
+    }
+    done = [f"{count} {words[name]}" for name, count in repairs.items() if count]
+    return f" after repairs: {', '.join(done)}" if done else ""
+
+
 def validation_section(validation: dict) -> str:
     log, audio, dropped = validation["play_log"], validation["audio"], validation["plays_dropped"]
     lines = [
         f"Play log `{log['file']}`: {log['rows']} rows, {log['users']} users, "
-        f"{log['songs']} songs, all rows valid.",
+        f"{log['songs']} songs, all rows valid" + _repairs_text(log.get("repairs", {})) + ".",
         f"Audio: {audio['songs_usable']} of {audio['songs_checked']} songs usable, "
         f"{audio['songs_quarantined']} quarantined; {dropped['rows']} (user, song) rows "
         f"({dropped['play_count']} plays) dropped with them.",

@@ -87,8 +87,8 @@ def play_log_expectations() -> list:
         gxe.ExpectColumnValuesToMatchRegex(column="user_id", regex=SAFE_ID_REGEX),
         gxe.ExpectColumnValuesToMatchRegex(column="song_id", regex=SAFE_ID_REGEX),
         gxe.ExpectColumnValuesToMatchRegex(column="play_count", regex=r"^-?[0-9]+$"),
-        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=1),
-        gxe.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "song_id"]),
+        # 0 plays is repaired (the row is dropped); a negative count is an error.
+        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=0),
     ]
 
 
@@ -109,9 +109,7 @@ def _describe_log_failure(kind: str, column: str | None, row: pd.Series) -> str:
             f"and not '.' or '..')"
         )
     if kind == "expect_column_values_to_be_between" and column == "count":
-        return f"play_count {row['play_count']} is below 1"
-    if kind == "expect_compound_columns_to_be_unique":
-        return f"duplicate (user_id, song_id) pair ({row['user_id']!r}, {row['song_id']!r})"
+        return f"play_count {row['play_count']} is negative"
     return f"{kind} failed on {column}"
 
 
@@ -147,8 +145,14 @@ def read_play_log(path: Path) -> pd.DataFrame:
     return table
 
 
-def check_play_log(path: Path) -> tuple[pd.DataFrame, dict]:
-    """Validate the play log; return the clean log and great-expectations' result.
+def check_play_log(path: Path) -> tuple[pd.DataFrame, dict, dict]:
+    """Validate the play log; return the clean log, great-expectations' result and the repairs.
+
+    Three things are repaired rather than refused, and counted (``repairs``):
+
+    - a header row ``user_id, song_id, play_count`` on line 1 is skipped;
+    - a row with a play count of 0 says nothing was played: it is dropped;
+    - several rows for one (user, song) pair are summed into one, as the plays they are.
 
     Raises
     ------
@@ -156,6 +160,10 @@ def check_play_log(path: Path) -> tuple[pd.DataFrame, dict]:
         If any row breaks a rule, naming ``file:line: problem`` for the first rows found.
     """
     table = read_play_log(path)
+    repairs = {"header_rows_skipped": 0, "zero_count_rows_dropped": 0, "duplicate_rows_summed": 0}
+    if len(table) and table.iloc[0][PLAY_LOG_COLUMNS].tolist() == PLAY_LOG_COLUMNS:
+        table = table.iloc[1:]
+        repairs["header_rows_skipped"] = 1
     if table.empty:
         raise MusicrecError(f"{path}: the play log is empty")
     result = run_suite(
@@ -188,9 +196,13 @@ def check_play_log(path: Path) -> tuple[pd.DataFrame, dict]:
         error.ge_result = ge_json  # type: ignore[attr-defined]
         error.bad_lines = len(problems)  # type: ignore[attr-defined]
         raise error
-    clean = table[PLAY_LOG_COLUMNS].copy()
-    clean["play_count"] = table["count"].astype(np.int64)
-    return clean.reset_index(drop=True), ge_json
+    played = table["count"] > 0
+    repairs["zero_count_rows_dropped"] = int((~played).sum())
+    clean = table.loc[played, ["user_id", "song_id"]].copy()
+    clean["play_count"] = table.loc[played, "count"].astype(np.int64)
+    summed = clean.groupby(["user_id", "song_id"], sort=False, as_index=False)["play_count"].sum()
+    repairs["duplicate_rows_summed"] = len(clean) - len(summed)
+    return summed, ge_json, repairs
 
 
 def audio_expectations(min_seconds: float, silence_db: float) -> list:
@@ -306,7 +318,7 @@ def validate_dataset(
 ) -> ValidationResult:
     """Validate a data folder (DESIGN.md section 2 layout); quarantine unusable songs."""
     root = Path(root)
-    plays, ge_plays = check_play_log(root / "plays.tsv")
+    plays, ge_plays, repairs = check_play_log(root / "plays.tsv")
     song_ids = sorted(plays["song_id"].unique())
     manifest, ge_audio = check_audio(root, song_ids, clip, min_seconds, silence_db, n_jobs)
     bad = manifest["reasons"] != ""
@@ -329,6 +341,7 @@ def validate_dataset(
             "users": int(plays["user_id"].nunique()),
             "songs": len(song_ids),
             "total_play_count": int(plays["play_count"].sum()),
+            "repairs": repairs,
         },
         "audio": {
             "songs_checked": len(manifest),
