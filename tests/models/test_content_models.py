@@ -7,6 +7,8 @@ and a resumed training run that ends exactly where an uninterrupted one does.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -200,6 +202,27 @@ def test_a_checkpoint_of_another_config_is_not_resumed(tmp_path):
     train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path, "old")
     result = train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path, "new")
     assert result.resumed_from is None and len(result.history) == 2
+
+
+class _Payload:
+    """What a tampered checkpoint could hold: an object whose unpickling runs a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_tampered_checkpoint_is_never_unpickled_and_training_starts_afresh(tmp_path, capsys):
+    batches, step_loss, validation_loss = _linear_problem()
+    cfg = TrainConfig(epochs=2, learning_rate=0.05, patience=10, device="cpu")
+    marker = tmp_path / "code-ran"
+    torch.save({"run_id": "run", "payload": _Payload(marker)}, tmp_path / "last.pt")
+    result = train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path, "run")
+    assert not marker.exists()  # the payload never ran
+    assert result.resumed_from is None and len(result.history) == 2
+    assert "not a checkpoint musicrec wrote" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

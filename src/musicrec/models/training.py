@@ -87,6 +87,20 @@ class TrainResult:
     resumed_from: int | None
 
 
+def _load_checkpoint(path: Path, desc: str) -> dict | None:
+    """A checkpoint this code wrote, or None (with a message) for anything else.
+
+    ``weights_only=True`` refuses any pickled object but tensors and plain containers, so a
+    tampered or foreign file cannot run code; it is then ignored and training starts afresh.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is only ignored
+        tqdm.write(f"{desc}: ignoring {path}: not a checkpoint musicrec wrote ({exc})"[:300])
+        return None
+    return state if isinstance(state, dict) else None
+
+
 def train(
     model: torch.nn.Module,
     batches: Callable[[np.random.Generator], Iterable],
@@ -137,8 +151,8 @@ def train(
     history: list[dict] = []
     best_score, best_epoch, start, resumed_from = math.inf, -1, 0, None
     last = checkpoint_dir / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+    state = _load_checkpoint(last, desc) if last.exists() else None
+    if state is not None:
         if state.get("run_id") == run_id:
             model.load_state_dict(state["model"])
             optimiser.load_state_dict(state["optimizer"])
