@@ -156,3 +156,32 @@ def browser_page():
     if "browser" in started:
         started["browser"].close()
         started["playwright"].stop()
+
+
+def as_nobody(function) -> str:
+    """Run ``function()`` in a forked child as user ``nobody`` (when root); return its result.
+
+    Root reads and writes whatever the permissions say, so permission checks need another
+    user. The child returns ``str(result)``, or ``"raised <exception repr>"``.
+    """
+    if os.geteuid() != 0:
+        try:
+            return str(function())
+        except BaseException as exc:  # noqa: BLE001 - reported as text, like the child's
+            return f"raised {exc!r}"
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        os.close(read_end)
+        try:
+            os.setuid(65534)
+            message = str(function())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            message = f"raised {exc!r}"
+        os.write(write_end, message.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        message = pipe.read()
+    os.waitpid(pid, 0)
+    return message

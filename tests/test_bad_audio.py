@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import as_nobody
 
 from musicrec.audio import ClipSpec, probe_audio, read_clip
 from musicrec.features import FeatureConfig, compute_features
@@ -163,38 +164,15 @@ def test_an_hour_long_file_is_read_only_as_far_as_the_clip(corpus):
     assert peak < 5_000_000
 
 
-def probe_as_nobody(path: Path) -> str:
-    """The probe's decode_error, from a forked child that has dropped root for user nobody."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        os.close(read_end)
-        try:
-            os.setuid(65534)
-            message = str(probe_audio(path, ClipSpec(1.0))["decode_error"])
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
-            message = f"child failed: {exc!r}"
-        os.write(write_end, message.encode())
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        message = pipe.read()
-    os.waitpid(pid, 0)
-    return message
-
-
 def test_a_file_without_read_permission_is_quarantined_as_unreadable():
-    """Root reads whatever the permissions say, so as root the probe runs as user nobody."""
+    """Root reads whatever the permissions say, so the probe runs as user nobody."""
     folder = Path(tempfile.mkdtemp(prefix="musicrec-perm-"))
     os.chmod(folder, 0o755)
     path = folder / "locked.wav"
     sf.write(path, noise(2), SR)
     os.chmod(path, 0o000)
     try:
-        if os.geteuid() == 0:
-            error = probe_as_nobody(path)
-        else:
-            error = str(probe_audio(path, ClipSpec(1.0))["decode_error"])
+        error = as_nobody(lambda: probe_audio(path, ClipSpec(1.0))["decode_error"])
     finally:
         os.chmod(path, 0o644)
     assert error.startswith("PermissionError") or "Permission denied" in error, error

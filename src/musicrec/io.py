@@ -7,6 +7,7 @@ interrupted stage never leaves a half-written file that a later stage could take
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -45,19 +46,42 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     return params[name]
 
 
+# Write failures a user can fix, and how to say them.
+WRITE_FAILURES = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is used up: free some space",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.EACCES: "no permission to write there: fix the folder's permissions",
+    errno.EPERM: "no permission to write there: fix the folder's permissions",
+}
+
+
+def _write_failure(final: Path, exc: OSError) -> MusicrecError:
+    return MusicrecError(
+        f"cannot write {final}: {WRITE_FAILURES[exc.errno]} ({exc.strerror}); "
+        "nothing was half-written, run the stage again"
+    )
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` only on success.
 
     Works for files and folders. On an exception the temporary is removed and ``final`` is
-    left as it was.
+    left as it was; a full disk or a folder that cannot be written is a ``MusicrecError``
+    that says so.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # The suffix goes last: numpy appends ".npy"/".npz" to names that do not end with it.
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent
-    )
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # The suffix goes last: numpy appends ".npy"/".npz" to names that do not end with it.
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent
+        )
+    except OSError as exc:
+        if exc.errno in WRITE_FAILURES:
+            raise _write_failure(final, exc) from exc
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
@@ -66,11 +90,13 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
         if final.is_dir() and not final.is_symlink():
             shutil.rmtree(final)
         os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+            raise _write_failure(final, exc) from exc
         raise
 
 

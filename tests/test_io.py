@@ -1,0 +1,51 @@
+"""Writing outputs: all or nothing, and a full disk or a read-only folder said plainly."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import as_nobody
+
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path, write_json
+
+
+def test_a_full_disk_leaves_the_old_output_and_no_temporary(tmp_path):
+    final = tmp_path / "metrics.json"
+    write_json(final, {"old": 1})
+    with pytest.raises(MusicrecError, match=r"cannot write .*metrics.json: the disk is full"):
+        with atomic_path(final) as tmp:
+            tmp.write_text('{"new": ')  # half written, then the disk fills up
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert final.read_text() == '{\n  "old": 1\n}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_a_folder_output_is_replaced_whole_or_not_at_all(tmp_path):
+    final = tmp_path / "features"
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        (tmp / "a.npy").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_path(final) as tmp:
+            tmp.mkdir()
+            (tmp / "a.npy").write_text("second, unfinished")
+            raise RuntimeError("killed midway")
+    assert (final / "a.npy").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]
+
+
+def test_a_read_only_folder_is_a_clear_error():
+    folder = Path(tempfile.mkdtemp(prefix="musicrec-ro-"))
+    os.chmod(folder, 0o555)
+    try:
+        message = as_nobody(lambda: write_json(folder / "out" / "x.json", {"a": 1}))
+    finally:
+        os.chmod(folder, 0o755)
+    assert message.startswith("raised MusicrecError"), message
+    assert "no permission to write there" in message and "out" in message
+    assert not (folder / "out").exists()
