@@ -35,89 +35,30 @@ from conftest import as_nobody
 
 from musicrec.audio import ClipSpec, probe_audio, read_clip
 from musicrec.features import FeatureConfig, compute_features
+from musicrec.messy import OUTCOMES, SR, noise, write_bad_audio
 from musicrec.validate import validate_dataset
 
-SR = 22050
 CLIP = ClipSpec(2.0)
 MIN_SECONDS = 1.0
 
 
-def noise(seconds: float, sr: int = SR, channels: int = 1, seed: int = 0) -> np.ndarray:
-    shape = (int(seconds * sr), channels) if channels > 1 else (int(seconds * sr),)
-    return 0.2 * np.random.default_rng(seed).standard_normal(shape)
-
-
-def write_truncated(path: Path, fmt: str, seconds: float, keep: float) -> None:
-    full = path.with_suffix(".full")
-    sf.write(full, noise(seconds), SR, format=fmt)
-    data = full.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
-    full.unlink()
-
-
-def write_hour(path: Path, sr: int = 8000) -> None:
-    """An hour of 8 kHz noise, written a minute at a time (58 MB on disk, little memory)."""
-    with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as out:
-        for minute in range(60):
-            out.write(noise(60, sr, seed=minute))
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
+    """Three good songs, every bad-audio case, and a play log of all of them."""
     root = tmp_path_factory.mktemp("bad_audio") / "data"
-    audio = root / "audio"
-    audio.mkdir(parents=True)
     for i in range(3):
-        sf.write(audio / f"good{i}.wav", noise(3, seed=i), SR)
-    (audio / "zero_bytes.wav").write_bytes(b"")
-    write_truncated(audio / "truncated_flac.flac", "FLAC", 4, 1 / 3)
-    write_truncated(audio / "truncated_mp3.mp3", "MP3", 6, 1 / 2)
-    write_truncated(audio / "truncated_mp3_short.mp3", "MP3", 6, 1 / 12)
-    (audio / "text.mp3").write_text("not audio at all\n")
-    with_nan, with_inf = noise(3), noise(3)
-    with_nan[100], with_inf[200] = np.nan, np.inf
-    sf.write(audio / "nan.wav", with_nan, SR, subtype="FLOAT")
-    sf.write(audio / "inf.wav", with_inf, SR, subtype="FLOAT")
-    sf.write(audio / "silence.wav", np.zeros(3 * SR), SR)
-    sf.write(audio / "one_sample.wav", noise(3)[:1], SR)
-    sf.write(audio / "rate_8k.wav", noise(3, 8000), 8000)
-    sf.write(audio / "rate_96k.wav", noise(3, 96000), 96000)
-    sf.write(audio / "six_channels.wav", noise(3, channels=6), SR)
-    sf.write(audio / "shorter_than_clip.wav", noise(1.5), SR)
-    write_hour(audio / "hour_long.wav")
-    (audio / "m4a_container.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(64))
-    sf.write(audio / "flac_named_wav.wav", noise(3), SR, format="FLAC")
-    songs = [p.stem for p in sorted(audio.iterdir())] + ["no_audio"]
+        (root / "audio").mkdir(parents=True, exist_ok=True)
+        sf.write(root / "audio" / f"good{i}.wav", noise(3, seed=i), SR)
+    write_bad_audio(root / "audio", CLIP.clip_seconds)
+    songs = [f"good{i}" for i in range(3)] + list(OUTCOMES)
     (root / "plays.tsv").write_text(
         "".join(f"u{u}\t{song}\t{u + 1}\n" for u in range(2) for song in songs)
     )
     return root
 
 
-USED = {
-    "good0",
-    "good1",
-    "good2",
-    "truncated_mp3",
-    "rate_8k",
-    "rate_96k",
-    "six_channels",
-    "shorter_than_clip",
-    "hour_long",
-    "flac_named_wav",
-}
-QUARANTINED = {
-    "zero_bytes": "cannot be decoded",
-    "truncated_flac": "cannot be decoded",
-    "truncated_mp3_short": "too short",
-    "text": "cannot be decoded",
-    "nan": "NaN or infinite samples",
-    "inf": "NaN or infinite samples",
-    "silence": "silent",
-    "one_sample": "too short",
-    "m4a_container": "no audio file in a supported format (found audio/m4a_container.m4a",
-    "no_audio": "no audio file",
-}
+USED = {"good0", "good1", "good2"} | {s for s, outcome in OUTCOMES.items() if outcome == "used"}
+QUARANTINED = {s: outcome for s, outcome in OUTCOMES.items() if outcome != "used"}
 
 
 def test_each_bad_file_gets_its_outcome_and_the_rest_goes_on(corpus, tmp_path):
@@ -129,9 +70,12 @@ def test_each_bad_file_gets_its_outcome_and_the_rest_goes_on(corpus, tmp_path):
     assert set(result.songs["song_id"]) == USED
     songs = result.songs.set_index("song_id")
     # A truncated MP3 is judged on what decodes: 3 s hold the 2-s clip; 0.5 s are too short.
-    assert re.match(r"too short: 0\.\d+ s", reasons["truncated_mp3_short"])
-    assert songs.loc["hour_long", "duration_s"] == pytest.approx(3600)
-    assert songs.loc["six_channels", "channels"] == 6
+    assert re.match(r"too short: 0\.\d+ s", reasons["bad_truncated_mp3_short"])
+    assert reasons["bad_m4a_container"].endswith(
+        "(found audio/bad_m4a_container.m4a, supported are wav, flac, ogg, opus, mp3)"
+    )
+    assert songs.loc["bad_hour_long", "duration_s"] == pytest.approx(3600)
+    assert songs.loc["bad_six_channels", "channels"] == 6
     # Every quarantined song is counted in the report by its reason.
     counts = result.summary["audio"]["quarantine_reasons"]
     assert sum(counts.values()) == len(QUARANTINED)
@@ -146,14 +90,14 @@ def test_each_bad_file_gets_its_outcome_and_the_rest_goes_on(corpus, tmp_path):
     rows = dict(zip(result.songs["song_id"], range(len(result.songs)), strict=True))
     floor = logmel.min()
     # 8 kHz audio has nothing above 4 kHz; 96 kHz audio is resampled with its full band kept.
-    assert np.median(logmel[rows["rate_8k"], -8:]) <= floor + 1.0
-    assert logmel[rows["rate_96k"], -8:].mean() > floor + 20.0
-    # 1.5 s of audio in a 2 s clip: the last quarter is padding, at the floor.
-    assert logmel[rows["shorter_than_clip"], :, -10:].max() <= floor + 1.0
+    assert np.median(logmel[rows["bad_rate_8k"], -8:]) <= floor + 1.0
+    assert logmel[rows["bad_rate_96k"], -8:].mean() > floor + 20.0
+    # 1.5 s of audio in a 2-s clip: the last quarter is padding, at the floor.
+    assert logmel[rows["bad_shorter_than_clip"], :, -10:].max() <= floor + 1.0
 
 
 def test_an_hour_long_file_is_read_only_as_far_as_the_clip(corpus):
-    path = corpus / "audio" / "hour_long.wav"
+    path = corpus / "audio" / "bad_hour_long.wav"
     tracemalloc.start()
     y, sr = read_clip(path, ClipSpec(10.0, offset_seconds=1800.0))
     probe = probe_audio(path, ClipSpec(10.0))

@@ -15,6 +15,8 @@ import pytest
 import yaml
 from conftest import BIN, REPO, TINY_WORLD, run, tiny_params
 
+from musicrec.messy import mix_into
+
 pytestmark = pytest.mark.slow
 
 MODELS = {
@@ -275,3 +277,28 @@ def test_killed_stages_resume_and_every_run_gives_the_same_metrics(dvc_project):
     # The resumed training made the same models, bit for bit, so the metrics stand as they were.
     assert {p: p.read_bytes() for p in models.glob("cnn_*/**/*") if p.is_file()} == trained
     assert (project / "reports" / "metrics.json").read_bytes() == reference
+
+
+def test_the_pipeline_completes_on_a_messy_copy_of_the_world(dvc_project, tiny_world):
+    """Every bad-audio case and every repairable log row mixed into the tiny world."""
+    project = dvc_project(tiny_params(data={"root": "data/messy"}))
+    mixed = mix_into(tiny_world, project / "data" / "messy", clip_seconds=3.0)
+    run(["dvc", "add", "data/messy"], project)
+    run(["dvc", "repro"], project)
+
+    validation = json.loads((project / "reports" / "validation.json").read_text())
+    assert validation["play_log"]["repairs"] == mixed["repairs"]
+    reasons = {q["song_id"]: q["reasons"] for q in validation["audio"]["quarantine"]}
+    expected = {s: o for s, o in mixed["outcomes"].items() if o != "used"}
+    assert set(reasons) == set(expected)
+    for song, outcome in expected.items():
+        assert reasons[song].startswith(outcome), (song, reasons[song])
+    report = (project / "reports" / "report.md").read_text()
+    assert "1 header row skipped, 10 rows with 0 plays dropped, 10 duplicate rows" in report
+    for song in expected:
+        assert f"`{song}`" in report  # each quarantined song listed with its reason
+    used = {s for s, o in mixed["outcomes"].items() if o == "used"}
+    songs = (project / "data" / "validated" / "songs.tsv").read_text()
+    assert all(song in songs for song in used)
+    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    assert set(metrics) == MODELS
