@@ -16,6 +16,7 @@ def test_help_lists_every_stage(tmp_path):
         "wmf",
         "evaluate",
         "report",
+        "dashboard",
     ):
         assert stage in result.stdout
     assert "params.yaml" in run(["musicrec", "features", "--help"], tmp_path).stdout
@@ -38,3 +39,9 @@ def test_bad_play_log_exits_1_naming_file_and_line_without_traceback(tmp_path):
 def test_missing_params_file_is_a_clear_error(tmp_path):
     result = run(["musicrec", "split"], tmp_path, check=False)
     assert result.returncode == 1 and "params.yaml: params file not found" in result.stderr
+
+
+def test_dashboard_outside_a_git_repository_is_a_clear_error(tmp_path):
+    result = run(["musicrec", "dashboard"], tmp_path, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "need a git repository with at least one commit" in result.stderr
