@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import runpy
 import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import REPO
 
 from musicrec.audio import ClipSpec
 from musicrec.errors import MusicrecError
@@ -133,3 +135,46 @@ def test_tracks_csv_maps_ids_to_paths_and_refuses_escapes(messy_folder):
     (messy_folder / "tracks.csv").write_text("song_id,path\ngood0,../plays.tsv\n")
     with pytest.raises(MusicrecError, match="leads outside"):
         validate_dataset(messy_folder, ClipSpec(1.0), 1.0, -60.0)
+
+
+LOG_WITH_REPAIRS = (
+    "user_id\tsong_id\tplay_count\n" + GOOD + "u1\ts1\t7\nu3\ts2\t0\nu4\ts9\t2\nu1\ts1\t1\n"
+)
+
+
+@pytest.mark.parametrize("chunk_lines", [1, 2, 3, 1000])
+def test_a_log_read_in_chunks_gives_what_it_gives_whole(tmp_path, chunk_lines):
+    path = tmp_path / "plays.tsv"
+    path.write_text(LOG_WITH_REPAIRS)
+    whole, _, whole_repairs = check_play_log(path)
+    clean, ge, repairs = check_play_log(path, chunk_lines=chunk_lines)
+    assert clean.astype(str).values.tolist() == whole.astype(str).values.tolist()
+    assert clean.values.tolist()[0] == ["u1", "s1", 11]  # file order; duplicates summed
+    assert repairs == whole_repairs and ge["success"]
+
+
+@pytest.mark.parametrize("chunk_lines", [2, 3])
+def test_bad_lines_are_named_by_their_line_in_the_file_across_chunks(tmp_path, chunk_lines):
+    path = tmp_path / "plays.tsv"
+    path.write_text(GOOD + "u4\ts1\t1\nu5\ts1\t1\nu6\ts1\tx\nu7\ts1\t-1\n")
+    with pytest.raises(MusicrecError) as info:
+        check_play_log(path, chunk_lines=chunk_lines)
+    message = str(info.value)
+    assert "(2 bad lines)" in message
+    assert f"{path}:6: play_count 'x' is not an integer" in message
+    assert f"{path}:7: play_count -1 is negative" in message
+    path.write_bytes(GOOD.encode() + b"u4\ts1\t1\nu\xff\ts1\t2\n")
+    with pytest.raises(MusicrecError, match=r"plays.tsv:5: bytes that are not UTF-8"):
+        check_play_log(path, chunk_lines=chunk_lines)
+
+
+def test_a_streamed_log_grows_memory_far_less_than_reading_it_whole(tmp_path):
+    """600k lines against 60k: the streamed reader's peak RSS grows under half the whole's."""
+    benchmark = runpy.run_path(str(REPO / "benchmarks" / "play_log_memory.py"))
+    results = benchmark["compare"](tmp_path, 600_000, 50_000)
+    assert results["streamed"][600_000]["rows"] == results["whole"][600_000]["rows"] > 599_000
+    growth = {
+        mode: by_size[600_000]["peak_mb"] - by_size[60_000]["peak_mb"]
+        for mode, by_size in results.items()
+    }
+    assert growth["streamed"] < growth["whole"] / 2, growth

@@ -10,7 +10,9 @@ the summary to ``reports/validation.json`` and great-expectations' results to
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,8 @@ from musicrec.stage import stage_parser
 SAFE_ID_REGEX = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$"
 PLAY_LOG_COLUMNS = ["user_id", "song_id", "play_count"]
 MAX_ERRORS_SHOWN = 20
+# Lines of the play log read, validated and turned into codes at a time.
+CHUNK_LINES = 500_000
 
 
 @dataclass
@@ -113,65 +117,54 @@ def _describe_log_failure(kind: str, column: str | None, row: pd.Series) -> str:
     return f"{kind} failed on {column}"
 
 
-def read_play_log(path: Path) -> pd.DataFrame:
-    """Read ``plays.tsv`` as raw text fields, indexed by 1-based line number.
-
-    Windows line endings are accepted. Bytes that are not UTF-8 stop with the line they are on.
-
-    Returns
-    -------
-    pd.DataFrame
-        Columns ``n_fields``, ``user_id``, ``song_id``, ``play_count`` (str or None when empty
-        or absent) and ``count`` (the count as a number, NaN if it is not one).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise MusicrecError(f"{path}: play log not found (expected <root>/plays.tsv)")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise MusicrecError(f"{path}:{line}: bytes that are not UTF-8 ({exc.reason})") from None
+def _fields_table(text: str, first_line: int) -> pd.DataFrame:
+    """Raw text fields of some lines of the log, indexed by their 1-based line numbers."""
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     fields = [line.removesuffix("\r").split("\t") for line in lines]
     padded = [(f + [None, None, None])[:3] for f in fields]
-    table = pd.DataFrame(padded, columns=PLAY_LOG_COLUMNS, index=np.arange(1, len(lines) + 1))
+    index = np.arange(first_line, first_line + len(lines))
+    table = pd.DataFrame(padded, columns=PLAY_LOG_COLUMNS, index=index)
     table = table.replace({"": None})
     table.insert(0, "n_fields", [len(f) for f in fields])
     table["count"] = pd.to_numeric(table["play_count"], errors="coerce")
     return table
 
 
-def check_play_log(path: Path) -> tuple[pd.DataFrame, dict, dict]:
-    """Validate the play log; return the clean log, great-expectations' result and the repairs.
+def iter_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[pd.DataFrame]:
+    """Read ``plays.tsv`` as raw text fields, ``chunk_lines`` lines at a time.
 
-    Three things are repaired rather than refused, and counted (``repairs``):
+    Only one chunk's text is held at once, so a log of any length reads in bounded memory.
+    Windows line endings are accepted. Bytes that are not UTF-8 stop with the line they are on.
 
-    - a header row ``user_id, song_id, play_count`` on line 1 is skipped;
-    - a row with a play count of 0 says nothing was played: it is dropped;
-    - several rows for one (user, song) pair are summed into one, as the plays they are.
-
-    Raises
+    Yields
     ------
-    MusicrecError
-        If any row breaks a rule, naming ``file:line: problem`` for the first rows found.
+    pd.DataFrame
+        Indexed by 1-based line number; columns ``n_fields``, ``user_id``, ``song_id``,
+        ``play_count`` (str, or None when empty or absent) and ``count`` (the count as a
+        number, NaN if it is not one).
     """
-    table = read_play_log(path)
-    repairs = {"header_rows_skipped": 0, "zero_count_rows_dropped": 0, "duplicate_rows_summed": 0}
-    if len(table) and table.iloc[0][PLAY_LOG_COLUMNS].tolist() == PLAY_LOG_COLUMNS:
-        table = table.iloc[1:]
-        repairs["header_rows_skipped"] = 1
-    if table.empty:
-        raise MusicrecError(f"{path}: the play log is empty")
-    result = run_suite(
-        table,
-        "play_log",
-        play_log_expectations(),
-        {"result_format": "COMPLETE", "unexpected_index_column_names": None},
-    )
+    path = Path(path)
+    if not path.exists():
+        raise MusicrecError(f"{path}: play log not found (expected <root>/plays.tsv)")
+    first_line = 1
+    with open(path, "rb") as log:
+        while lines := list(itertools.islice(log, chunk_lines)):
+            raw = b"".join(lines)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                line = first_line + raw[: exc.start].count(b"\n")
+                raise MusicrecError(
+                    f"{path}:{line}: bytes that are not UTF-8 ({exc.reason})"
+                ) from None
+            yield _fields_table(text, first_line)
+            first_line += len(lines)
+
+
+def _bad_lines(result, table: pd.DataFrame) -> dict[int, str]:
+    """Line number -> the first problem found on it, from a failed suite's results."""
     problems: dict[int, str] = {}
     for res in result.results:
         if res.success:
@@ -183,26 +176,116 @@ def check_play_log(path: Path) -> tuple[pd.DataFrame, dict, dict]:
                 problems[line] = _describe_log_failure(
                     res.expectation_config.type, kwargs.get("column"), table.loc[line]
                 )
-    ge_json = result.to_json_dict()
-    if problems:
+    return problems
+
+
+class _Codes:
+    """Integer codes for ids, in order of first appearance; each id is stored once."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def encode(self, ids: pd.Series) -> np.ndarray:
+        """Codes [shape=(len(ids),), int32] of ``ids``, numbering the new ones."""
+        for new in pd.unique(ids):
+            self.index.setdefault(new, len(self.index))
+        return ids.map(self.index).to_numpy(np.int32)
+
+    def categorical(self, codes: np.ndarray) -> pd.Categorical:
+        return pd.Categorical.from_codes(codes, categories=list(self.index))
+
+
+def check_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> tuple[pd.DataFrame, dict, dict]:
+    """Validate the play log; return the clean log, great-expectations' result and the repairs.
+
+    The log is streamed: each chunk of ``chunk_lines`` lines is validated by the suite and
+    kept only as categorical codes, so memory grows with the number of distinct ids and rows
+    kept, never with the text. Three things are repaired rather than refused, and counted
+    (``repairs``):
+
+    - a header row ``user_id, song_id, play_count`` on line 1 is skipped;
+    - a row with a play count of 0 says nothing was played: it is dropped;
+    - several rows for one (user, song) pair are summed into one, as the plays they are.
+
+    Returns
+    -------
+    plays : pd.DataFrame
+        ``user_id``, ``song_id`` (categorical) and ``play_count`` (int64), in file order.
+    ge_result : dict
+        ``success`` and great-expectations' result of each chunk (``chunks``).
+    repairs : dict
+
+    Raises
+    ------
+    MusicrecError
+        If any row breaks a rule, naming ``file:line: problem`` for the first rows found.
+    """
+    repairs = {"header_rows_skipped": 0, "zero_count_rows_dropped": 0, "duplicate_rows_summed": 0}
+    problems: dict[int, str] = {}
+    n_bad, n_rows, chunks = 0, 0, []
+    # Rows are kept as integer codes; each distinct id is stored once, in its _Codes.
+    user_codes, song_codes = _Codes(), _Codes()
+    users: list[np.ndarray] = []
+    songs: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for table in iter_play_log(path, chunk_lines):
+        if table.index[0] == 1 and table.iloc[0][PLAY_LOG_COLUMNS].tolist() == PLAY_LOG_COLUMNS:
+            table = table.iloc[1:]
+            repairs["header_rows_skipped"] = 1
+        if table.empty:
+            continue
+        n_rows += len(table)
+        result = run_suite(
+            table,
+            "play_log",
+            play_log_expectations(),
+            {"result_format": "COMPLETE", "unexpected_index_column_names": None},
+        )
+        chunks.append(result.to_json_dict())
+        found = _bad_lines(result, table)
+        n_bad += len(found)
+        if len(problems) < MAX_ERRORS_SHOWN:
+            problems.update(found)
+        if n_bad:
+            continue  # the log is refused: keep reading only to report every bad line
+        played = table["count"] > 0
+        repairs["zero_count_rows_dropped"] += int((~played).sum())
+        users.append(user_codes.encode(table.loc[played, "user_id"]))
+        songs.append(song_codes.encode(table.loc[played, "song_id"]))
+        counts.append(table.loc[played, "count"].to_numpy(np.int64))
+    if n_rows == 0:
+        raise MusicrecError(f"{path}: the play log is empty")
+    ge_json = {"success": n_bad == 0, "chunks": chunks}
+    if n_bad:
         shown = [f"{path}:{line}: {problems[line]}" for line in sorted(problems)[:MAX_ERRORS_SHOWN]]
-        more = len(problems) - len(shown)
+        more = n_bad - len(shown)
         tail = f"\n... and {more} more bad lines" if more > 0 else ""
         error = MusicrecError(
-            f"the play log is unusable ({len(problems)} bad lines); fix these and rerun:\n"
+            f"the play log is unusable ({n_bad} bad lines); fix these and rerun:\n"
             + "\n".join(shown)
             + tail
         )
         error.ge_result = ge_json  # type: ignore[attr-defined]
-        error.bad_lines = len(problems)  # type: ignore[attr-defined]
+        error.bad_lines = n_bad  # type: ignore[attr-defined]
         raise error
-    played = table["count"] > 0
-    repairs["zero_count_rows_dropped"] = int((~played).sum())
-    clean = table.loc[played, ["user_id", "song_id"]].copy()
-    clean["play_count"] = table.loc[played, "count"].astype(np.int64)
-    summed = clean.groupby(["user_id", "song_id"], sort=False, as_index=False)["play_count"].sum()
-    repairs["duplicate_rows_summed"] = len(clean) - len(summed)
-    return summed, ge_json, repairs
+    user, song, count = (np.concatenate(parts) for parts in (users, songs, counts))
+    # One key per (user, song) pair; factorize numbers them in order of first appearance.
+    pair_ids, first_pairs = pd.factorize(user.astype(np.int64) * len(song_codes) + song)
+    if len(first_pairs) < len(pair_ids):
+        repairs["duplicate_rows_summed"] = len(pair_ids) - len(first_pairs)
+        count = np.bincount(pair_ids, weights=count).astype(np.int64)
+        user, song = first_pairs // len(song_codes), first_pairs % len(song_codes)
+    plays = pd.DataFrame(
+        {
+            "user_id": user_codes.categorical(user),
+            "song_id": song_codes.categorical(song),
+            "play_count": count,
+        }
+    )
+    return plays, ge_json, repairs
 
 
 def audio_expectations(min_seconds: float, silence_db: float) -> list:
