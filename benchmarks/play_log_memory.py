@@ -4,7 +4,7 @@ Writes synthetic play logs of ``--lines`` and ``--lines / 10`` lines (about 30 p
 user, songs from a catalogue of 200,000), then validates each in a fresh process twice:
 streamed in chunks of ``--chunk`` lines (what the ``validate`` stage does) and whole, as one
 chunk (the baseline).
-Reports wall time and peak RSS (ru_maxrss of the child) and how each grows with the log. The
+Reports wall time and peak RSS (VmHWM of the child) and how each grows with the log. The
 figures go to the ``play_log_memory`` section of ``reports/benchmarks.md``.
 
     python benchmarks/play_log_memory.py [--lines 10000000] [--chunk 500000]
@@ -24,21 +24,24 @@ import numpy as np
 
 from musicrec.io import replace_section
 
+# The peak is VmHWM of the child's own address space: ru_maxrss would also count the pages of
+# the parent it was forked from (Linux carries the old high-water mark across exec).
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 from musicrec.validate import check_play_log
 start = time.perf_counter()
 plays, _, _ = check_play_log(sys.argv[1], chunk_lines=int(sys.argv[2]))
 seconds = time.perf_counter() - start
-peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+status = open("/proc/self/status").read().split("VmHWM:")[1]
+peak_mb = int(status.split()[0]) / 1024
 print(json.dumps({"rows": len(plays), "seconds": seconds, "peak_mb": peak_mb}))
 """
 
 
-def write_log(path: Path, n_lines: int, seed: int = 0) -> None:
-    """``n_lines`` plays: user ``i // 30`` and a song drawn from a catalogue of 200,000."""
+def write_log(path: Path, n_lines: int, catalogue: int = 200_000, seed: int = 0) -> None:
+    """``n_lines`` plays: user ``i // 30`` and a song drawn from ``catalogue`` songs."""
     rng = np.random.default_rng(seed)
-    songs = rng.integers(0, 200_000, n_lines)
+    songs = rng.integers(0, catalogue, n_lines)
     counts = rng.integers(1, 9, n_lines)
     with open(path, "w") as out:
         for start in range(0, n_lines, 1_000_000):
@@ -57,13 +60,15 @@ def measure(path: Path, chunk_lines: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def compare(folder: Path, n_lines: int, chunk_lines: int) -> dict[str, dict[int, dict]]:
+def compare(
+    folder: Path, n_lines: int, chunk_lines: int, catalogue: int = 200_000
+) -> dict[str, dict[int, dict]]:
     """mode ('streamed', 'whole') -> lines -> measure(), for n_lines and n_lines // 10."""
     sizes = [n_lines // 10, n_lines]
     results: dict[str, dict[int, dict]] = {"streamed": {}, "whole": {}}
     for size in sizes:
         log = folder / f"plays_{size}.tsv"
-        write_log(log, size)
+        write_log(log, size, catalogue)
         results["streamed"][size] = measure(log, chunk_lines)
         results["whole"][size] = measure(log, size + 1)
         log.unlink()

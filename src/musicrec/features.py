@@ -155,6 +155,9 @@ def compute_features(
     paths = [resolve_audio(root, rel) for rel in songs["path"]]
     digests = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(file_digest)(p) for p in paths)
     cache = Path(cache_dir) / cfg.key()
+    # A run killed while writing leaves its temporary behind; the entry itself was never made.
+    for stale in cache.glob("*/.*.tmp*"):
+        stale.unlink(missing_ok=True)
     targets = [cache / d[:2] / f"{d}.npz" for d in digests]
     todo = [i for i, t in enumerate(targets) if not t.exists()]
     chunks = [todo[i : i + 16] for i in range(0, len(todo), 16)]
