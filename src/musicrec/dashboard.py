@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import html
 import io
 import json
@@ -89,11 +90,13 @@ def _read(fs, path: str, binary: bool = False) -> bytes | str | None:
     try:
         with fs.open(path, mode="rb" if binary else "r") as handle:
             return handle.read()
-    except (FileNotFoundError, OSError):
+    except OSError:  # FileNotFoundError included
         return None
 
 
+@functools.cache
 def _filesystem(root: Path, rev: str):
+    """One DVC filesystem per revision, shared by the metrics, figures and per-user reads."""
     from dvc.api import DVCFileSystem
 
     return DVCFileSystem(str(root), rev=None if rev == "workspace" else rev)
