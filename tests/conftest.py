@@ -185,3 +185,23 @@ def as_nobody(function) -> str:
         message = pipe.read()
     os.waitpid(pid, 0)
     return message
+
+
+TRAINED_STAGES = ("validate", "features", "split", "baselines", "wmf", "cnn", "hybrid", "evaluate")
+
+
+@pytest.fixture(scope="session")
+def trained_project(tmp_path_factory, tiny_world) -> Path:
+    """A project folder holding what `dvc repro` leaves on the tiny world, made once.
+
+    The stages run as `musicrec <stage>` in DAG order, without DVC and without the bow, dbn and
+    report stages, which recommending does not need.
+    """
+    project = tmp_path_factory.mktemp("trained")
+    params = tiny_params()
+    params["data"]["root"] = str(tiny_world)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    for stage in TRAINED_STAGES:
+        run(["musicrec", stage], project)
+    return project

@@ -7,8 +7,9 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
+from musicrec import metrics
 from musicrec.evaluate import SplitTask, evaluate_on_task
-from musicrec.metrics import bootstrap_interval, metrics_from_ranks, rank_positions
+from musicrec.metrics import Resamples, bootstrap_interval, metrics_from_ranks, rank_positions
 from musicrec.models.vectors import ModelVectors
 
 
@@ -94,14 +95,22 @@ def random_case():
     return train.tocsr(), test.tocsr(), user_vectors, song_vectors
 
 
-def _evaluate(random_case, map_k):
+def _evaluate(random_case, map_k, batch_users=7):
     train, test, user_vectors, song_vectors = random_case
     users = np.flatnonzero(np.diff(test.indptr) > 0)
     task = SplitTask("all", users, np.arange(train.shape[1]), train[users], test[users])
     model = ModelVectors("m", "", ["all"], user_vectors, song_vectors)
     return users, evaluate_on_task(
-        model, task, map_k, [10], np.arange(train.shape[1]), batch_size=7
+        model, task, map_k, [10], tiebreak_seed=0, batch_cells=batch_users * train.shape[1]
     )
+
+
+def test_batching_users_does_not_change_any_metric(random_case):
+    _, one_at_a_time = _evaluate(random_case, 500, batch_users=1)
+    _, all_at_once = _evaluate(random_case, 500, batch_users=1000)
+    assert one_at_a_time.keys() == all_at_once.keys()
+    for name, values in one_at_a_time.items():
+        np.testing.assert_array_equal(values, all_at_once[name], err_msg=name)
 
 
 def test_map_matches_implicit_ranking_metrics_at_k(random_case):
@@ -148,3 +157,17 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_more_users():
     lo_l, hi_l = bootstrap_interval(large, rng.integers(0, 5000, (500, 5000)))
     assert lo_s < small.mean() < hi_s and lo_l < large.mean() < hi_l
     assert hi_l - lo_l < (hi_s - lo_s) / 3
+
+
+def test_resamples_regenerate_the_draws_of_one_call_in_small_blocks(monkeypatch):
+    monkeypatch.setattr(metrics, "RESAMPLE_BLOCK_CELLS", 1000)  # 3 rows of 300 users a block
+    values = np.random.default_rng(1).random(300)
+    rng, twin = np.random.default_rng(4), np.random.default_rng(4)
+    resamples = Resamples.draw(rng, 50, 300)
+    in_one_call = twin.integers(0, 300, (50, 300))
+    assert [len(block) for block in resamples.blocks()] == [3] * 16 + [2]
+    np.testing.assert_array_equal(np.concatenate(list(resamples.blocks())), in_one_call)
+    assert rng.random() == twin.random()  # the generator moved on as if it had drawn them
+    assert bootstrap_interval(values, resamples) == bootstrap_interval(values, in_one_call)
+    # Every model on a split gets the same resamples, however often they are regenerated.
+    np.testing.assert_array_equal(np.concatenate(list(resamples.blocks())), in_one_call)

@@ -29,6 +29,10 @@ STAGES = {
 # Not stages of the DAG: they read the results of many runs.
 TOOLS = {
     "dashboard": ("musicrec.dashboard", "offline HTML page comparing every DVC experiment"),
+    "recommend": ("musicrec.recommend:main_recommend", "top songs for a listener or a new one"),
+    "new-song": ("musicrec.recommend:main_new_song", "listeners and similar songs for audio"),
+    "similar": ("musicrec.recommend:main_similar", "songs most like a catalogue song"),
+    "serve": ("musicrec.serve", "the recommend operations over HTTP (JSON, OpenAPI)"),
 }
 COMMANDS = {**STAGES, **TOOLS}
 
@@ -70,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stage, rest = argv[0], argv[1:]
     _quiet_offline_environment()
-    module = importlib.import_module(COMMANDS[stage][0])
+    module_name, _, function = COMMANDS[stage][0].partition(":")
+    entry = getattr(importlib.import_module(module_name), function or "main")
     try:
-        return int(module.main(rest) or 0)
+        return int(entry(rest) or 0)
     except MusicrecError as exc:
         print(f"musicrec {stage}: error: {exc}", file=sys.stderr)
         return 1

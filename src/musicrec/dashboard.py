@@ -38,7 +38,7 @@ import yaml
 
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path
-from musicrec.metrics import bootstrap_interval
+from musicrec.metrics import Resamples, bootstrap_interval
 
 SPLITS = ("cold", "warm", "all", "cold_user")
 # Columns of the metrics tables, by metric name prefix, in this order.
@@ -256,8 +256,7 @@ def paired_differences(
     shared, rows_a, rows_b = np.intersect1d(users_a, users_b, return_indices=True)
     if len(shared) == 0:
         return []
-    rng = np.random.default_rng(seed)
-    resamples = rng.integers(0, len(shared), size=(n_bootstrap, len(shared)))
+    resamples = Resamples.draw(np.random.default_rng(seed), n_bootstrap, len(shared))
     suffix = f":{metric}"
     models = sorted(
         key[: -len(suffix)] for key in per_user_a if key.endswith(suffix) and key in per_user_b

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
 from musicrec.metrics import (
+    Resamples,
     bootstrap_interval,
     metrics_from_ranks,
     rank_positions,
@@ -85,17 +86,26 @@ def split_tasks(splits: Splits) -> dict[str, SplitTask]:
     return tasks
 
 
+def draw_tiebreak_seeds(rng: np.random.Generator) -> dict[str, int]:
+    """Each split's tie-break seed, the first draws of evaluate's generator (seeded by
+    ``evaluate.seed``); ``musicrec recommend`` draws them too, to rank ties as evaluate did."""
+    return {name: int(rng.integers(2**31)) for name in ("warm", "cold", "all", "cold_user")}
+
+
 def evaluate_on_task(
     model: ModelVectors,
     task: SplitTask,
     map_k: int,
     ks: list[int],
     tiebreak_seed: int,
-    batch_size: int = 1024,
+    batch_cells: int = 2**21,
 ) -> dict[str, np.ndarray | float]:
     """Per-user metrics of one model on one task, plus catalogue coverage@k.
 
-    Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user.
+    Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user. Users
+    are ranked in batches of about ``batch_cells`` (user, candidate) cells, so memory stays
+    flat as the catalogue grows: a batch costs about 40 bytes a cell (scores, tie-break keys,
+    sort order, positions), 80 MB at the default.
 
     Returns
     -------
@@ -105,6 +115,7 @@ def evaluate_on_task(
     """
     per_user: dict[str, list[np.ndarray]] = {}
     covered = {k: np.zeros(len(task.candidates), bool) for k in ks}
+    batch_size = max(1, batch_cells // max(len(task.candidates), 1))
     for start in range(0, len(task.users), batch_size):
         rows = slice(start, start + batch_size)
         scores = model.scores(task.users[rows], task.candidates)
@@ -164,11 +175,8 @@ def evaluate_models(
     """
     tasks = split_tasks(splits)
     rng = np.random.default_rng(seed)
-    tiebreak_seeds = {name: int(rng.integers(2**31)) for name in tasks}
-    resamples = {
-        name: rng.integers(0, max(len(t.users), 1), (n_bootstrap, len(t.users)))
-        for name, t in tasks.items()
-    }
+    tiebreak_seeds = draw_tiebreak_seeds(rng)
+    resamples = {name: Resamples.draw(rng, n_bootstrap, len(t.users)) for name, t in tasks.items()}
     means: dict = {}
     intervals: dict = {}
     per_user: dict = {name: {"users": t.users} for name, t in tasks.items()}

@@ -9,6 +9,7 @@ songs for each user by ``u_u' v_hat`` with the WMF user factors ``u_u``.
 from __future__ import annotations
 
 import argparse
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,19 @@ class SongFactorModel(ABC):
     @abstractmethod
     def load(cls, directory: Path) -> SongFactorModel:
         """Rebuild a fitted model from ``save``'s folder."""
+
+
+def load_predictor(directory: Path) -> SongFactorModel:
+    """Load a ``predictor/`` folder, whichever content model wrote it (told by its config)."""
+    from musicrec.models.bow import BowModel
+    from musicrec.models.cnn import CNNModel
+    from musicrec.models.dbn import DBNModel
+
+    meta = json.loads((Path(directory) / "config.json").read_text())
+    for key, cls in (("cnn", CNNModel), ("bow", BowModel), ("dbn", DBNModel)):
+        if key in meta:
+            return cls.load(Path(directory))
+    raise MusicrecError(f"{directory}: config.json names no known content model")
 
 
 def save_content_model(
