@@ -1,0 +1,194 @@
+"""``musicrec serve`` over real HTTP on loopback: the four operations, bad requests, limits and
+concurrency, against the artifacts of a trained tiny world."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import uvicorn
+
+from musicrec.recommend import Recommender
+from musicrec.serve import create_app
+
+MAX_UPLOAD = 512 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(trained_project):
+    """A uvicorn server in a thread, on a free loopback port; yields (base URL, recommender)."""
+    recommender = Recommender(trained_project)
+    recommender.warm_up()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    app = create_app(recommender, max_upload_bytes=MAX_UPLOAD)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=64))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", recommender
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def test_the_four_operations_answer_as_the_recommender_does(server, tiny_world):
+    url, recommender = server
+    user = recommender.users["user_id"].iat[1]
+    got = httpx.get(f"{url}/recommend/user/{user}", params={"n": 7}).json()
+    assert got == recommender.for_user(user, 7).to_dict()
+    seeds = recommender.songs["song_id"].to_numpy()[recommender.warm_songs[:3]].tolist()
+    got = httpx.post(f"{url}/recommend/seed-songs", json={"songs": seeds, "n": 5}).json()
+    assert got == recommender.for_seed_songs(seeds, 5).to_dict()
+    song = recommender.songs["song_id"].iat[0]
+    got = httpx.get(f"{url}/similar/{song}", params={"n": 3}).json()
+    assert got == recommender.similar(song, 3).to_dict()
+    audio = next((tiny_world / "audio").glob(f"{song}.*"))
+    response = httpx.post(
+        f"{url}/new-song", params={"n": 4}, files={"file": (audio.name, audio.read_bytes())}
+    )
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert got["query"] == {"audio": audio.name} and len(got["items"]) == 4
+    assert got["similar_songs"][0]["song_id"] == song  # its own catalogue entry is nearest
+    health = httpx.get(f"{url}/health").json()
+    assert health["default_model"] == got_default_model(recommender)
+
+
+def got_default_model(recommender: Recommender) -> str:
+    return recommender.best_model("all")
+
+
+def test_the_openapi_schema_lists_every_operation(server):
+    url, _ = server
+    schema = httpx.get(f"{url}/openapi.json").json()
+    assert {
+        "/recommend/user/{user_id}",
+        "/recommend/seed-songs",
+        "/new-song",
+        "/similar/{song_id}",
+        "/health",
+    } <= set(schema["paths"])
+    assert "multipart/form-data" in schema["paths"]["/new-song"]["post"]["requestBody"]["content"]
+
+
+def test_bad_requests_get_a_status_and_a_detail(server):
+    url, _ = server
+    cases = [
+        (httpx.get(f"{url}/recommend/user/NOBODY"), 404, "unknown user id"),
+        (httpx.get(f"{url}/similar/NOSONG"), 404, "unknown song id"),
+        (httpx.get(f"{url}/recommend/user/U000001", params={"n": 0}), 422, "greater than"),
+        (httpx.get(f"{url}/recommend/user/U000001", params={"n": "ten"}), 422, "integer"),
+        (httpx.get(f"{url}/recommend/user/U000001", params={"model": "x"}), 404, "no model"),
+        (
+            httpx.post(
+                f"{url}/recommend/seed-songs",
+                content=b'{"songs": [',
+                headers={"content-type": "application/json"},
+            ),
+            422,
+            "JSON",
+        ),
+        (httpx.post(f"{url}/recommend/seed-songs", json={"songs": []}), 422, "at least 1"),
+        (httpx.post(f"{url}/new-song"), 422, "file"),
+        (
+            httpx.post(f"{url}/new-song", files={"file": ("notes.mp3", b"not audio at all")}),
+            422,
+            "notes.mp3: cannot be read as audio",
+        ),
+    ]
+    for response, status, detail in cases:
+        assert response.status_code == status, response.text
+        assert detail in response.text, response.text
+
+
+def test_oversized_uploads_are_refused_declared_or_streamed(server):
+    url, _ = server
+    big = wav_bytes(np.zeros(MAX_UPLOAD // 4 + 1000, np.float32), 22050)
+    declared = httpx.post(f"{url}/new-song", files={"file": ("big.wav", big)})
+    assert declared.status_code == 413 and "larger than" in declared.json()["detail"]
+
+    head = b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n\r\n'
+    body = head + big + b"\r\n--x--\r\n"
+
+    def chunks():  # no Content-Length: the server counts as the body arrives
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    streamed = httpx.post(
+        f"{url}/new-song",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=x"},
+    )
+    assert streamed.status_code == 413, streamed.text
+    assert "chunked" in streamed.request.headers.get("transfer-encoding", "")
+    # The server is still there afterwards.
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, tiny_world):
+    url, recommender = server
+    users = recommender.users.query("role == 'warm'")["user_id"].tolist()[:24]
+    expected = {u: recommender.for_user(u, 5).to_dict() for u in users}
+    song = recommender.songs["song_id"].iat[2]
+    audio = next((tiny_world / "audio").glob(f"{song}.*")).read_bytes()
+
+    def ask(i: int):
+        if i % 4 == 3:  # uploads mixed with queries
+            return None, httpx.post(f"{url}/new-song", files={"file": ("a.flac", audio)}).json()
+        user = users[i % len(users)]
+        return user, httpx.get(f"{url}/recommend/user/{user}", params={"n": 5}).json()
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, range(48)))
+    for user, answer in answers:
+        if user is None:
+            assert answer["similar_songs"][0]["song_id"] == song
+        else:
+            assert answer == expected[user]
+
+
+def test_musicrec_serve_starts_and_answers(trained_project):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    process = subprocess.Popen(
+        ["musicrec", "serve", "--port", str(port)],
+        cwd=trained_project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for _ in range(300):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health")
+                break
+            except httpx.ConnectError:
+                assert process.poll() is None, process.stdout.read()
+                time.sleep(0.2)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
