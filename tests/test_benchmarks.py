@@ -43,3 +43,15 @@ def test_tracking_overhead_alternates_modes_and_writes_the_ratio(tmp_path, monke
     text = out.read_text()
     assert "| disabled |" in text and "| offline |" in text
     assert re.search(r"offline / disabled: \*\*\d+\.\d{3}\*\*", text)
+
+
+def test_recommend_latency_times_top_500_and_new_song(trained_project, tmp_path):
+    out = tmp_path / "benchmarks.md"
+    module = runpy.run_path(str(REPO / "benchmarks" / "recommend_latency.py"))
+    args = ["--queries", "3", "--users", "50", "--sizes", "2000", "--files", "4"]
+    assert module["main"]([*args, "--project", str(trained_project), "--out", str(out)]) == 0
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 2,000 |"))
+    median_ms = float(row.split("|")[2])
+    assert 0 < median_ms < 1000
+    assert "`new-song` on 4 files of 30 s (.flac, .mp3, .ogg, .wav)" in text

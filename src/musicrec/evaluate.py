@@ -98,14 +98,14 @@ def evaluate_on_task(
     map_k: int,
     ks: list[int],
     tiebreak_seed: int,
-    batch_cells: int = 2**21,
+    batch_cells: int = 2**20,
 ) -> dict[str, np.ndarray | float]:
     """Per-user metrics of one model on one task, plus catalogue coverage@k.
 
     Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user. Users
     are ranked in batches of about ``batch_cells`` (user, candidate) cells, so memory stays
     flat as the catalogue grows: a batch costs about 40 bytes a cell (scores, tie-break keys,
-    sort order, positions), 80 MB at the default.
+    sort order, positions), 40 MB at the default.
 
     Returns
     -------

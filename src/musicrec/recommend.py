@@ -89,7 +89,7 @@ def top_n(
     if n == 0:
         return np.zeros(0, np.int64)
     if n < len(scores):
-        best = np.argpartition(-scores, n - 1)[:n]
+        best = np.argpartition(scores, len(scores) - n)[len(scores) - n :]
         # argpartition splits ties at the n-th score arbitrarily: take them all, then cut.
         cut = scores[best].min()
         best = np.union1d(best, np.flatnonzero(scores == cut))
@@ -341,7 +341,11 @@ class Recommender:
                 f"{', '.join(chosen.splits)}); pick one of "
                 + ", ".join(m for m, s in self.metrics.items() if "all" in s)
             )
-        scores = chosen.scores(np.array([u]), np.arange(len(self.songs)))[0]
+        if isinstance(chosen, ModelVectors):
+            # One matrix-vector product over the catalogue (``scores`` would copy the songs).
+            scores = chosen.song_vectors @ chosen.user_vectors[u]
+        else:
+            scores = chosen.scores(np.array([u]), np.arange(len(self.songs)))[0]
         played = self.train[u].indices
         best = top_n(scores, n, played, lambda: self.tiebreak_keys(u))
         return Recommendations(
