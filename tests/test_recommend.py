@@ -107,6 +107,12 @@ def test_items_carry_the_catalogue_metadata(trained_project, tiny_world):
 
     songs = pd.read_csv(tiny_world / "songs.csv", dtype=str).set_index("song_id")
     assert (item["title"], item["artist"]) == tuple(songs.loc[item["song_id"], ["title", "artist"]])
+    # The table is the same list, readable: a header, then one row per song.
+    table = run(["musicrec", "recommend", "--user", "U000001", "-n", "2"], trained_project).stdout
+    lines = table.splitlines()
+    assert lines[0] == "recommendations for user U000001, n 2"
+    assert lines[2].split() == ["rank", "song_id", "score", "role", "title", "artist"]
+    assert lines[3].split()[:2] == ["1", item["song_id"]] and len(lines) == 5
 
 
 # -- a new listener -------------------------------------------------------------------------

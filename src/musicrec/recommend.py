@@ -141,7 +141,7 @@ class Recommendations:
 
     def to_text(self) -> str:
         query = ", ".join(f"{k} {v}" for k, v in self.query.items())
-        lines = [f"{self.kind} for {query}: model {self.model} ({self.method})"]
+        lines = [f"{self.kind} for {query}", f"model {self.model}: {self.method}"]
         lines += [f"note: {note}" for note in self.notes]
         for title, table in [("", self.items), *self.extra.items()]:
             if title:
@@ -398,7 +398,7 @@ class Recommender:
         self, audio: Path, n_users: int = 10, n_songs: int = 10, name: str | None = None
     ) -> Recommendations:
         """Listeners and similar songs for a song that is not in the catalogue."""
-        vector, seconds = self.predict_audio(audio, name)
+        vector, _ = self.predict_audio(audio, name)
         model_name = self.audio_model
         model = self.model(model_name)
         warm_users = np.flatnonzero(self.users["role"].to_numpy() == "warm")
@@ -418,8 +418,8 @@ class Recommender:
             "listeners",
             {"audio": name or Path(audio).name},
             model_name,
-            f"vector predicted from the audio ({seconds * 1000:.0f} ms), scored by the "
-            "model's user vectors; similar songs by cosine",
+            "vector predicted from the audio, scored by the model's user vectors; "
+            "similar songs by cosine",
             listeners,
             {"similar_songs": self._song_table(songs, cosine, "cosine")},
         )
@@ -551,6 +551,7 @@ def main_new_song(argv: list[str] | None = None) -> int:
     _common(parser)
     args = parser.parse_args(argv)
     recommender = Recommender(args.project)
+    recommender.warm_up()
     results = [recommender.new_song(path, args.n, args.n) for path in args.paths]
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
