@@ -79,3 +79,43 @@ def test_features_are_incremental_and_memory_mapped(tmp_path):
     other = FeatureConfig(**{**CFG.__dict__, "n_mels": 32})
     third = compute_features(root, more, other, tmp_path / "out3", tmp_path / "cache")
     assert third["computed"] == 6
+
+
+def test_the_dask_backend_gives_the_local_outputs_bit_for_bit(tmp_path):
+    """On a LocalCluster on loopback (by its address) and on the one the backend starts."""
+    from distributed import LocalCluster
+
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    songs = _write_songs(root, [f"s{i}" for i in range(40)], rng)  # 3 chunks of 16
+    local = compute_features(root, songs, CFG, tmp_path / "local", tmp_path / "cache_local")
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        on_cluster = compute_features(
+            root, songs, CFG, tmp_path / "dask", tmp_path / "cache_dask", 2, "dask",
+            cluster.scheduler_address,
+        )  # fmt: skip
+    assert on_cluster == local == {"songs": 40, "computed": 40, "cached": 0}
+    started = compute_features(
+        root, songs, CFG, tmp_path / "dask2", tmp_path / "cache_dask2", 2, "dask", ""
+    )
+    assert started["computed"] == 40
+    for name in ("logmel.npy", "mfcc.npy", "songs.tsv"):
+        expected = (tmp_path / "local" / name).read_bytes()
+        assert (tmp_path / "dask" / name).read_bytes() == expected, name
+        assert (tmp_path / "dask2" / name).read_bytes() == expected, name
+
+
+def test_an_unreachable_scheduler_says_how_to_start_one(tmp_path, monkeypatch):
+    from musicrec import parallel
+
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT", "1s")
+    songs = _write_songs(tmp_path / "data", ["s0"], np.random.default_rng(2))
+    with pytest.raises(MusicrecError, match="cannot reach the Dask scheduler.*dask scheduler"):
+        compute_features(
+            tmp_path / "data", songs, CFG, tmp_path / "o", tmp_path / "c", 1, "dask",
+            "tcp://127.0.0.1:9",
+        )  # fmt: skip
+    with pytest.raises(MusicrecError, match="unknown backend 'spark'"):
+        compute_features(tmp_path / "data", songs, CFG, tmp_path / "o", tmp_path / "c", 1, "spark")

@@ -22,6 +22,7 @@ on a split), per-user values in ``data/evaluation/<split>.npz`` for paired compa
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,10 @@ from musicrec.io import atomic_path, load_params, section, stage_timer, write_js
 from musicrec.metrics import (
     Resamples,
     bootstrap_interval,
-    metrics_from_ranks,
-    rank_positions,
+    metrics_from_relevant_ranks,
+    relevant_ranks,
     tiebreak_keys,
+    top_k,
 )
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
 from musicrec.split import Splits, load_splits
@@ -102,10 +104,12 @@ def evaluate_on_task(
 ) -> dict[str, np.ndarray | float]:
     """Per-user metrics of one model on one task, plus catalogue coverage@k.
 
-    Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user. Users
-    are ranked in batches of about ``batch_cells`` (user, candidate) cells, so memory stays
-    flat as the catalogue grows: a batch costs about 40 bytes a cell (scores, tie-break keys,
-    sort order, positions), 40 MB at the default.
+    Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user. Only
+    what the metrics need is ranked: the relevant songs' positions and each user's top
+    ``max(ks)`` (:func:`musicrec.metrics.relevant_ranks`, :func:`~musicrec.metrics.top_k`),
+    not the whole catalogue. Users are ranked in batches of about ``batch_cells`` (user,
+    candidate) cells, so memory stays flat as the catalogue grows: a batch costs about 30
+    bytes a cell (scores, the mask, the partition), 30 MB at the default.
 
     Returns
     -------
@@ -116,19 +120,28 @@ def evaluate_on_task(
     per_user: dict[str, list[np.ndarray]] = {}
     covered = {k: np.zeros(len(task.candidates), bool) for k in ks}
     batch_size = max(1, batch_cells // max(len(task.candidates), 1))
+    n_top = min(max(ks), len(task.candidates))
     for start in range(0, len(task.users), batch_size):
         rows = slice(start, start + batch_size)
-        scores = model.scores(task.users[rows], task.candidates)
+        users = task.users[rows]
         excluded = task.excluded[rows].toarray() > 0
-        keys = tiebreak_keys(task.users[rows], len(task.candidates), tiebreak_seed)
-        positions = rank_positions(scores, excluded, keys)
+        masked = np.where(excluded, -np.inf, model.scores(users, task.candidates))
+
+        @functools.cache  # a user's keys serve all their tied songs and their top k
+        def keys(row: int, users=users) -> np.ndarray:
+            return tiebreak_keys(users[row : row + 1], len(task.candidates), tiebreak_seed)[0]
+
+        relevant = task.relevant[rows]
+        ranks = relevant_ranks(masked, relevant, keys)
         n_valid = len(task.candidates) - excluded.sum(axis=1)
-        for name, values in metrics_from_ranks(
-            positions, task.relevant[rows], n_valid, map_k, ks
+        for name, values in metrics_from_relevant_ranks(
+            ranks, relevant, n_valid, map_k, ks
         ).items():
             per_user.setdefault(name, []).append(values)
+        best = top_k(masked, n_top, keys)
+        valid = np.take_along_axis(masked, best, axis=1) > -np.inf
         for k in ks:
-            covered[k] |= ((positions < k) & ~excluded).any(axis=0)
+            covered[k][best[:, :k][valid[:, :k]]] = True
     result: dict[str, np.ndarray | float] = {
         name: np.concatenate(parts) for name, parts in per_user.items()
     }

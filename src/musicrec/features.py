@@ -8,8 +8,9 @@ Each song's clip (``features.clip_seconds`` from ``features.offset_seconds``, re
 - ``mfcc`` [shape=(3 * n_mfcc, n_frames)]: MFCCs of that log-mel, then their first and second
   deltas.
 
-Songs are computed in parallel (``n_jobs``) into a per-song cache keyed by the audio file's
-content and the feature params, so adding 10 songs to 2,000 computes 10. The outputs stack all
+Songs are computed in parallel (``n_jobs`` processes, or a Dask cluster with
+``features.backend: dask``) into a per-song cache keyed by the audio file's content and the
+feature params, so adding 10 songs to 2,000 computes 10. The outputs stack all
 songs into memory-mapped float16 arrays in the order of ``data/validated/songs.tsv``.
 """
 
@@ -36,6 +37,7 @@ from musicrec.io import (
     write_json,
     write_tsv,
 )
+from musicrec.parallel import map_unordered
 from musicrec.stage import stage_parser
 
 DB_FLOOR = -100.0
@@ -129,13 +131,25 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _compute_to_cache(paths: list[Path], targets: list[Path], cfg: FeatureConfig) -> int:
-    for path, target in zip(paths, targets, strict=True):
-        logmel, mfcc = compute_song_features(load_mono_clip(path, cfg), cfg)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target, suffix=".npz") as tmp:
-            np.savez(tmp, logmel=logmel.astype(np.float16), mfcc=mfcc.astype(np.float16))
-    return len(paths)
+def _compute_chunk(paths: list[Path], cfg: FeatureConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Features of a few songs, as float16 (how they are stored), computed in a worker.
+
+    BLAS runs on one thread: a matrix product summed by two threads can differ in the last
+    bit from one summed by one, and the features must not depend on where they were computed.
+    """
+    from threadpoolctl import threadpool_limits
+
+    out = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for path in paths:
+            logmel, mfcc = compute_song_features(load_mono_clip(path, cfg), cfg)
+            out.append((logmel.astype(np.float16), mfcc.astype(np.float16)))
+    return out
+
+
+def _compute_and_index(job: tuple[list[int], list[Path], FeatureConfig]) -> tuple[list[int], list]:
+    rows, paths, cfg = job
+    return rows, _compute_chunk(paths, cfg)
 
 
 def compute_features(
@@ -145,12 +159,19 @@ def compute_features(
     out_dir: Path,
     cache_dir: Path,
     n_jobs: int = 1,
+    backend: str = "local",
+    scheduler: str = "",
 ) -> dict:
     """Compute (or take from the cache) every song's features and stack them in ``out_dir``.
 
     Writes ``logmel.npy`` [shape=(n_songs, n_mels, n_frames), float16], ``mfcc.npy``
     [shape=(n_songs, 3 * n_mfcc, n_frames), float16], ``songs.tsv`` (row order) and
     ``features.json`` (params and shapes). Returns counts of computed and cached songs.
+
+    Songs missing from the cache are computed in chunks of 16 by ``backend`` (``local``
+    processes or a Dask cluster, :mod:`musicrec.parallel`); this process writes each result
+    into the cache as it arrives, so workers only read audio, and a killed run keeps what
+    was done. The outputs are the same, bit for bit, whichever backend computed them.
     """
     paths = [resolve_audio(root, rel) for rel in songs["path"]]
     digests = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(file_digest)(p) for p in paths)
@@ -160,14 +181,18 @@ def compute_features(
         stale.unlink(missing_ok=True)
     targets = [cache / d[:2] / f"{d}.npz" for d in digests]
     todo = [i for i, t in enumerate(targets) if not t.exists()]
-    chunks = [todo[i : i + 16] for i in range(0, len(todo), 16)]
-    jobs = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-        delayed(_compute_to_cache)([paths[i] for i in c], [targets[i] for i in c], cfg)
-        for c in chunks
-    )
-    with tqdm(total=len(todo), desc="features: computing", unit="song") as bar:
-        for done in jobs:
-            bar.update(done)
+    jobs = [
+        (rows, [paths[i] for i in rows], cfg)
+        for rows in (todo[i : i + 16] for i in range(0, len(todo), 16))
+    ]
+    results = map_unordered(_compute_and_index, jobs, n_jobs, backend, scheduler)
+    with tqdm(total=len(todo), desc=f"features: computing ({backend})", unit="song") as bar:
+        for rows, arrays in results:
+            for row, (logmel, mfcc) in zip(rows, arrays, strict=True):
+                targets[row].parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(targets[row], suffix=".npz") as tmp:
+                    np.savez(tmp, logmel=logmel, mfcc=mfcc)
+            bar.update(len(rows))
 
     n_songs = len(songs)
     out_dir = Path(out_dir)
@@ -213,10 +238,19 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(section(params, "data")["root"])
     feat = dict(section(params, "features"))
     n_jobs = int(feat.pop("n_jobs", 1))
+    backend = str(feat.pop("backend", "local"))
+    scheduler = str(feat.pop("scheduler", "") or "")
     cfg = FeatureConfig(**feat)
     with stage_timer("features") as record:
         summary = compute_features(
-            root, read_tsv(args.validated / "songs.tsv"), cfg, args.out, args.cache, n_jobs
+            root,
+            read_tsv(args.validated / "songs.tsv"),
+            cfg,
+            args.out,
+            args.cache,
+            n_jobs,
+            backend,
+            scheduler,
         )
         record.update(summary)
     print(

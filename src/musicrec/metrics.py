@@ -18,7 +18,7 @@ random model would: not in catalogue order, and not in one order shared by every
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,10 +82,30 @@ def metrics_from_ranks(
         Users with no relevant candidate get NaN; AUC is NaN where every candidate is relevant.
     """
     relevant = sp.csr_matrix(relevant)
+    user_of = np.repeat(np.arange(relevant.shape[0]), np.diff(relevant.indptr))
+    return metrics_from_relevant_ranks(
+        positions[user_of, relevant.indices], relevant, n_valid, map_k, ks
+    )
+
+
+def metrics_from_relevant_ranks(
+    ranks: np.ndarray, relevant: sp.csr_matrix, n_valid: np.ndarray, map_k: int, ks: list[int]
+) -> dict[str, np.ndarray]:
+    """:func:`metrics_from_ranks` from the ranks of the relevant entries alone.
+
+    Parameters
+    ----------
+    ranks : np.ndarray [shape=(relevant.nnz,)]
+        Each relevant entry's 0-based position in its user's ranking, in ``relevant``'s CSR
+        order (:func:`relevant_ranks`).
+
+    The other parameters and the result are those of :func:`metrics_from_ranks`.
+    """
+    relevant = sp.csr_matrix(relevant)
     n_users = relevant.shape[0]
     n_rel = np.diff(relevant.indptr)
     user_of = np.repeat(np.arange(n_users), n_rel)
-    ranks = positions[user_of, relevant.indices]
+    ranks = np.asarray(ranks)
     # Sort each user's relevant ranks; i = index of the rank within its user's sorted list.
     order = np.lexsort((ranks, user_of))
     ranks = ranks[order]
@@ -116,6 +136,94 @@ def metrics_from_ranks(
     for values in out.values():
         values[n_rel == 0] = np.nan
     return out
+
+
+def relevant_ranks(
+    masked: np.ndarray, relevant: sp.csr_matrix, keys: Callable[[int], np.ndarray]
+) -> np.ndarray:
+    """Each relevant entry's position in its user's ranking, without ranking the rest.
+
+    The same positions as :func:`rank_positions` (by score, equal scores by the user's
+    tie-break keys), found by counting: a song's 0-based position is the number of candidates
+    that score higher, plus those that score the same and have a lower key. That is
+    ``nnz * n_candidates`` comparisons instead of a sort of every row, and the keys are drawn
+    only for users whose relevant songs tie with another.
+
+    Parameters
+    ----------
+    masked : np.ndarray [shape=(n_users, n_candidates)]
+        Scores, with the excluded candidates at ``-inf``.
+    relevant : sp.csr_matrix [shape=(n_users, n_candidates)]
+    keys : callable
+        ``keys(row)`` -> the tie-break keys [shape=(n_candidates,)] of the user in that row.
+
+    Returns
+    -------
+    np.ndarray [shape=(relevant.nnz,), dtype=int64], in ``relevant``'s CSR order.
+    """
+    n_candidates = masked.shape[1]
+    user_of = np.repeat(np.arange(masked.shape[0]), np.diff(relevant.indptr))
+    songs = relevant.indices
+    own = masked[user_of, songs]
+    ranks = np.empty(len(songs), np.int64)
+    others_equal = np.empty(len(songs), np.int64)
+    step = max(1, BLOCK_CELLS // max(n_candidates, 1))  # about 1M cells compared at a time
+    for start in range(0, len(songs), step):
+        block = slice(start, start + step)
+        rows = masked[user_of[block]]
+        ranks[block] = (rows > own[block, None]).sum(axis=1)
+        others_equal[block] = (rows == own[block, None]).sum(axis=1) - 1
+    tied = np.flatnonzero(others_equal > 0)  # in CSR order, so grouped by row
+    rows_of_tied, first = np.unique(user_of[tied], return_index=True)
+    groups = np.split(tied, first[1:]) if len(tied) else []
+    for row, entries in zip(rows_of_tied, groups, strict=True):
+        row_keys = keys(row)
+        equal = masked[row][None, :] == own[entries, None]
+        lower_key = row_keys[None, :] < row_keys[songs[entries], None]
+        ranks[entries] += (equal & lower_key).sum(axis=1)
+    return ranks
+
+
+def top_k(
+    masked: np.ndarray, k: int, keys: Callable[[int], np.ndarray] | None = None
+) -> np.ndarray:
+    """Each row's ``k`` best candidates, best first, equal scores ordered by the row's keys.
+
+    ``argpartition`` finds the best ``k`` of a row in linear time and only they are sorted.
+    Where equal scores fall inside the top ``k`` or across its edge, that row is ordered again
+    by (score, key): ``keys(row)`` [shape=(n_candidates,)], or the index where ``keys`` is None.
+
+    Parameters
+    ----------
+    masked : np.ndarray [shape=(n_rows, n_candidates)]
+        Scores; ``-inf`` for candidates a row must not get (they come last).
+    k : int
+        At most ``n_candidates``.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_rows, k), dtype=int64]
+    """
+    n_rows, n_candidates = masked.shape
+    if k <= 0:
+        return np.zeros((n_rows, 0), np.int64)
+    best = np.argpartition(masked, n_candidates - k, axis=1)[:, n_candidates - k :]
+    best_scores = np.take_along_axis(masked, best, axis=1)
+    order = np.argsort(-best_scores, axis=1, kind="stable")
+    best = np.take_along_axis(best, order, axis=1)
+    best_scores = np.take_along_axis(best_scores, order, axis=1)
+    cut = best_scores[:, -1]
+    with np.errstate(invalid="ignore"):  # -inf - -inf
+        tie_inside = (np.diff(best_scores, axis=1) == 0).any(axis=1)
+    tie_at_edge = (masked >= cut[:, None]).sum(axis=1) > k
+    for row in np.flatnonzero(tie_inside | tie_at_edge):
+        candidates = np.flatnonzero(masked[row] >= cut[row])
+        row_keys = candidates if keys is None else keys(row)[candidates]
+        best[row] = candidates[np.lexsort((row_keys, -masked[row, candidates]))][:k]
+    return best.astype(np.int64)
+
+
+BLOCK_CELLS = 2**20
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import yaml
 
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, read_json, read_tsv, section
+from musicrec.metrics import top_k
 from musicrec.models.vectors import InterleavedModel, ModelVectors, load_model
 
 # Models that are references, not recommenders: they saw held-out plays or know nothing.
@@ -77,29 +78,17 @@ def top_n(
     -------
     np.ndarray [shape=(min(n, n_items - k),), dtype=int64]
 
-    ``argpartition`` finds the best ``n`` in linear time, so only they are sorted: the cost of
-    a top-500 over a million songs is one pass, not a full sort.
+    :func:`musicrec.metrics.top_k`, which ``evaluate`` ranks with: ``argpartition`` finds the
+    best ``n`` in linear time, so only they are sorted (a top-500 over a million songs is one
+    pass, not a full sort).
     """
     scores = np.asarray(scores)
     if excluded is not None and len(excluded):
         scores = scores.copy()
         scores[excluded] = -np.inf
     n_valid = len(scores) - (len(np.unique(excluded)) if excluded is not None else 0)
-    n = max(0, min(n, n_valid))
-    if n == 0:
-        return np.zeros(0, np.int64)
-    if n < len(scores):
-        best = np.argpartition(scores, len(scores) - n)[len(scores) - n :]
-        # argpartition splits ties at the n-th score arbitrarily: take them all, then cut.
-        cut = scores[best].min()
-        best = np.union1d(best, np.flatnonzero(scores == cut))
-    else:
-        best = np.arange(len(scores))
-    keys = best
-    if tiebreak is not None and len(np.unique(scores[best])) < len(best):
-        keys = tiebreak()[best]
-    order = np.lexsort((keys, -scores[best]))  # by score, then by tie-break key
-    return best[order][:n].astype(np.int64)
+    keys = (lambda row: tiebreak()) if tiebreak is not None else None
+    return top_k(scores[None, :], max(0, min(n, n_valid)), keys)[0]
 
 
 def _cosine_neighbours(

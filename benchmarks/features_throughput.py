@@ -1,0 +1,120 @@
+"""Feature throughput: the ``features`` stage against a single-process librosa loop.
+
+Both compute the same features (the clip decoded and resampled, log-mel, MFCC and its two
+deltas; ``features`` params from ``params.yaml``) for the same ``--songs`` files of the data
+folder, each from a cold start (an empty feature cache). The stage runs with ``--n-jobs``
+worker processes (``features.backend: local``, and ``dask`` on a local cluster with
+``--dask``); the baseline is the loop a user would write first:
+``librosa.load`` then the feature calls, one song after another, in this process. Reported
+as seconds of audio per second of wall time, and the ratio. Figures go to the
+``features_throughput`` section of ``reports/benchmarks.md``.
+
+    python benchmarks/features_throughput.py [--songs 300] [--n-jobs 2] [--dask]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from musicrec.features import DB_FLOOR, FeatureConfig, compute_features
+from musicrec.io import load_params, read_tsv, replace_section
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache/numba").resolve()))
+
+
+def librosa_loop(paths: list[Path], cfg: FeatureConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The plain baseline: one song after another with librosa's own calls."""
+    import librosa
+
+    out = []
+    for path in paths:
+        y, sr = librosa.load(
+            path, sr=cfg.sample_rate, mono=True, offset=cfg.offset_seconds,
+            duration=cfg.clip_seconds, res_type="soxr_hq",
+        )  # fmt: skip
+        y = librosa.util.fix_length(y, size=cfg.n_samples)
+        mel = librosa.feature.melspectrogram(
+            y=y, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
+        )
+        logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
+        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
+        deltas = [librosa.feature.delta(mfcc, order=o, width=9) for o in (1, 2)]
+        out.append((logmel.astype(np.float16), np.vstack([mfcc, *deltas]).astype(np.float16)))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--songs", type=int, default=300, help="files timed")
+    parser.add_argument("--n-jobs", type=int, default=2, help="the stage's worker processes")
+    parser.add_argument("--dask", action="store_true", help="also time the dask backend")
+    parser.add_argument("--project", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path("reports/benchmarks.md"))
+    args = parser.parse_args(argv)
+    params = load_params(args.project / "params.yaml")
+    section = {
+        k: v for k, v in params["features"].items() if k in FeatureConfig.__dataclass_fields__
+    }
+    cfg = FeatureConfig(**section)
+    root = args.project / params["data"]["root"]
+    validated = args.project / "data" / "validated" / "songs.tsv"
+    if validated.exists():
+        songs = read_tsv(validated).head(args.songs)
+    else:
+        files = sorted((root / "audio").iterdir())[: args.songs]
+        songs = pd.DataFrame(
+            {"song_id": [f.stem for f in files], "path": [f"audio/{f.name}" for f in files]}
+        )
+    paths = [root / rel for rel in songs["path"]]
+    audio_seconds = len(paths) * cfg.clip_seconds
+    # librosa's first call compiles (numba) or loads its cache: not part of either figure.
+    librosa_loop(paths[:1], cfg)
+    runs: dict[str, float] = {}
+    start = time.perf_counter()
+    baseline = librosa_loop(paths, cfg)
+    runs["librosa loop, 1 process (baseline)"] = time.perf_counter() - start
+    backends = [("local", f"features stage, {args.n_jobs} processes")]
+    if args.dask:
+        backends.append(("dask", f"features stage, dask LocalCluster of {args.n_jobs}"))
+    with tempfile.TemporaryDirectory() as folder:
+        for backend, label in backends:
+            out, cache = Path(folder) / backend, Path(folder) / f"cache_{backend}"
+            start = time.perf_counter()
+            compute_features(root, songs, cfg, out, cache, args.n_jobs, backend)
+            runs[label] = time.perf_counter() - start
+            stage_logmel = np.load(out / "logmel.npy")
+            # The same features as the baseline (librosa.load resamples the same way).
+            np.testing.assert_allclose(
+                stage_logmel[-1].astype(np.float32), baseline[-1][0].astype(np.float32),
+                atol=0.05,
+            )  # fmt: skip
+    base = runs["librosa loop, 1 process (baseline)"]
+    lines = [
+        "## Feature throughput",
+        "",
+        f"`python benchmarks/features_throughput.py --songs {len(paths)} --n-jobs {args.n_jobs}"
+        f"{' --dask' if args.dask else ''}`: {len(paths)} clips of {cfg.clip_seconds:g} s "
+        f"from `{params['data']['root']}`, cold feature cache, on {os.cpu_count()} cores.",
+        "",
+        "| run | wall s | audio s per s | vs baseline |",
+        "|---|---|---|---|",
+    ]
+    for label, seconds in runs.items():
+        lines.append(
+            f"| {label} | {seconds:.1f} | {audio_seconds / seconds:.0f} | {base / seconds:.2f}x |"
+        )
+    replace_section(args.out, "features_throughput", "\n".join(lines))
+    print("\n".join(lines[4:]))
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
