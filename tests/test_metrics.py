@@ -9,7 +9,16 @@ from sklearn.metrics import roc_auc_score
 
 from musicrec import metrics
 from musicrec.evaluate import SplitTask, evaluate_on_task
-from musicrec.metrics import Resamples, bootstrap_interval, metrics_from_ranks, rank_positions
+from musicrec.metrics import (
+    Resamples,
+    bootstrap_interval,
+    metrics_from_ranks,
+    rank_positions,
+    relevant_ranks,
+    tiebreak_keys,
+    top_k,
+    top_k_members,
+)
 from musicrec.models.vectors import ModelVectors
 
 
@@ -171,3 +180,31 @@ def test_resamples_regenerate_the_draws_of_one_call_in_small_blocks(monkeypatch)
     assert bootstrap_interval(values, resamples) == bootstrap_interval(values, in_one_call)
     # Every model on a split gets the same resamples, however often they are regenerated.
     np.testing.assert_array_equal(np.concatenate(list(resamples.blocks())), in_one_call)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("excluded_share", [0.1, 0.995])  # 0.995: fewer valid songs than k
+def test_counted_ranks_and_top_k_equal_the_full_ranking(ties, excluded_share):
+    """relevant_ranks, top_k_members and top_k against rank_positions' full sort."""
+    rng = np.random.default_rng(int(ties) + 2 * int(excluded_share > 0.5))
+    n_users, n = 50, 300
+    scores = rng.standard_normal((n_users, n)).astype(np.float32)
+    if ties:
+        scores = np.round(scores * 2)  # a handful of distinct scores: ties everywhere
+    excluded = rng.random((n_users, n)) < excluded_share
+    relevant = sp.csr_matrix((rng.random((n_users, n)) < 0.05) & ~excluded)
+    keys = tiebreak_keys(rng.choice(10_000, n_users, replace=False), n, seed=5)
+    positions = rank_positions(scores, excluded, keys)
+    masked = np.where(excluded, -np.inf, scores)
+    ascending = np.sort(masked, axis=1)
+    user_of = np.repeat(np.arange(n_users), np.diff(relevant.indptr))
+    ranks = relevant_ranks(masked, ascending, relevant, lambda row: keys[row])
+    np.testing.assert_array_equal(ranks, positions[user_of, relevant.indices])
+    for k in (1, 10, 50, 299, 300):
+        members = top_k_members(masked, ascending, k, lambda row: keys[row])
+        np.testing.assert_array_equal(members, (positions < k) & ~excluded)
+        best = top_k(masked, k, lambda row: keys[row])
+        for row in range(n_users):
+            expected = np.argsort(positions[row])[:k]
+            valid = ~excluded[row, best[row]]
+            assert best[row][valid].tolist() == expected[~excluded[row, expected]].tolist()

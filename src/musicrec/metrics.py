@@ -139,20 +139,26 @@ def metrics_from_relevant_ranks(
 
 
 def relevant_ranks(
-    masked: np.ndarray, relevant: sp.csr_matrix, keys: Callable[[int], np.ndarray]
+    masked: np.ndarray,
+    ascending: np.ndarray,
+    relevant: sp.csr_matrix,
+    keys: Callable[[int], np.ndarray],
 ) -> np.ndarray:
     """Each relevant entry's position in its user's ranking, without ranking the rest.
 
     The same positions as :func:`rank_positions` (by score, equal scores by the user's
     tie-break keys), found by counting: a song's 0-based position is the number of candidates
-    that score higher, plus those that score the same and have a lower key. That is
-    ``nnz * n_candidates`` comparisons instead of a sort of every row, and the keys are drawn
-    only for users whose relevant songs tie with another.
+    that score higher, plus those that score the same and have a lower key. Each row's scores
+    are sorted once (a float sort, no keys), and binary search counts the higher and the equal
+    ones for every relevant song; the keys are drawn only for users whose relevant songs tie
+    with another.
 
     Parameters
     ----------
     masked : np.ndarray [shape=(n_users, n_candidates)]
         Scores, with the excluded candidates at ``-inf``.
+    ascending : np.ndarray [shape=(n_users, n_candidates)]
+        ``np.sort(masked, axis=1)``.
     relevant : sp.csr_matrix [shape=(n_users, n_candidates)]
     keys : callable
         ``keys(row)`` -> the tie-break keys [shape=(n_candidates,)] of the user in that row.
@@ -167,12 +173,12 @@ def relevant_ranks(
     own = masked[user_of, songs]
     ranks = np.empty(len(songs), np.int64)
     others_equal = np.empty(len(songs), np.int64)
-    step = max(1, BLOCK_CELLS // max(n_candidates, 1))  # about 1M cells compared at a time
-    for start in range(0, len(songs), step):
-        block = slice(start, start + step)
-        rows = masked[user_of[block]]
-        ranks[block] = (rows > own[block, None]).sum(axis=1)
-        others_equal[block] = (rows == own[block, None]).sum(axis=1) - 1
+    for row in np.flatnonzero(np.diff(relevant.indptr)):
+        entries = slice(relevant.indptr[row], relevant.indptr[row + 1])
+        below = np.searchsorted(ascending[row], own[entries], side="left")
+        up_to = np.searchsorted(ascending[row], own[entries], side="right")
+        ranks[entries] = n_candidates - up_to
+        others_equal[entries] = up_to - below - 1
     tied = np.flatnonzero(others_equal > 0)  # in CSR order, so grouped by row
     rows_of_tied, first = np.unique(user_of[tied], return_index=True)
     groups = np.split(tied, first[1:]) if len(tied) else []
@@ -182,6 +188,36 @@ def relevant_ranks(
         lower_key = row_keys[None, :] < row_keys[songs[entries], None]
         ranks[entries] += (equal & lower_key).sum(axis=1)
     return ranks
+
+
+def top_k_members(
+    masked: np.ndarray, ascending: np.ndarray, k: int, keys: Callable[[int], np.ndarray]
+) -> np.ndarray:
+    """Which candidates are in each row's top ``k`` [shape=(n_rows, n_candidates), bool].
+
+    The top ``k`` of :func:`rank_positions`, excluded candidates (``-inf``) left out, found
+    from the sorted scores: everything above the ``k``-th best score, and of the scores equal
+    to it, those with the lowest keys (drawn only for rows where the tie crosses the edge).
+
+    Parameters
+    ----------
+    masked, ascending, keys
+        As in :func:`relevant_ranks`.
+    k : int
+        At most ``n_candidates``.
+    """
+    n_candidates = masked.shape[1]
+    cut = ascending[:, n_candidates - k]
+    members = masked > cut[:, None]
+    at_cut = masked == cut[:, None]
+    room = k - np.count_nonzero(members, axis=1)
+    n_at_cut = np.count_nonzero(at_cut, axis=1)
+    fits = (n_at_cut <= room) & (cut > -np.inf)
+    members[fits] |= at_cut[fits]
+    for row in np.flatnonzero((n_at_cut > room) & (cut > -np.inf)):
+        tied = np.flatnonzero(at_cut[row])
+        members[row, tied[np.argsort(keys(row)[tied], kind="stable")[: room[row]]]] = True
+    return members
 
 
 def top_k(
@@ -215,15 +251,12 @@ def top_k(
     cut = best_scores[:, -1]
     with np.errstate(invalid="ignore"):  # -inf - -inf
         tie_inside = (np.diff(best_scores, axis=1) == 0).any(axis=1)
-    tie_at_edge = (masked >= cut[:, None]).sum(axis=1) > k
+    tie_at_edge = np.count_nonzero(masked >= cut[:, None], axis=1) > k
     for row in np.flatnonzero(tie_inside | tie_at_edge):
         candidates = np.flatnonzero(masked[row] >= cut[row])
         row_keys = candidates if keys is None else keys(row)[candidates]
         best[row] = candidates[np.lexsort((row_keys, -masked[row, candidates]))][:k]
     return best.astype(np.int64)
-
-
-BLOCK_CELLS = 2**20
 
 
 @dataclass(frozen=True)
