@@ -55,3 +55,21 @@ def test_recommend_latency_times_top_500_and_new_song(trained_project, tmp_path)
     median_ms = float(row.split("|")[2])
     assert 0 < median_ms < 1000
     assert "`new-song` on 4 files of 30 s (.flac, .mp3, .ogg, .wav)" in text
+
+
+def test_features_wmf_and_evaluate_benchmarks_print_their_ratios(trained_project, tmp_path):
+    """Each runs small and writes a ratio against its baseline (the figures are not judged)."""
+    out = tmp_path / "benchmarks.md"
+    project = str(trained_project)
+    runs = {
+        "features_throughput.py": ["--songs", "6", "--n-jobs", "2", "--project", project],
+        "wmf_fit.py": ["--users", "300", "--songs", "200", "--plays", "10", "--rounds", "1"],
+        "evaluate_speed.py": ["--users", "200", "--songs", "600", "--rounds", "1"],
+    }  # fmt: skip
+    for script, args in runs.items():
+        module = runpy.run_path(str(REPO / "benchmarks" / script))
+        assert module["main"]([*args, "--out", str(out)]) == 0, script
+    text = out.read_text()
+    assert re.search(r"\| features stage, 2 processes \| [\d.]+ \| \d+ \| [\d.]+x \|", text)
+    assert re.search(r"fit_wmf / implicit directly: \*\*\d+\.\d{3}\*\*", text)
+    assert re.search(r"implicit time / evaluate time: \*\*\d+\.\d{2}\*\*", text)

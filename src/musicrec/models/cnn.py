@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, section, stage_timer
+from musicrec.io import load_params, section
+from musicrec.models import distributed
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
@@ -39,6 +40,7 @@ from musicrec.models.content import (
     publish_history,
     save_content_model,
     target_scaling,
+    training_run,
 )
 from musicrec.models.training import (
     TrainConfig,
@@ -48,7 +50,6 @@ from musicrec.models.training import (
     train,
 )
 from musicrec.models.wmf import confidence
-from musicrec.tracking import tracked_run
 
 _SOURCE = Path(__file__).read_text()
 
@@ -173,10 +174,10 @@ class CNNModel(SongFactorModel):
             starts.append(n_frames - width)
         return np.stack([spectrogram[:, s : s + width] for s in starts])
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Predicted factors on the WMF scale."""
+    def _forward(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
+        """Predicted factors on the WMF scale (``net``: the network or its DDP wrapper)."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            z = self.net(x)
+            z = (net or self.net)(x)
         return z.float() * self._y_std + self._y_mean
 
     def fit(self, features: dict, data: ContentData, checkpoint_dir: Path) -> CNNModel:
@@ -247,7 +248,7 @@ class CNNModel(SongFactorModel):
 
         def step_loss(net, item):
             idx, x, sampled, block = item
-            predicted = self._forward(x.to(self.device, non_blocking=True))
+            predicted = self._forward(x.to(self.device, non_blocking=True), net)
             if self.objective == "mse":
                 return nn.functional.mse_loss(
                     (predicted - self._y_mean) / self._y_std,
@@ -370,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CNNConfig(**cnn_params)
     train_cfg = TrainConfig(**section(params, "cnn_training"))
     sections = {k: section(params, k) for k in ("cnn", "cnn_training")}
-    with stage_timer("cnn") as record, tracked_run("cnn", sections) as tracker:
+    if train_cfg.processes > 1 and not distributed.launched():
+        return distributed.relaunch("cnn", list(argv or []), train_cfg.processes)
+    with training_run("cnn", sections) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {"logmel": np.load(args.features / "logmel.npy", mmap_mode="r")}
         for objective in objectives:
@@ -380,5 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             publish_history(model.name, model.history, tracker)
             record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
+    if not distributed.is_main():
+        return 0
     print(f"cnn: {', '.join('cnn_' + o for o in objectives)} -> {args.models}")
     return 0

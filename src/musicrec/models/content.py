@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +21,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
-from musicrec.io import read_tsv
+from musicrec.io import read_tsv, stage_timer
+from musicrec.models import distributed
 from musicrec.models.training import write_loss_curve
 from musicrec.models.vectors import ModelVectors, load_model, save_model
 from musicrec.split import load_splits
 from musicrec.stage import stage_parser
+from musicrec.tracking import Tracker, tracked_run
 
 CONTENT_SPLITS = ["cold", "all"]
 
@@ -162,6 +166,8 @@ def save_content_model(
     Returns the predictions [shape=(n_songs, d)].
     """
     predicted = model.predict(features, data.feature_rows).astype(np.float32)
+    if not distributed.is_main():
+        return predicted  # under torchrun, process 0 writes
     save_model(
         ModelVectors(
             model.name,
@@ -177,11 +183,29 @@ def save_content_model(
     return predicted
 
 
+@contextmanager
+def training_run(stage: str, sections: dict) -> Iterator[tuple[dict, Tracker]]:
+    """The timing record and W&B tracker of a training stage, in process 0 only.
+
+    Under torchrun every process trains, but only process 0 times the stage, tracks it and
+    writes (:func:`save_content_model` and :func:`publish_history` check it too); the others
+    get a record nobody writes and a tracker that does nothing. Outside torchrun this is
+    ``stage_timer`` and ``tracked_run``.
+    """
+    with distributed.process_group():
+        if not distributed.is_main():
+            yield {}, Tracker(None)
+            return
+        with stage_timer(stage) as record, tracked_run(stage, sections) as tracker:
+            yield record, tracker
+
+
 def publish_history(name: str, history: list[dict], tracker) -> None:
     """A trained model's per-epoch losses: ``reports/plots/<name>_loss.csv`` (a DVC plot, and
     the report's training curves) and the stage's W&B run."""
-    write_loss_curve(history, Path("reports") / "plots" / f"{name}_loss.csv")
-    tracker.log_history(name, history)
+    if distributed.is_main():
+        write_loss_curve(history, Path("reports") / "plots" / f"{name}_loss.csv")
+        tracker.log_history(name, history)
 
 
 def content_stage_parser(name: str, doc: str, sections: list[str]) -> argparse.ArgumentParser:

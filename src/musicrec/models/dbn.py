@@ -42,7 +42,8 @@ import torch
 from torch import nn
 
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, section, stage_timer
+from musicrec.io import load_params, section
+from musicrec.models import distributed
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
@@ -50,6 +51,7 @@ from musicrec.models.content import (
     load_content_data,
     publish_history,
     save_content_model,
+    training_run,
 )
 from musicrec.models.rbm import DBN, PretrainConfig
 from musicrec.models.training import (
@@ -60,7 +62,6 @@ from musicrec.models.training import (
     train,
 )
 from musicrec.models.wmf import WMFConfig, confidence, fold_in
-from musicrec.tracking import tracked_run
 
 _SOURCE = Path(__file__).read_text()
 KINDS = ("hldbn", "hldbn_nopretrain", "hybrid_dbn")
@@ -138,6 +139,11 @@ class PreferenceModel(nn.Module):
     def prior(self) -> torch.Tensor:
         return (self.beta - self.mu).pow(2).sum()
 
+    def forward(self, f: torch.Tensor, songs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and the prior together: every parameter is reached by the forward, as DDP
+        needs when training runs in several processes."""
+        return self.scores(f, songs), self.prior()
+
 
 def _network(n_in: int, layers: tuple[int, ...]) -> nn.Sequential:
     """The DBN's architecture as a sigmoid network with PyTorch's default random start."""
@@ -213,23 +219,28 @@ class DBNModel(SongFactorModel):
         batch = self.train_cfg.batch_size
         n_train = len(data.train_songs)
 
-        def weighted_error(songs: np.ndarray) -> torch.Tensor:
+        def weighted_error(
+            model: nn.Module, songs: np.ndarray
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            """The weighted error of ``songs`` and the prior (``model``: or its DDP wrapper)."""
             dense = conf[:, songs].toarray()
             played = torch.from_numpy(dense > 0).to(self.device)
             c = torch.from_numpy(np.where(dense > 0, dense, 1.0)).to(self.device)  # unplayed: 1
             index = torch.from_numpy(songs).to(self.device)
-            error = played.float() - self.model.scores(f_device[index], index)
-            return (c * error.pow(2)).sum(dim=0).mean()  # per song, summed over users
+            scores, prior = model(f_device[index], index)
+            error = played.float() - scores
+            return (c * error.pow(2)).sum(dim=0).mean(), prior  # per song, summed over users
 
         def batches(rng):
             order = rng.permutation(data.train_songs)
             return (order[i : i + batch] for i in range(0, n_train, batch))
 
         def step_loss(model, songs):
-            return weighted_error(songs) + self.cfg.lambda_beta / n_train * model.prior()
+            error, prior = weighted_error(model, songs)
+            return error + self.cfg.lambda_beta / n_train * prior
 
         def validation_loss(model):
-            return weighted_error(data.validation_songs).item()
+            return weighted_error(model, data.validation_songs)[0].item()
 
         run_id = inputs_digest(
             self.kind,
@@ -340,7 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = DBNConfig(**dbn_params)
     train_cfg = TrainConfig(**section(params, "dbn_training"))
     sections = {k: section(params, k) for k in ("dbn", "dbn_training")}
-    with stage_timer("dbn") as record, tracked_run("dbn", sections) as tracker:
+    if train_cfg.processes > 1 and not distributed.launched():
+        return distributed.relaunch("dbn", list(argv or []), train_cfg.processes)
+    with training_run("dbn", sections) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {
             k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in ("logmel", "mfcc")
@@ -356,5 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             publish_history(kind, model.history, tracker)
             record[f"{kind}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
+    if not distributed.is_main():
+        return 0
     print(f"dbn: {', '.join(kinds)} -> {args.models}")
     return 0

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path
+from musicrec.models import distributed
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,13 @@ class TrainConfig:
     device: str = "auto"
     loader_workers: int = 4  # batch-making processes beside a GPU (none on the CPU)
     lr_schedule: str = "constant"  # or "cosine": decays to 0 over ``epochs``
+    processes: int = 1  # > 1: data-parallel under torchrun (musicrec.models.distributed)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise MusicrecError("training: epochs, batch_size and patience must be >= 1")
-        if self.loader_workers < 0:
-            raise MusicrecError("training: loader_workers must be >= 0")
+        if self.loader_workers < 0 or self.processes < 1:
+            raise MusicrecError("training: need loader_workers >= 0 and processes >= 1")
         if self.learning_rate <= 0 or self.weight_decay < 0:
             raise MusicrecError("training: need learning_rate > 0 and weight_decay >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -119,7 +121,9 @@ def train(
     batches : callable
         ``batches(rng)`` yields one epoch of batches, drawn with ``rng``.
     step_loss : callable
-        ``step_loss(model, batch)`` returns the loss to minimise on a batch.
+        ``step_loss(model, batch)`` returns the loss to minimise on a batch. It must compute
+        the loss through ``model``'s forward (under torchrun ``model`` is the DDP wrapper,
+        whose forward is what synchronises the gradients).
     validation_loss : callable
         ``validation_loss(model)``: lower is better; called in eval mode without gradients.
     checkpoint_dir : Path
@@ -160,8 +164,18 @@ def train(
             history, best_score = state["history"], state["best_score"]
             best_epoch, start = state["best_epoch"], state["epoch"] + 1
             resumed_from = state["epoch"]
-            tqdm.write(f"{desc}: resuming after epoch {resumed_from + 1} from {last}")
-    bar = tqdm(range(start, cfg.epochs), desc=desc, unit="epoch", initial=start, total=cfg.epochs)
+            if distributed.is_main():
+                tqdm.write(f"{desc}: resuming after epoch {resumed_from + 1} from {last}")
+    # Under torchrun: DDP averages the gradients of every process's share of the batches.
+    trained = distributed.wrap(model)
+    bar = tqdm(
+        range(start, cfg.epochs),
+        desc=desc,
+        unit="epoch",
+        initial=start,
+        total=cfg.epochs,
+        disable=not distributed.is_main(),
+    )
     for epoch in bar:
         if epoch - best_epoch > cfg.patience and best_epoch >= 0:
             break
@@ -169,19 +183,19 @@ def train(
         rng = np.random.default_rng([cfg.seed, epoch])
         model.train()
         losses = []
-        for batch in batches(rng):
+        for batch in distributed.shard(batches(rng)):
             optimiser.zero_grad(set_to_none=True)
-            loss = step_loss(model, batch)
+            loss = step_loss(trained, batch)
             loss.backward()
             optimiser.step()
             losses.append(float(loss.detach()))
         model.eval()
         with torch.no_grad():
-            score = float(validation_loss(model))
+            score = distributed.from_main(float(validation_loss(model)))
         history.append(
             {
                 "epoch": epoch,
-                "train_loss": float(np.mean(losses)),
+                "train_loss": distributed.mean(float(np.mean(losses))),
                 "val_loss": score,
                 "learning_rate": optimiser.param_groups[0]["lr"],
             }
@@ -202,8 +216,11 @@ def train(
         if score < best_score:
             best_score, best_epoch = score, epoch
             state.update(best_score=best_score, best_epoch=best_epoch)
-            _save(state, checkpoint_dir / "best.pt")
-        _save(state, last)
+            if distributed.is_main():
+                _save(state, checkpoint_dir / "best.pt")
+        if distributed.is_main():
+            _save(state, last)
+    distributed.barrier()  # process 0 has written best.pt
     best = torch.load(checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(best["model"])
     model.eval()
