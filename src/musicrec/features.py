@@ -147,9 +147,23 @@ def _compute_chunk(paths: list[Path], cfg: FeatureConfig) -> list[tuple[np.ndarr
     return out
 
 
-def _compute_and_index(job: tuple[list[int], list[Path], FeatureConfig]) -> tuple[list[int], list]:
-    rows, paths, cfg = job
-    return rows, _compute_chunk(paths, cfg)
+def _compute_job(job: tuple) -> tuple[list[int], list | None]:
+    """A chunk of songs: written into the cache here when ``targets`` are given (a local
+    worker shares this machine's disk), else returned for the caller to write (a cluster
+    worker may not)."""
+    rows, paths, cfg, targets = job
+    arrays = _compute_chunk(paths, cfg)
+    if targets is None:
+        return rows, arrays
+    for target, (logmel, mfcc) in zip(targets, arrays, strict=True):
+        _write_cache_entry(target, logmel, mfcc)
+    return rows, None
+
+
+def _write_cache_entry(target: Path, logmel: np.ndarray, mfcc: np.ndarray) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target, suffix=".npz") as tmp:
+        np.savez(tmp, logmel=logmel, mfcc=mfcc)
 
 
 def compute_features(
@@ -169,9 +183,11 @@ def compute_features(
     ``features.json`` (params and shapes). Returns counts of computed and cached songs.
 
     Songs missing from the cache are computed in chunks of 16 by ``backend`` (``local``
-    processes or a Dask cluster, :mod:`musicrec.parallel`); this process writes each result
-    into the cache as it arrives, so workers only read audio, and a killed run keeps what
-    was done. The outputs are the same, bit for bit, whichever backend computed them.
+    processes or a Dask cluster, :mod:`musicrec.parallel`). Local workers write their songs
+    into the cache; a cluster's workers send them back and this process writes them, so
+    they only need to read the audio. Each entry is written atomically, so a killed run
+    keeps what was done. The outputs are the same, bit for bit, whichever backend computed
+    them.
     """
     paths = [resolve_audio(root, rel) for rel in songs["path"]]
     digests = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(file_digest)(p) for p in paths)
@@ -181,17 +197,16 @@ def compute_features(
         stale.unlink(missing_ok=True)
     targets = [cache / d[:2] / f"{d}.npz" for d in digests]
     todo = [i for i, t in enumerate(targets) if not t.exists()]
+    local = backend == "local"
     jobs = [
-        (rows, [paths[i] for i in rows], cfg)
+        (rows, [paths[i] for i in rows], cfg, [targets[i] for i in rows] if local else None)
         for rows in (todo[i : i + 16] for i in range(0, len(todo), 16))
     ]
-    results = map_unordered(_compute_and_index, jobs, n_jobs, backend, scheduler)
+    results = map_unordered(_compute_job, jobs, n_jobs, backend, scheduler)
     with tqdm(total=len(todo), desc=f"features: computing ({backend})", unit="song") as bar:
         for rows, arrays in results:
-            for row, (logmel, mfcc) in zip(rows, arrays, strict=True):
-                targets[row].parent.mkdir(parents=True, exist_ok=True)
-                with atomic_path(targets[row], suffix=".npz") as tmp:
-                    np.savez(tmp, logmel=logmel, mfcc=mfcc)
+            for row, (logmel, mfcc) in zip(rows, arrays or [], strict=False):
+                _write_cache_entry(targets[row], logmel, mfcc)
             bar.update(len(rows))
 
     n_songs = len(songs)
