@@ -34,7 +34,8 @@ def random_counts(n_users: int, n_songs: int, plays: int, seed: int = 0) -> sp.c
     rng = np.random.default_rng(seed)
     per_user = rng.poisson(plays, n_users) + 1
     users = np.repeat(np.arange(n_users), per_user)
-    popularity = rng.zipf(1.3, n_songs).astype(float)
+    # Popularity falls off as rank^-0.8: a long tail, yet most draws are distinct pairs.
+    popularity = rng.permutation(1.0 / np.arange(1, n_songs + 1) ** 0.8)
     songs = rng.choice(n_songs, len(users), p=popularity / popularity.sum())
     counts = np.ceil(rng.lognormal(1.0, 1.0, len(users)))
     matrix = sp.csr_matrix((counts, (users, songs)), shape=(n_users, n_songs))
