@@ -115,6 +115,21 @@ def test_items_carry_the_catalogue_metadata(trained_project, tiny_world):
     assert lines[3].split()[:2] == ["1", item["song_id"]] and len(lines) == 5
 
 
+def test_songs_missing_from_the_metadata_get_empty_text_in_valid_json(
+    trained_project, tiny_world, tmp_path
+):
+    world, project = tmp_path / "world", tmp_path / "project"
+    shutil.copytree(tiny_world, world)
+    shutil.copytree(trained_project, project, ignore=shutil.ignore_patterns("wandb", ".cache"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["root"] = str(world)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (world / "songs.csv").write_text("song_id,title,artist\n")  # no song described
+    output = run(["musicrec", "recommend", "--user", "U000001", "-n", "3", "--json"], project)
+    strict = json.loads(output.stdout, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    assert [(i["title"], i["artist"]) for i in strict["items"]] == [("", "")] * 3
+
+
 # -- a new listener -------------------------------------------------------------------------
 def test_seed_songs_use_the_better_new_user_method_and_leave_the_seeds_out(trained_project):
     recommender = Recommender(trained_project)

@@ -188,6 +188,8 @@ class Recommender:
             meta = pd.read_csv(metadata, dtype=str, keep_default_na=False)
             keep = [c for c in ("song_id", "title", "artist") if c in meta.columns]
             songs = songs.merge(meta[keep].drop_duplicates("song_id"), on="song_id", how="left")
+            # A song missing from songs.csv gets empty text, not NaN (which JSON cannot carry).
+            songs[keep[1:]] = songs[keep[1:]].fillna("")
         return songs
 
     @cached_property
