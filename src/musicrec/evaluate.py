@@ -153,12 +153,20 @@ def evaluate_on_task(
         threadpool_limits(limits=1, user_api="blas"),
         ThreadPoolExecutor(max(1, min(n_threads, len(starts)))) as pool,
     ):
-        batches = list(pool.map(evaluate_batch, starts))
+        # Coverage is folded in as batches finish: holding every batch's sets would cost
+        # n_batches x n_candidates, which grows as users x songs^2.
+        per_user: dict[str, list[np.ndarray]] = {}
+        covered = {k: np.zeros(n_candidates, bool) for k in ks}
+        for values, batch_covered in pool.map(evaluate_batch, starts):
+            for name, array in values.items():
+                per_user.setdefault(name, []).append(array)
+            for k in ks:
+                covered[k] |= batch_covered[k]
     result: dict[str, np.ndarray | float] = {
-        name: np.concatenate([values[name] for values, _ in batches]) for name in batches[0][0]
+        name: np.concatenate(parts) for name, parts in per_user.items()
     }
     for k in ks:
-        result[f"coverage@{k}"] = float(np.any([c[k] for _, c in batches], axis=0).mean())
+        result[f"coverage@{k}"] = float(covered[k].mean())
     return result
 
 
