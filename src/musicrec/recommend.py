@@ -221,6 +221,11 @@ class Recommender:
     def warm_songs(self) -> np.ndarray:
         return np.flatnonzero(self.songs["role"].to_numpy() == "warm")
 
+    @cached_property
+    def warm_users(self) -> np.ndarray:
+        """Users who trained the models (held-out ``cold_user`` ones are not among them)."""
+        return np.flatnonzero(self.users["role"].to_numpy() == "warm")
+
     def tiebreak_keys(self, user: int) -> np.ndarray:
         """The keys [shape=(n_songs,)] that break ties for ``user`` as ``evaluate`` did on
         ``all``, so that even a model with equal scores (popularity) ranks as it was scored."""
@@ -287,7 +292,7 @@ class Recommender:
 
     def warm_up(self) -> None:
         """Load everything a query needs now, not during the first one."""
-        _ = self.songs, self.users, self.song_index, self.user_index, self.train
+        _ = self.songs, self.users, self.song_index, self.user_index, self.train, self.warm_users
         for name in {self.best_model("all"), self.audio_model, "wmf"}:
             self.model(name)
         # The first clip pays for librosa's imports and compiled code (seconds): pay it now.
@@ -392,7 +397,7 @@ class Recommender:
         vector, _ = self.predict_audio(audio, name)
         model_name = self.audio_model
         model = self.model(model_name)
-        warm_users = np.flatnonzero(self.users["role"].to_numpy() == "warm")
+        warm_users = self.warm_users
         user_scores = model.user_vectors[warm_users] @ vector
         best_users = top_n(user_scores, n_users)
         listeners = pd.DataFrame(
