@@ -79,12 +79,96 @@ def audible_features(songs: pd.DataFrame) -> np.ndarray:
     return np.hstack([style, timbre.astype(float), cont])
 
 
-def _standardise(x: np.ndarray) -> np.ndarray:
-    return (x - x.mean()) / (x.std() + 1e-12)
+# (user, song) cells per block of users when drawing plays: the taste matrix is never held whole.
+BLOCK_CELLS = 1 << 21
 
 
-def make_world(cfg: WorldConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
+def _cell_moments(left: np.ndarray, right: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation over every cell of ``left @ right.T``, without forming it.
+
+    Over all (row, column) pairs, E[l.r] = E[l].E[r] and E[(l.r)^2] = sum_ij E[l_i l_j] E[r_i r_j]:
+    two small second-moment matrices replace the n_left x n_right product.
+    """
+    mean = float(left.mean(0) @ right.mean(0))
+    second = float(np.sum((left.T @ left / len(left)) * (right.T @ right / len(right))))
+    return mean, float(np.sqrt(max(second - mean**2, 0.0))) + 1e-12
+
+
+def affinity(truth: dict[str, np.ndarray], part: str, users: np.ndarray, songs: np.ndarray):
+    """A user's standardised affinity for songs, from the factors in ``truth/ground_truth.npz``.
+
+    Parameters
+    ----------
+    truth : dict of np.ndarray
+        As returned by :func:`make_world`.
+    part : {"audible", "hidden", "total"}
+        The audible or hidden part of taste (each standardised over every (user, song) cell), or
+        their mix weighted by ``audio_share`` (what plays were drawn from, before popularity).
+    users, songs : np.ndarray [shape=(n,)] of int
+        Indices of the cells; broadcast against each other as numpy indexing does.
+
+    Returns
+    -------
+    np.ndarray [shape=broadcast shape of users and songs]
+    """
+    users, songs = np.broadcast_arrays(np.asarray(users), np.asarray(songs))
+    if part == "total":
+        share = float(truth["audio_share"])
+        return np.sqrt(share) * affinity(truth, "audible", users, songs) + np.sqrt(
+            1 - share
+        ) * affinity(truth, "hidden", users, songs)
+    taste, song, (mean, std) = (
+        truth[f"taste_{part}"],
+        truth[f"song_{part}"],
+        truth[f"moments_{part}"],
+    )
+    return (np.einsum("...d,...d->...", taste[users], song[songs]) - mean) / std
+
+
+def _draw_listened(
+    logit_parts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_listened: np.ndarray,
+    rng: np.random.Generator,
+    block_cells: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which songs each user plays: a draw without replacement, P(song) proportional to exp(logit).
+
+    The logit of user u for song s is ``user_vectors[u] . song_vectors[s] + song_bias[s]``. Gumbel
+    top-k (exactly a draw without replacement): the k largest ``logit - log(E)``, E ~ Exp(1).
+    Users are taken in blocks of about ``block_cells`` cells, so memory grows with the catalogue
+    and not with users x songs; the random stream is drawn block after block in user order, so the
+    result does not depend on the block size. Time is users x songs: every song gets a key.
+
+    Returns
+    -------
+    rows, cols : np.ndarray [shape=(n_listened.sum(),)]
+        User and song indices, each user's songs in decreasing key order.
+    """
+    user_vectors, song_vectors, song_bias = logit_parts
+    n_users, n_songs = len(user_vectors), len(song_vectors)
+    step = max(1, block_cells // n_songs)
+    rows, cols = [], []
+    for start in range(0, n_users, step):
+        stop = min(start + step, n_users)
+        logits = user_vectors[start:stop] @ song_vectors.T + song_bias
+        # float64: float32 draws hit exactly 0 about once in 2^24 cells, an infinite key.
+        keys = logits - np.log(rng.standard_exponential(logits.shape))
+        counts = n_listened[start:stop]
+        kmax = int(counts.max())
+        top = np.argpartition(-keys, kmax - 1, axis=1)[:, :kmax]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, 1), 1), 1)
+        keep = np.arange(kmax)[None, :] < counts[:, None]
+        rows.append(np.nonzero(keep)[0] + start)
+        cols.append(top[keep])
+    return np.concatenate(rows), np.concatenate(cols)
+
+
+def make_world(
+    cfg: WorldConfig, block_cells: int = BLOCK_CELLS
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray]]:
     """Draw songs, users' tastes and the play log.
+
+    Memory grows with users + songs + plays, never with users x songs (see :func:`_draw_listened`).
 
     Returns
     -------
@@ -93,8 +177,12 @@ def make_world(cfg: WorldConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, 
     plays : pd.DataFrame
         ``user_id``, ``song_id``, ``play_count`` (int >= 1), one row per (user, song) pair.
     truth : dict of np.ndarray
-        ``affinity_audible`` and ``affinity_hidden`` [shape=(n_users, n_songs)], ``popularity``
-        [shape=(n_songs,)]: the ground truth behind the log.
+        The ground truth behind the log, as factors (:func:`affinity` turns them into cells):
+        ``taste_audible`` [shape=(n_users, d_a)] and ``song_audible`` [shape=(n_songs, d_a)],
+        ``taste_hidden`` [shape=(n_users, hidden_dims)] and ``song_hidden``
+        [shape=(n_songs, hidden_dims)], ``moments_audible`` and ``moments_hidden`` (mean and
+        standard deviation of each product over all cells), ``popularity`` [shape=(n_songs,)],
+        ``audio_share`` and ``taste_sharpness``.
     """
     rng = np.random.default_rng(cfg.seed)
     n_artists = max(1, cfg.n_songs // cfg.songs_per_artist)
@@ -108,7 +196,8 @@ def make_world(cfg: WorldConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, 
         keeps_style, artist_style[artist_of_song], rng.integers(len(STYLE_NAMES), size=cfg.n_songs)
     )
     styles = np.array(STYLE_NAMES)[style_idx]
-    tempo = np.array([rng.uniform(*STYLES[s]["tempo"]) for s in styles])
+    tempo_range = np.array([STYLES[s]["tempo"] for s in STYLE_NAMES])[style_idx]
+    tempo = rng.uniform(tempo_range[:, 0], tempo_range[:, 1])
     songs = pd.DataFrame(
         {
             "song_id": [f"S{i:06d}" for i in range(cfg.n_songs)],
@@ -140,27 +229,39 @@ def make_world(cfg: WorldConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, 
     other_taste = rng.normal(0, 0.5, (cfg.n_users, phi.shape[1] - n_styles))
     taste_audible = np.hstack([style_taste, other_taste])
     taste_hidden = rng.standard_normal((cfg.n_users, cfg.hidden_dims))
-    affinity_audible = _standardise(taste_audible @ phi.T)
-    affinity_hidden = _standardise(taste_hidden @ song_hidden.T)
-    affinity = (
-        np.sqrt(cfg.audio_share) * affinity_audible + np.sqrt(1 - cfg.audio_share) * affinity_hidden
-    )
     # Popularity is heavy-tailed and partly hidden (marketing, charts), partly energy.
+    energy = songs["energy"].to_numpy()
     popularity = cfg.popularity_spread * (
-        0.85 * rng.standard_normal(cfg.n_songs) + 0.5 * _standardise(songs["energy"].to_numpy())
+        0.85 * rng.standard_normal(cfg.n_songs) + 0.5 * (energy - energy.mean()) / energy.std()
     )
+    truth = {
+        "taste_audible": taste_audible,
+        "song_audible": phi,
+        "moments_audible": np.array(_cell_moments(taste_audible, phi)),
+        "taste_hidden": taste_hidden,
+        "song_hidden": song_hidden,
+        "moments_hidden": np.array(_cell_moments(taste_hidden, song_hidden)),
+        "popularity": popularity,
+        "audio_share": np.array(cfg.audio_share),
+        "taste_sharpness": np.array(cfg.taste_sharpness),
+    }
 
     # How many songs each user plays: log-normal, so a few users play very many.
     activity = rng.lognormal(np.log(cfg.mean_songs_per_user) - 0.5 * 0.8**2, 0.8, cfg.n_users)
     n_listened = np.clip(np.round(activity), 3, cfg.n_songs // 2).astype(int)
-    # Gumbel top-k: a draw without replacement with P(song) proportional to exp(logit).
-    logits = cfg.taste_sharpness * affinity + popularity[None, :]
-    keys = logits + rng.gumbel(size=logits.shape)
-    order = np.argsort(-keys, axis=1)
-    rows = np.repeat(np.arange(cfg.n_users), n_listened)
-    cols = np.concatenate([order[u, :k] for u, k in enumerate(n_listened)])
+    # logit = sharpness * affinity(total) + popularity, written as one product plus a song bias.
+    weights = [
+        cfg.taste_sharpness * np.sqrt(share) / truth[f"moments_{part}"][1]
+        for part, share in (("audible", cfg.audio_share), ("hidden", 1 - cfg.audio_share))
+    ]
+    user_vectors = np.hstack([weights[0] * taste_audible, weights[1] * taste_hidden])
+    song_vectors = np.hstack([phi, song_hidden])
+    offset = weights[0] * truth["moments_audible"][0] + weights[1] * truth["moments_hidden"][0]
+    rows, cols = _draw_listened(
+        (user_vectors, song_vectors, popularity - offset), n_listened, rng, block_cells
+    )
     # Over-dispersed counts: negative binomial whose mean grows with affinity.
-    mean_extra = np.exp(0.6 + 0.7 * affinity[rows, cols])
+    mean_extra = np.exp(0.6 + 0.7 * affinity(truth, "total", rows, cols))
     dispersion = 0.8
     counts = 1 + rng.negative_binomial(dispersion, dispersion / (dispersion + mean_extra))
     plays = pd.DataFrame(
@@ -170,12 +271,7 @@ def make_world(cfg: WorldConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, 
             "play_count": counts.astype(np.int64),
         }
     )
-    truth = {
-        "affinity_audible": affinity_audible.astype(np.float32),
-        "affinity_hidden": affinity_hidden.astype(np.float32),
-        "popularity": popularity.astype(np.float32),
-    }
-    return songs, plays, truth
+    return songs, plays, {k: np.asarray(v, np.float32) for k, v in truth.items()}
 
 
 def _render_and_write(rows: list[dict], audio_dir: Path, cfg: WorldConfig) -> int:
