@@ -73,3 +73,31 @@ def test_features_wmf_and_evaluate_benchmarks_print_their_ratios(trained_project
     assert re.search(r"\| features stage, 2 processes \| [\d.]+ \| \d+ \| [\d.]+x \|", text)
     assert re.search(r"fit_wmf / implicit directly: \*\*\d+\.\d{3}\*\*", text)
     assert re.search(r"implicit time / evaluate time: \*\*\d+\.\d{2}\*\*", text)
+
+
+def test_scaling_run_tabulates_slopes_plots_and_resumes(tmp_path, monkeypatch):
+    """With a stand-in for the stage processes: stage costs of known growth give their log-log
+    slopes; a rerun on the same workdir runs nothing again; changed params rerun the world."""
+    monkeypatch.chdir(REPO)
+    module = runpy.run_path(str(REPO / "benchmarks" / "scaling.py"))
+    calls = []
+
+    def fake_run_stage(stage, project):
+        n = int(project.name.split("_")[1])
+        calls.append((stage, n))
+        quadratic = stage == "synthesize"
+        return (n**2 / 1e4 if quadratic else n / 100, 100 + n / 10)
+
+    monkeypatch.setitem(module["main"].__globals__, "run_stage", fake_run_stage)
+    out, plot = tmp_path / "benchmarks.md", tmp_path / "plots" / "scaling.png"
+    args = ["--sizes", "100", "1000", "--workdir", str(tmp_path / "w"), "--out", str(out)]
+    assert module["main"]([*args, "--plot", str(plot)]) == 0
+    assert len(calls) == 2 * len(module["STAGES"]) and plot.stat().st_size > 10_000
+    rows = {line.split(" | ")[0][2:]: line for line in out.read_text().splitlines()}
+    assert rows["synthesize"].split(" | ")[-2] == "2.00"  # quadratic
+    assert rows["wmf"].split(" | ")[-2] == "1.00"  # linear
+    assert "![scaling](plots/scaling.png)" in out.read_text()
+    module["main"]([*args, "--plot", str(plot)])
+    assert len(calls) == 2 * len(module["STAGES"])  # resumed: nothing ran again
+    module["main"]([*args, "--plot", str(plot), "--max-users", "7"])
+    assert len(calls) == 4 * len(module["STAGES"])  # other params: measured again
