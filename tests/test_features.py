@@ -24,6 +24,32 @@ def test_pure_tone_peaks_in_the_nearest_mel_bin(freq):
     assert int(np.argmax(logmel.mean(axis=1))) == int(np.argmin(np.abs(centres - freq)))
 
 
+def test_features_are_librosas_own_bit_for_bit():
+    """The stage builds the mel filter bank once and reads mono files without a mean; what it
+    computes must stay exactly what librosa.feature.melspectrogram and a mean would give."""
+    y = np.random.default_rng(0).standard_normal(CFG.n_samples).astype(np.float32) * 0.1
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=CFG.sample_rate, n_fft=CFG.n_fft, hop_length=CFG.hop_length, n_mels=CFG.n_mels
+    )
+    logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
+    for _ in range(2):  # the second call uses the cached filter bank
+        assert np.array_equal(compute_song_features(y, CFG)[0], logmel.astype(np.float32))
+
+
+def test_mono_and_stereo_files_are_read_as_the_mean_of_their_channels(tmp_path):
+    import soundfile as sf
+
+    from musicrec.features import load_mono_clip
+
+    rng = np.random.default_rng(1)
+    stereo = (rng.standard_normal((CFG.n_samples, 2)) * 0.1).astype(np.float32)
+    for name, samples in (("mono", stereo[:, :1]), ("stereo", stereo)):
+        sf.write(tmp_path / f"{name}.wav", samples, CFG.sample_rate, subtype="FLOAT")
+        y = load_mono_clip(tmp_path / f"{name}.wav", CFG)
+        assert y.dtype == np.float32 and y.flags.c_contiguous
+        assert np.array_equal(y, samples.mean(axis=1))
+
+
 def test_silence_gives_the_floor_and_shapes_are_as_documented():
     logmel, mfcc = compute_song_features(np.zeros(CFG.n_samples, np.float32), CFG)
     assert logmel.shape == (64, CFG.n_frames) and mfcc.shape == (60, CFG.n_frames)

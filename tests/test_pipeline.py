@@ -250,15 +250,15 @@ def test_killed_stages_resume_and_every_run_gives_the_same_metrics(dvc_project):
     shutil.rmtree(project / ".cache" / "features")
     shutil.rmtree(project / "data" / "features")
     cache = project / ".cache" / "features"
-    kill_repro_when(project, lambda: any(cache.glob("*/*/[!.]*.npz")), "feature cached")
-    cached = len(list(cache.glob("*/*/[!.]*.npz")))
+    kill_repro_when(project, lambda: any(cache.glob("*/*/[!.]*.npy")), "feature cached")
+    cached = len(list(cache.glob("*/*/[!.]*.npy")))
     assert 0 < cached < TINY_WORLD["n_songs"]
-    first_cached = {p: p.stat().st_mtime_ns for p in cache.glob("*/*/[!.]*.npz")}
+    first_cached = {p: p.stat().st_mtime_ns for p in cache.glob("*/*/[!.]*.npy")}
     assert not (project / "data" / "features" / "logmel.npy").exists()  # nothing half-written
 
     # Run again: it finishes features from the cache (the features before the kill are reused).
     run(["dvc", "repro"], project)
-    assert len(list(cache.glob("*/*/[!.]*.npz"))) == TINY_WORLD["n_songs"]
+    assert len(list(cache.glob("*/*/[!.]*.npy"))) == TINY_WORLD["n_songs"]
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in first_cached.items())
     assert not list(cache.glob("*/.*.tmp*"))  # what the kill left half-written is gone
     assert (project / "reports" / "metrics.json").read_bytes() == reference
