@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -242,20 +243,23 @@ def compute_features(
         "logmel": (n_songs, cfg.n_mels, cfg.n_frames),
         "mfcc": (n_songs, 3 * cfg.n_mfcc, cfg.n_frames),
     }
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir) as tmp, ExitStack() as files:
         tmp.mkdir()
-        arrays = {
-            name: np.lib.format.open_memmap(
-                tmp / f"{name}.npy", mode="w+", dtype=np.float16, shape=shape
-            )
-            for name, shape in shapes.items()
-        }
-        for row, target in enumerate(tqdm(targets, desc="features: stacking", unit="song")):
-            cached = np.load(target)
-            arrays["logmel"][row], arrays["mfcc"][row] = np.split(cached, [cfg.n_mels])
-        for array in arrays.values():
-            array.flush()
-        del arrays
+        # Rows are appended in order to plain .npy files rather than set in a memory map:
+        # a map's written pages count in the stage's resident memory, which then grows with
+        # the catalogue (1.1 GB at 100,000 short clips) though nothing needs them.
+        outputs = {name: files.enter_context(open(tmp / f"{name}.npy", "wb")) for name in shapes}
+        for name, shape in shapes.items():
+            header = {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
+            np.lib.format.write_array_header_1_0(outputs[name], header)
+        for target in tqdm(targets, desc="features: stacking", unit="song"):
+            logmel, mfcc = np.split(np.load(target), [cfg.n_mels])
+            if logmel.shape != shapes["logmel"][1:] or mfcc.shape != shapes["mfcc"][1:]:
+                raise MusicrecError(
+                    f"features: cache entry {target} has the wrong shape; delete it"
+                )
+            outputs["logmel"].write(np.ascontiguousarray(logmel, np.float16).tobytes())
+            outputs["mfcc"].write(np.ascontiguousarray(mfcc, np.float16).tobytes())
         write_tsv(tmp / "songs.tsv", songs[["song_id"]].assign(row=np.arange(n_songs)))
         write_json(
             tmp / "features.json",
