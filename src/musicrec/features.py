@@ -213,17 +213,19 @@ def compute_features(
     """
     paths = [resolve_audio(root, rel) for rel in songs["path"]]
     local = backend == "local"
-    with ThreadPoolExecutor(1) as hashing:
-        # Hashing (which frees the GIL) runs beside the workers' start-up: each spends about 3 s
-        # importing librosa and loading its compiled code before it can take a song.
-        digests_done = hashing.submit(lambda: [file_digest(p) for p in paths])
-        if local and n_jobs > 1:
-            Parallel(n_jobs=n_jobs)(delayed(_warm_up_worker)(cfg) for _ in range(n_jobs))
-        digests = digests_done.result()
     cache = Path(cache_dir) / cfg.key()
     # A run killed while writing leaves its temporary behind; the entry itself was never made.
     for stale in cache.glob("*/.*.tmp*"):
         stale.unlink(missing_ok=True)
+    # Fewer entries than songs: some will be computed, so start the workers now.
+    work_likely = sum(1 for _ in cache.glob("*/*.npy")) < len(paths)
+    with ThreadPoolExecutor(1) as hashing:
+        # Hashing (which frees the GIL) runs beside the workers' start-up: each spends about 3 s
+        # importing librosa and loading its compiled code before it can take a song.
+        digests_done = hashing.submit(lambda: [file_digest(p) for p in paths])
+        if local and n_jobs > 1 and work_likely:
+            Parallel(n_jobs=n_jobs)(delayed(_warm_up_worker)(cfg) for _ in range(n_jobs))
+        digests = digests_done.result()
     targets = [cache / d[:2] / f"{d}.npy" for d in digests]
     todo = [i for i, t in enumerate(targets) if not t.exists()]
     jobs = [
