@@ -11,7 +11,8 @@ Each song's clip (``features.clip_seconds`` from ``features.offset_seconds``, re
 Songs are computed in parallel (``n_jobs`` processes, or a Dask cluster with
 ``features.backend: dask``) into a per-song cache keyed by the audio file's content and the
 feature params, so adding 10 songs to 2,000 computes 10. The outputs stack all
-songs into memory-mapped float16 arrays in the order of ``data/validated/songs.tsv``.
+songs into float16 ``.npy`` arrays (which later stages read memory-mapped), in the order of
+``data/validated/songs.tsv``; rows are appended one song at a time, so memory stays flat.
 """
 
 from __future__ import annotations

@@ -94,7 +94,9 @@ def _cell_moments(left: np.ndarray, right: np.ndarray) -> tuple[float, float]:
     return mean, float(np.sqrt(max(second - mean**2, 0.0))) + 1e-12
 
 
-def affinity(truth: dict[str, np.ndarray], part: str, users: np.ndarray, songs: np.ndarray):
+def affinity(
+    truth: dict[str, np.ndarray], part: str, users: np.ndarray, songs: np.ndarray
+) -> np.ndarray:
     """A user's standardised affinity for songs, from the factors in ``truth/ground_truth.npz``.
 
     Parameters
