@@ -66,6 +66,16 @@ class SplitTask:
     relevant: sp.csr_matrix
 
 
+def sample_users(users: np.ndarray, max_users: int, seed: int, stream: int) -> np.ndarray:
+    """A fixed uniform sample of ``max_users`` of ``users`` [shape=(n,)], sorted; all of them
+    when ``max_users`` is 0 or not smaller. It has its own generator (``[seed, stream]``), so
+    sampling moves no other draw."""
+    if 0 < max_users < len(users):
+        sampler = np.random.default_rng([seed, stream])
+        return np.sort(sampler.choice(users, size=max_users, replace=False))
+    return users
+
+
 def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, SplitTask]:
     """The four evaluation tasks of DESIGN.md section 4 (table in the module docstring).
 
@@ -91,9 +101,7 @@ def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, 
     for name, (user_mask, candidates, excluded, relevant) in definitions.items():
         relevant = relevant[:, candidates]
         users = np.flatnonzero(user_mask & (np.diff(relevant.indptr) > 0))
-        if 0 < max_users < len(users):
-            sampler = np.random.default_rng([seed, len(tasks)])
-            users = np.sort(sampler.choice(users, size=max_users, replace=False))
+        users = sample_users(users, max_users, seed, len(tasks))
         tasks[name] = SplitTask(
             name, users, candidates, excluded[users][:, candidates].tocsr(), relevant[users].tocsr()
         )

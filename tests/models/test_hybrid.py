@@ -105,6 +105,40 @@ def test_noise_content_gets_no_weight_and_informative_content_some(block_world):
     assert best.name == "group" and by_name["group"] > by_name["noise"]
 
 
+def test_max_users_validates_on_a_sample_that_still_finds_the_informative_content(block_world):
+    from musicrec.models.hybrid import _task
+
+    splits, wmf, wmf_cfg, group = block_world
+    warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
+    songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
+    train = splits.matrices["train"]
+    every = _task("t", warm_users, songs, train, train)
+    sample = _task("t", warm_users, songs, train, train, max_users=60, seed=3)
+    assert len(every.users) > 60 and len(sample.users) == 60
+    assert np.isin(sample.users, every.users).all()
+    rows = np.searchsorted(every.users, sample.users)
+    assert (sample.relevant != every.relevant[rows]).nnz == 0
+    rng = np.random.default_rng(2)
+    noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors, rng.normal(size=(120, 4)))
+    warm = splits.songs["role"].to_numpy() == "warm"
+    centres = np.stack([wmf.song_vectors[warm & (group == g)].mean(axis=0) for g in (0, 1)])
+    informed = ModelVectors("group", "", ["cold"], wmf.user_vectors, centres[group])
+    grid = (0.0, 0.5, 1.0)
+    # A sample as large as the users is every user: the same choice and scores.
+    full = choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid))
+    assert (
+        choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid, max_users=10**6))
+        == full
+    )
+    # On a sample, informative content still earns a weight and is picked over noise.
+    weight, scores = choose_weight(
+        splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid, max_users=100)
+    )
+    assert weight < 1.0 and scores[weight] > scores[1.0] and scores != full[1]
+    best, _ = pick_content_model(splits, [noise, informed], 500, 0, max_users=100)
+    assert best.name == "group"
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -112,6 +146,7 @@ def test_noise_content_gets_no_weight_and_informative_content_some(block_world):
         dict(weights=(1.5,)),
         dict(switch_min_plays=0),
         dict(validation_holdout=1.0),
+        dict(max_users=-1),
     ],
 )
 def test_bad_params_raise(bad):

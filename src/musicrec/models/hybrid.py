@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
-from musicrec.evaluate import SplitTask, evaluate_on_task
+from musicrec.evaluate import SplitTask, evaluate_on_task, sample_users
 from musicrec.io import load_params, section, stage_timer, write_json
 from musicrec.models.vectors import (
     InterleavedModel,
@@ -60,6 +60,7 @@ class HybridConfig:
     validation_holdout: float = 0.2
     map_k: int = 500
     seed: int = 0
+    max_users: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
@@ -67,17 +68,21 @@ class HybridConfig:
             raise MusicrecError("hybrid.weights: a non-empty grid of values in [0, 1]")
         if self.switch_min_plays < 1 or not 0 < self.validation_holdout < 1:
             raise MusicrecError("hybrid: need switch_min_plays >= 1, 0 < validation_holdout < 1")
+        if self.max_users < 0:
+            raise MusicrecError("hybrid.max_users: 0 (every user) or a positive sample size")
 
 
-def _task(name, users, candidates, excluded, relevant) -> SplitTask:
-    relevant = relevant[users][:, candidates].tocsr()
-    keep = np.diff(relevant.indptr) > 0
+def _task(name, users, candidates, excluded, relevant, max_users=0, seed=0) -> SplitTask:
+    """The users with a relevant candidate (a sample of ``max_users`` of them when > 0, as
+    :func:`musicrec.evaluate.sample_users` draws it) against ``candidates``."""
+    has_relevant = np.diff(relevant[users][:, candidates].tocsr().indptr) > 0
+    users = sample_users(users[has_relevant], max_users, seed, 0)
     return SplitTask(
         name,
-        users[keep],
+        users,
         candidates,
-        excluded[users[keep]][:, candidates].tocsr(),
-        relevant[keep],
+        excluded[users][:, candidates].tocsr(),
+        relevant[users][:, candidates].tocsr(),
     )
 
 
@@ -94,13 +99,16 @@ def _best(scores: dict):
 
 
 def pick_content_model(
-    splits: Splits, candidates: list[ModelVectors], k: int, seed: int
+    splits: Splits, candidates: list[ModelVectors], k: int, seed: int, max_users: int = 0
 ) -> tuple[ModelVectors, dict[str, float]]:
-    """The content model that ranks the validation songs best (cold-like), and every score."""
+    """The content model that ranks the validation songs best (cold-like), and every score
+    (over a sample of ``max_users`` users when > 0)."""
     validation = np.flatnonzero(splits.songs["validation"].to_numpy())
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
     train = splits.matrices["train"]
-    task = _task("validation", warm_users, validation, sp.csr_matrix(train.shape), train)
+    task = _task(
+        "validation", warm_users, validation, sp.csr_matrix(train.shape), train, max_users, seed
+    )
     scores = {m.name: _mean_map(m, task, k, seed) for m in candidates}
     return next(m for m in candidates if m.name == _best(scores)), scores
 
@@ -132,7 +140,15 @@ def choose_weight(
     content_songs = content.song_vectors @ rotation
     warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
-    task = _task("hybrid-validation", warm_users, warm_songs, refit_train, part(~keep))
+    task = _task(
+        "hybrid-validation",
+        warm_users,
+        warm_songs,
+        refit_train,
+        part(~keep),
+        cfg.max_users,
+        cfg.seed,
+    )
     results = {
         w: _mean_map(
             ModelVectors("w", "", ["all"], users, w * songs + (1 - w) * content_songs),
@@ -215,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             raise MusicrecError(
                 f"hybrid: no content model in {args.models}; run dvc repro bow cnn first"
             )
-        content, content_scores = pick_content_model(splits, candidates, cfg.map_k, cfg.seed)
+        content, content_scores = pick_content_model(
+            splits, candidates, cfg.map_k, cfg.seed, cfg.max_users
+        )
         weight, weight_scores = choose_weight(splits, wmf, content, wmf_cfg, cfg)
         for model in build_hybrids(splits, wmf, content, weight, cfg):
             if isinstance(model, InterleavedModel):
