@@ -76,6 +76,27 @@ def sample_users(users: np.ndarray, max_users: int, seed: int, stream: int) -> n
     return users
 
 
+def build_task(
+    name: str,
+    users: np.ndarray,
+    candidates: np.ndarray,
+    excluded: sp.csr_matrix,
+    relevant: sp.csr_matrix,
+    max_users: int = 0,
+    seed: int = 0,
+    stream: int = 0,
+) -> SplitTask:
+    """The task of ranking ``candidates`` for those of ``users`` [shape=(n,), sorted] with a
+    relevant candidate; a sample of ``max_users`` of them when > 0 (:func:`sample_users`).
+    ``excluded`` and ``relevant`` are all users x all songs."""
+    relevant = relevant[users][:, candidates].tocsr()
+    rows = sample_users(np.flatnonzero(np.diff(relevant.indptr) > 0), max_users, seed, stream)
+    users = users[rows]
+    return SplitTask(
+        name, users, candidates, excluded[users][:, candidates].tocsr(), relevant[rows]
+    )
+
+
 def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, SplitTask]:
     """The four evaluation tasks of DESIGN.md section 4 (table in the module docstring).
 
@@ -97,15 +118,12 @@ def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, 
         "all": (warm_user & trained, all_songs, m["train"], m["warm_test"] + m["cold_test"]),
         "cold_user": (~warm_user, warm_songs, m["cold_user_seed"], m["cold_user_test"]),
     }
-    tasks = {}
-    for name, (user_mask, candidates, excluded, relevant) in definitions.items():
-        relevant = relevant[:, candidates]
-        users = np.flatnonzero(user_mask & (np.diff(relevant.indptr) > 0))
-        users = sample_users(users, max_users, seed, len(tasks))
-        tasks[name] = SplitTask(
-            name, users, candidates, excluded[users][:, candidates].tocsr(), relevant[users].tocsr()
+    return {
+        name: build_task(
+            name, np.flatnonzero(mask), candidates, excluded, relevant, max_users, seed, i
         )
-    return tasks
+        for i, (name, (mask, candidates, excluded, relevant)) in enumerate(definitions.items())
+    }
 
 
 def draw_tiebreak_seeds(rng: np.random.Generator) -> dict[str, int]:

@@ -106,14 +106,14 @@ def test_noise_content_gets_no_weight_and_informative_content_some(block_world):
 
 
 def test_max_users_validates_on_a_sample_that_still_finds_the_informative_content(block_world):
-    from musicrec.models.hybrid import _task
+    from musicrec.evaluate import build_task
 
     splits, wmf, wmf_cfg, group = block_world
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
     songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
     train = splits.matrices["train"]
-    every = _task("t", warm_users, songs, train, train)
-    sample = _task("t", warm_users, songs, train, train, max_users=60, seed=3)
+    every = build_task("t", warm_users, songs, train, train)
+    sample = build_task("t", warm_users, songs, train, train, max_users=60, seed=3)
     assert len(every.users) > 60 and len(sample.users) == 60
     assert np.isin(sample.users, every.users).all()
     rows = np.searchsorted(every.users, sample.users)

@@ -33,7 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
-from musicrec.evaluate import SplitTask, evaluate_on_task, sample_users
+from musicrec.evaluate import SplitTask, build_task, evaluate_on_task
 from musicrec.io import load_params, section, stage_timer, write_json
 from musicrec.models.vectors import (
     InterleavedModel,
@@ -72,20 +72,6 @@ class HybridConfig:
             raise MusicrecError("hybrid.max_users: 0 (every user) or a positive sample size")
 
 
-def _task(name, users, candidates, excluded, relevant, max_users=0, seed=0) -> SplitTask:
-    """The users with a relevant candidate (a sample of ``max_users`` of them when > 0, as
-    :func:`musicrec.evaluate.sample_users` draws it) against ``candidates``."""
-    has_relevant = np.diff(relevant[users][:, candidates].tocsr().indptr) > 0
-    users = sample_users(users[has_relevant], max_users, seed, 0)
-    return SplitTask(
-        name,
-        users,
-        candidates,
-        excluded[users][:, candidates].tocsr(),
-        relevant[users][:, candidates].tocsr(),
-    )
-
-
 def _mean_map(model: ModelVectors, task: SplitTask, k: int, seed: int) -> float:
     """mAP@k over the task's users; NaN where the task has none (a tiny catalogue)."""
     if len(task.users) == 0:
@@ -106,7 +92,7 @@ def pick_content_model(
     validation = np.flatnonzero(splits.songs["validation"].to_numpy())
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
     train = splits.matrices["train"]
-    task = _task(
+    task = build_task(
         "validation", warm_users, validation, sp.csr_matrix(train.shape), train, max_users, seed
     )
     scores = {m.name: _mean_map(m, task, k, seed) for m in candidates}
@@ -140,7 +126,7 @@ def choose_weight(
     content_songs = content.song_vectors @ rotation
     warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
-    task = _task(
+    task = build_task(
         "hybrid-validation",
         warm_users,
         warm_songs,
