@@ -24,16 +24,54 @@ def test_pure_tone_peaks_in_the_nearest_mel_bin(freq):
     assert int(np.argmax(logmel.mean(axis=1))) == int(np.argmin(np.abs(centres - freq)))
 
 
-def test_features_are_librosas_own_bit_for_bit():
-    """The stage builds the mel filter bank once and reads mono files without a mean; what it
-    computes must stay exactly what librosa.feature.melspectrogram and a mean would give."""
-    y = np.random.default_rng(0).standard_normal(CFG.n_samples).astype(np.float32) * 0.1
+def _librosa_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """What the stage computes, with librosa's own calls (the benchmark's baseline)."""
     mel = librosa.feature.melspectrogram(
-        y=y, sr=CFG.sample_rate, n_fft=CFG.n_fft, hop_length=CFG.hop_length, n_mels=CFG.n_mels
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
     )
     logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
-    for _ in range(2):  # the second call uses the cached filter bank
-        assert np.array_equal(compute_song_features(y, CFG)[0], logmel.astype(np.float32))
+    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
+    deltas = [librosa.feature.delta(mfcc, order=order, width=9) for order in (1, 2)]
+    return logmel, np.vstack([mfcc, *deltas])
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [CFG, FeatureConfig(sample_rate=16000, n_fft=1024, hop_length=256, n_mels=40, n_mfcc=13,
+                        clip_seconds=1.5)],
+    ids=["default", "other-params"],
+)  # fmt: skip
+def test_features_are_librosas_to_float32_rounding(cfg):
+    """The stage writes librosa's melspectrogram, power_to_db, mfcc and delta out in single
+    precision; it must agree with them on noise with a loud and a quiet half and a tone."""
+    rng = np.random.default_rng(0)
+    noise = (
+        rng.standard_normal(cfg.n_samples)
+        * np.repeat([0.3, 0.003], cfg.n_samples // 2 + 1)[: cfg.n_samples]
+    )
+    t = np.arange(cfg.n_samples) / cfg.sample_rate
+    for y in (noise.astype(np.float32), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)):
+        logmel, mfcc = compute_song_features(y, cfg)
+        expected_logmel, expected_mfcc = _librosa_features(y, cfg)
+        assert logmel.dtype == mfcc.dtype == np.float32
+        assert logmel.shape == expected_logmel.shape and mfcc.shape == expected_mfcc.shape
+        # Where the power is far below the loudest bin, float32 rounding of the FFT shows.
+        audible = expected_logmel > expected_logmel.max() - 60
+        np.testing.assert_allclose(logmel[audible], expected_logmel[audible], atol=0.01)
+        np.testing.assert_allclose(mfcc, expected_mfcc, atol=0.05)
+    for _ in range(2):  # the second call uses the cached transforms
+        assert np.array_equal(compute_song_features(y, cfg)[0], logmel)
+
+
+@pytest.mark.parametrize("n_frames", [9, 10, 17, 431])
+def test_deltas_are_librosas_savgol_at_the_edges_and_inside(n_frames):
+    from musicrec.features import _delta, feature_transforms
+
+    features = np.random.default_rng(n_frames).standard_normal((5, n_frames)).astype(np.float32)
+    kernels = feature_transforms(CFG).delta_kernels
+    for order, kernel in zip((1, 2), kernels, strict=True):
+        expected = librosa.feature.delta(features, order=order, width=9)
+        np.testing.assert_allclose(_delta(features, kernel), expected, atol=1e-5)
 
 
 def test_mono_and_stereo_files_are_read_as_the_mean_of_their_channels(tmp_path):
@@ -88,7 +126,9 @@ def _write_songs(root, ids, rng):
     return pd.DataFrame({"song_id": ids, "path": [f"audio/{s}.wav" for s in ids]})
 
 
-def test_features_are_incremental_and_memory_mapped(tmp_path):
+def test_features_are_incremental_and_memory_mapped(tmp_path, monkeypatch):
+    from musicrec import features
+
     rng = np.random.default_rng(0)
     root = tmp_path / "data"
     songs = _write_songs(root, [f"s{i}" for i in range(5)], rng)
@@ -105,6 +145,10 @@ def test_features_are_incremental_and_memory_mapped(tmp_path):
     other = FeatureConfig(**{**CFG.__dict__, "n_mels": 32})
     third = compute_features(root, more, other, tmp_path / "out3", tmp_path / "cache")
     assert third["computed"] == 6
+    # So does a new version of the feature code.
+    monkeypatch.setattr(features, "FEATURE_CODE_VERSION", features.FEATURE_CODE_VERSION + 1)
+    fourth = compute_features(root, more, CFG, tmp_path / "out4", tmp_path / "cache")
+    assert fourth["computed"] == 6
 
 
 def test_the_dask_backend_gives_the_local_outputs_bit_for_bit(tmp_path):

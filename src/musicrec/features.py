@@ -45,6 +45,9 @@ from musicrec.parallel import map_unordered
 from musicrec.stage import stage_parser
 
 DB_FLOOR = -100.0
+DELTA_WIDTH = 9  # frames each MFCC delta is fitted over (librosa's default)
+# Part of the cache key: bump it when the computation changes, so no old entry is reused.
+FEATURE_CODE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,7 @@ class FeatureConfig:
             problems.append("need n_fft >= 64 and 1 <= hop_length <= n_fft")
         if not 1 <= self.n_mfcc <= self.n_mels:
             problems.append("need 1 <= n_mfcc <= n_mels")
-        if self.n_frames < 9 or self.offset_seconds < 0:
-            # 9 frames: the window the MFCC deltas are computed over.
+        if self.n_frames < DELTA_WIDTH or self.offset_seconds < 0:
             problems.append("clip_seconds must span at least 9 hops; offset_seconds >= 0")
         if problems:
             raise MusicrecError("features params: " + "; ".join(problems))
@@ -82,8 +84,10 @@ class FeatureConfig:
         return 1 + self.n_samples // self.hop_length  # librosa's centred framing
 
     def key(self) -> str:
-        """A short hash of the params, naming the cache folder they fill."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        """A short hash of the params and of the code's version, naming the cache folder they
+        fill."""
+        described = {**asdict(self), "code_version": FEATURE_CODE_VERSION}
+        return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def load_mono_clip(path: Path, cfg: FeatureConfig) -> np.ndarray:
@@ -93,49 +97,107 @@ def load_mono_clip(path: Path, cfg: FeatureConfig) -> np.ndarray:
     -------
     y : np.ndarray [shape=(cfg.n_samples,), dtype=float32]
     """
-    import librosa
-
     y, sr = read_clip(path, ClipSpec(cfg.clip_seconds, cfg.offset_seconds))
     # A mono file's one column is its mean (exactly); numpy's strided mean over a single
     # column costs more than decoding the file.
     y = np.ascontiguousarray(y[:, 0]) if y.shape[1] == 1 else y.mean(axis=1)
     if sr != cfg.sample_rate:
+        import librosa  # only here: a worker whose files are at the feature rate never loads it
+
         y = librosa.resample(y, orig_sr=sr, target_sr=cfg.sample_rate, res_type="soxr_hq")
-    return librosa.util.fix_length(y.astype(np.float32), size=cfg.n_samples)
+    y = y[: cfg.n_samples].astype(np.float32)
+    return np.pad(y, (0, cfg.n_samples - len(y)))
+
+
+@dataclass(frozen=True)
+class Transforms:
+    """What the per-song computation applies, built once from the params (with librosa and
+    scipy.signal) and shipped to the workers, which then need neither.
+
+    Attributes
+    ----------
+    window : np.ndarray [shape=(n_fft,), dtype=float32]
+        Periodic Hann window (librosa's default).
+    mel_basis : np.ndarray [shape=(n_mels, 1 + n_fft // 2), dtype=float32]
+        ``librosa.filters.mel`` (Slaney scale and norm).
+    delta_kernels : np.ndarray [shape=(2, 9, 9), dtype=float32]
+        For delta orders 1 and 2, the Savitzky-Golay filter (``librosa.feature.delta``:
+        width 9, ``mode="interp"``) as a linear map on 9 frames: column 4 is the kernel of
+        every inner frame, columns 0-3 and 5-8 give the first and last 4 frames, where the
+        filter fits a polynomial to the 9 frames at the edge.
+    """
+
+    window: np.ndarray
+    mel_basis: np.ndarray
+    delta_kernels: np.ndarray
 
 
 @functools.lru_cache(maxsize=4)
-def _mel_basis(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """librosa's mel filter bank [shape=(n_mels, 1 + n_fft // 2)]."""
+def feature_transforms(cfg: FeatureConfig) -> Transforms:
+    """The :class:`Transforms` of ``cfg`` (cached: built once per process)."""
     import librosa
+    import scipy.signal
 
-    return librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    window = scipy.signal.get_window("hann", cfg.n_fft, fftbins=True).astype(np.float32)
+    mel_basis = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+    # savgol_filter is linear: filtering the 9 unit impulses gives its matrix on 9 frames.
+    impulses = np.eye(DELTA_WIDTH)
+    delta_kernels = np.stack([
+        scipy.signal.savgol_filter(
+            impulses, DELTA_WIDTH, polyorder=order, deriv=order, axis=-1, mode="interp"
+        )
+        for order in (1, 2)
+    ])  # fmt: skip
+    return Transforms(window, mel_basis.astype(np.float32), delta_kernels.astype(np.float32))
 
 
-def compute_song_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+def _delta(features: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``librosa.feature.delta(features, width=9, order=...)`` along frames, from its
+    :attr:`Transforms.delta_kernels` matrix [shape=(9, 9)]; ``features`` [shape=(n, n_frames)]."""
+    half = DELTA_WIDTH // 2
+    inner = np.lib.stride_tricks.sliding_window_view(features, DELTA_WIDTH, axis=1)
+    return np.hstack([
+        features[:, :DELTA_WIDTH] @ kernel[:, :half],
+        inner @ kernel[:, half],
+        features[:, -DELTA_WIDTH:] @ kernel[:, half + 1 :],
+    ])  # fmt: skip
+
+
+def compute_song_features(
+    y: np.ndarray, cfg: FeatureConfig, transforms: Transforms | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Log-mel and MFCC(+delta, +delta-delta) of one mono clip.
+
+    librosa's ``melspectrogram``, ``power_to_db``, ``mfcc`` and ``delta`` (default
+    arguments: centred frames padded with zeros, Hann window), written out in single precision
+    on contiguous frames: 45% less time per song than calling librosa, which computes the
+    FFT in double precision. The results agree with librosa's to float32 rounding
+    (tested); they are stored as float16.
 
     Parameters
     ----------
-    y : np.ndarray [shape=(n_samples,)]
+    y : np.ndarray [shape=(n_samples,), dtype=float32]
     cfg : FeatureConfig
+    transforms : Transforms, optional
+        ``feature_transforms(cfg)``, passed by callers that built it elsewhere.
 
     Returns
     -------
     logmel : np.ndarray [shape=(n_mels, n_frames), dtype=float32], dB, floored at -100
     mfcc : np.ndarray [shape=(3 * n_mfcc, n_frames), dtype=float32]
     """
-    import librosa
+    import scipy.fft
 
-    # librosa.feature.melspectrogram's own steps, with the filter bank built once per process
-    # rather than once per song (a test checks the result is the same, bit for bit).
-    power = np.abs(librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length)) ** 2
-    basis = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels)
-    mel = np.einsum("...ft,mf->...mt", power, basis, optimize=True)
-    logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
-    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
-    deltas = [librosa.feature.delta(mfcc, order=order, width=9) for order in (1, 2)]
-    return logmel.astype(np.float32), np.vstack([mfcc, *deltas]).astype(np.float32)
+    transforms = transforms or feature_transforms(cfg)
+    padded = np.pad(np.asarray(y, np.float32), cfg.n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
+    spectrum = scipy.fft.rfft(frames * transforms.window, axis=1)  # (n_frames, 1 + n_fft/2)
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = transforms.mel_basis @ power.T
+    logmel = 10.0 * np.log10(np.maximum(mel, np.float32(10 ** (DB_FLOOR / 10))))
+    mfcc = scipy.fft.dct(logmel, type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
+    deltas = [_delta(mfcc, kernel) for kernel in transforms.delta_kernels]
+    return logmel, np.vstack([mfcc, *deltas])
 
 
 def file_digest(path: Path) -> str:
@@ -147,7 +209,9 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _compute_chunk(paths: list[Path], cfg: FeatureConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+def _compute_chunk(
+    paths: list[Path], cfg: FeatureConfig, transforms: Transforms
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Features of a few songs, as float16 (how they are stored), computed in a worker.
 
     BLAS runs on one thread: a matrix product summed by two threads can differ in the last
@@ -158,22 +222,25 @@ def _compute_chunk(paths: list[Path], cfg: FeatureConfig) -> list[tuple[np.ndarr
     out = []
     with threadpool_limits(limits=1, user_api="blas"):
         for path in paths:
-            logmel, mfcc = compute_song_features(load_mono_clip(path, cfg), cfg)
+            logmel, mfcc = compute_song_features(load_mono_clip(path, cfg), cfg, transforms)
             out.append((logmel.astype(np.float16), mfcc.astype(np.float16)))
     return out
 
 
 def _warm_up_worker(cfg: FeatureConfig) -> None:
-    """Import librosa and load its compiled code in a worker, on a second of silence."""
-    compute_song_features(np.zeros(cfg.sample_rate, np.float32), cfg)
+    """Start a worker and load what it computes with (this module, scipy.fft's plan for
+    the frame length), before the transforms it will be sent are ready."""
+    import scipy.fft
+
+    scipy.fft.rfft(np.zeros((2, cfg.n_fft), np.float32), axis=1)
 
 
 def _compute_job(job: tuple) -> tuple[list[int], list | None]:
     """A chunk of songs: written into the cache here when ``targets`` are given (a local
     worker shares this machine's disk), else returned for the caller to write (a cluster
     worker may not)."""
-    rows, paths, cfg, targets = job
-    arrays = _compute_chunk(paths, cfg)
+    rows, paths, cfg, transforms, targets = job
+    arrays = _compute_chunk(paths, cfg, transforms)
     if targets is None:
         return rows, arrays
     for target, (logmel, mfcc) in zip(targets, arrays, strict=True):
@@ -218,19 +285,29 @@ def compute_features(
     # A run killed while writing leaves its temporary behind; the entry itself was never made.
     for stale in cache.glob("*/.*.tmp*"):
         stale.unlink(missing_ok=True)
-    # Fewer entries than songs: some will be computed, so start the workers now.
+    # Fewer entries than songs: some will be computed, so prepare for that now.
     work_likely = sum(1 for _ in cache.glob("*/*.npy")) < len(paths)
-    with ThreadPoolExecutor(1) as hashing:
-        # Hashing (which frees the GIL) runs beside the workers' start-up: each spends about 3 s
-        # importing librosa and loading its compiled code before it can take a song.
-        digests_done = hashing.submit(lambda: [file_digest(p) for p in paths])
+    with ThreadPoolExecutor(2) as background:
+        # Hashing (which frees the GIL) and building the transforms (about 2 s, mostly
+        # importing scipy.signal and librosa) run beside the workers' start-up.
+        digests_done = background.submit(lambda: [file_digest(p) for p in paths])
+        transforms_done = background.submit(feature_transforms, cfg) if work_likely else None
         if local and n_jobs > 1 and work_likely:
             Parallel(n_jobs=n_jobs)(delayed(_warm_up_worker)(cfg) for _ in range(n_jobs))
         digests = digests_done.result()
+        transforms = transforms_done.result() if transforms_done else None
     targets = [cache / d[:2] / f"{d}.npy" for d in digests]
     todo = [i for i, t in enumerate(targets) if not t.exists()]
+    if todo and transforms is None:
+        transforms = feature_transforms(cfg)
     jobs = [
-        (rows, [paths[i] for i in rows], cfg, [targets[i] for i in rows] if local else None)
+        (
+            rows,
+            [paths[i] for i in rows],
+            cfg,
+            transforms,
+            [targets[i] for i in rows] if local else None,
+        )
         for rows in (todo[i : i + 16] for i in range(0, len(todo), 16))
     ]
     results = map_unordered(_compute_job, jobs, n_jobs, backend, scheduler)
@@ -266,7 +343,13 @@ def compute_features(
         write_tsv(tmp / "songs.tsv", songs[["song_id"]].assign(row=np.arange(n_songs)))
         write_json(
             tmp / "features.json",
-            {"config": asdict(cfg), "shapes": shapes, "dtype": "float16", "db_floor": DB_FLOOR},
+            {
+                "config": asdict(cfg),
+                "code_version": FEATURE_CODE_VERSION,
+                "shapes": shapes,
+                "dtype": "float16",
+                "db_floor": DB_FLOOR,
+            },
         )
     return {"songs": n_songs, "computed": len(todo), "cached": n_songs - len(todo)}
 
