@@ -170,7 +170,7 @@ def compute_song_features(
 
     librosa's ``melspectrogram``, ``power_to_db``, ``mfcc`` and ``delta`` (default
     arguments: centred frames padded with zeros, Hann window), written out in single precision
-    on contiguous frames: 45% less time per song than calling librosa, which computes the
+    on contiguous frames: half the time per song of calling librosa, which computes the
     FFT in double precision. The results agree with librosa's to float32 rounding
     (tested); they are stored as float16.
 
@@ -209,6 +209,28 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Let this process's allocator keep freed blocks of up to 32 MB instead of returning them.
+
+    A song's computation allocates and frees about 10 MB of frames and spectra. By default,
+    glibc hands such blocks back to the OS at each free and page-faults them in again for
+    the next song: 40% of the feature time here. ``mallopt`` (glibc only; elsewhere nothing
+    changes) makes them reusable, for at most 64 MB held; the results are the same.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 64 << 20)
+
+
 def _compute_chunk(
     paths: list[Path], cfg: FeatureConfig, transforms: Transforms
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -219,6 +241,7 @@ def _compute_chunk(
     """
     from threadpoolctl import threadpool_limits
 
+    _keep_freed_memory()
     out = []
     with threadpool_limits(limits=1, user_api="blas"):
         for path in paths:
