@@ -163,6 +163,29 @@ def _delta(features: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     ])  # fmt: skip
 
 
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Let this process's allocator keep freed blocks of up to 32 MB instead of returning them.
+
+    A song's computation allocates and frees about 10 MB of frames and spectra. By default,
+    glibc hands such blocks back to the OS at each free and page-faults them in again for
+    the next song: 40% of the feature time here. ``mallopt`` (glibc only; elsewhere nothing
+    changes) makes them reusable, for at most 64 MB held; the results are the same. Set once
+    per process, by the first song it computes (a worker, or ``serve`` for new songs).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 64 << 20)
+
+
 def compute_song_features(
     y: np.ndarray, cfg: FeatureConfig, transforms: Transforms | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -188,6 +211,7 @@ def compute_song_features(
     """
     import scipy.fft
 
+    _keep_freed_memory()
     transforms = transforms or feature_transforms(cfg)
     padded = np.pad(np.asarray(y, np.float32), cfg.n_fft // 2)
     frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
@@ -209,28 +233,6 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-@functools.cache
-def _keep_freed_memory() -> None:
-    """Let this process's allocator keep freed blocks of up to 32 MB instead of returning them.
-
-    A song's computation allocates and frees about 10 MB of frames and spectra. By default,
-    glibc hands such blocks back to the OS at each free and page-faults them in again for
-    the next song: 40% of the feature time here. ``mallopt`` (glibc only; elsewhere nothing
-    changes) makes them reusable, for at most 64 MB held; the results are the same.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    mallopt(m_mmap_threshold, 32 << 20)
-    mallopt(m_trim_threshold, 64 << 20)
-
-
 def _compute_chunk(
     paths: list[Path], cfg: FeatureConfig, transforms: Transforms
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -241,7 +243,6 @@ def _compute_chunk(
     """
     from threadpoolctl import threadpool_limits
 
-    _keep_freed_memory()
     out = []
     with threadpool_limits(limits=1, user_api="blas"):
         for path in paths:
