@@ -112,7 +112,7 @@ def load_mono_clip(path: Path, cfg: FeatureConfig) -> np.ndarray:
 @dataclass(frozen=True)
 class Transforms:
     """What the per-song computation applies, built once from the params (with librosa and
-    scipy.signal) and shipped to the workers, which then need neither.
+    scipy.signal) and sent to the local workers, which then need neither.
 
     Attributes
     ----------
@@ -234,9 +234,10 @@ def file_digest(path: Path) -> str:
 
 
 def _compute_chunk(
-    paths: list[Path], cfg: FeatureConfig, transforms: Transforms
+    paths: list[Path], cfg: FeatureConfig, transforms: Transforms | None
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Features of a few songs, as float16 (how they are stored), computed in a worker.
+    """Features of a few songs, as float16 (how they are stored), computed in a worker
+    (which builds the transforms itself, once, when it is not sent them).
 
     BLAS runs on one thread: a matrix product summed by two threads can differ in the last
     bit from one summed by one, and the features must not depend on where they were computed.
@@ -252,8 +253,8 @@ def _compute_chunk(
 
 
 def _warm_up_worker(cfg: FeatureConfig) -> None:
-    """Start a worker and load what it computes with (this module, scipy.fft's plan for
-    the frame length), before the transforms it will be sent are ready."""
+    """Start a local worker and load what it computes with (this module, scipy.fft's plan
+    for the frame length) while the parent builds the transforms it will send."""
     import scipy.fft
 
     scipy.fft.rfft(np.zeros((2, cfg.n_fft), np.float32), axis=1)
@@ -311,18 +312,23 @@ def compute_features(
         stale.unlink(missing_ok=True)
     # Fewer entries than songs: some will be computed, so prepare for that now.
     work_likely = sum(1 for _ in cache.glob("*/*.npy")) < len(paths)
+    # Local workers are sent the transforms, built here once, and so never import librosa or
+    # scipy.signal. A cluster's workers build their own: sent with each chunk, the 0.3 MB
+    # would be held by the scheduler for every task at once (1.6 GB for 100,000 songs).
     with ThreadPoolExecutor(2) as background:
         # Hashing (which frees the GIL) and building the transforms (about 2 s, mostly
         # importing scipy.signal and librosa) run beside the workers' start-up.
         digests_done = background.submit(lambda: [file_digest(p) for p in paths])
-        transforms_done = background.submit(feature_transforms, cfg) if work_likely else None
+        transforms_done = (
+            background.submit(feature_transforms, cfg) if local and work_likely else None
+        )
         if local and n_jobs > 1 and work_likely:
             Parallel(n_jobs=n_jobs)(delayed(_warm_up_worker)(cfg) for _ in range(n_jobs))
         digests = digests_done.result()
         transforms = transforms_done.result() if transforms_done else None
     targets = [cache / d[:2] / f"{d}.npy" for d in digests]
     todo = [i for i, t in enumerate(targets) if not t.exists()]
-    if todo and transforms is None:
+    if local and todo and transforms is None:
         transforms = feature_transforms(cfg)
     jobs = [
         (
