@@ -109,6 +109,7 @@ def test_louder_signal_has_higher_log_mel_by_its_gain_in_db():
     [
         dict(n_mfcc=0),
         dict(hop_length=4096),
+        dict(n_fft=2047),
         dict(clip_seconds=0.01),
         dict(sample_rate=100),
         dict(offset_seconds=-1.0),

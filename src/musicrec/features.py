@@ -66,8 +66,10 @@ class FeatureConfig:
         problems = []
         if self.sample_rate < 4000:
             problems.append("sample_rate must be >= 4000")
-        if self.n_fft < 64 or self.hop_length < 1 or self.hop_length > self.n_fft:
-            problems.append("need n_fft >= 64 and 1 <= hop_length <= n_fft")
+        if self.n_fft < 64 or self.n_fft % 2 or not 1 <= self.hop_length <= self.n_fft:
+            # Even: centred frames of odd length number one fewer than n_frames when hop
+            # divides n_samples.
+            problems.append("need an even n_fft >= 64 and 1 <= hop_length <= n_fft")
         if not 1 <= self.n_mfcc <= self.n_mels:
             problems.append("need 1 <= n_mfcc <= n_mels")
         if self.n_frames < DELTA_WIDTH or self.offset_seconds < 0:
@@ -212,7 +214,8 @@ def compute_song_features(
     import scipy.fft
 
     _keep_freed_memory()
-    transforms = transforms or feature_transforms(cfg)
+    if transforms is None:
+        transforms = feature_transforms(cfg)
     padded = np.pad(np.asarray(y, np.float32), cfg.n_fft // 2)
     frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
     spectrum = scipy.fft.rfft(frames * transforms.window, axis=1)  # (n_frames, 1 + n_fft/2)
