@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from musicrec.features import DB_FLOOR, FeatureConfig, compute_features
+from musicrec.features import FeatureConfig, compute_features, librosa_features
 from musicrec.io import load_params, read_tsv, replace_section
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache/numba").resolve()))
@@ -36,18 +36,12 @@ def librosa_loop(paths: list[Path], cfg: FeatureConfig) -> list[tuple[np.ndarray
 
     out = []
     for path in paths:
-        y, sr = librosa.load(
+        y, _ = librosa.load(
             path, sr=cfg.sample_rate, mono=True, offset=cfg.offset_seconds,
             duration=cfg.clip_seconds, res_type="soxr_hq",
         )  # fmt: skip
-        y = librosa.util.fix_length(y, size=cfg.n_samples)
-        mel = librosa.feature.melspectrogram(
-            y=y, sr=sr, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
-        )
-        logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
-        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
-        deltas = [librosa.feature.delta(mfcc, order=o, width=9) for o in (1, 2)]
-        out.append((logmel.astype(np.float16), np.vstack([mfcc, *deltas]).astype(np.float16)))
+        logmel, mfcc = librosa_features(librosa.util.fix_length(y, size=cfg.n_samples), cfg)
+        out.append((logmel.astype(np.float16), mfcc.astype(np.float16)))
     return out
 
 

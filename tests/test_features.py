@@ -9,7 +9,13 @@ import pytest
 import soundfile as sf
 
 from musicrec.errors import MusicrecError
-from musicrec.features import DB_FLOOR, FeatureConfig, compute_features, compute_song_features
+from musicrec.features import (
+    DB_FLOOR,
+    FeatureConfig,
+    compute_features,
+    compute_song_features,
+    librosa_features,
+)
 
 CFG = FeatureConfig(
     sample_rate=22050, n_fft=2048, hop_length=512, n_mels=64, n_mfcc=20, clip_seconds=2.0
@@ -22,17 +28,6 @@ def test_pure_tone_peaks_in_the_nearest_mel_bin(freq):
     logmel, _ = compute_song_features(0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32), CFG)
     centres = librosa.mel_frequencies(n_mels=CFG.n_mels + 2, fmax=CFG.sample_rate / 2)[1:-1]
     assert int(np.argmax(logmel.mean(axis=1))) == int(np.argmin(np.abs(centres - freq)))
-
-
-def _librosa_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
-    """What the stage computes, with librosa's own calls (the benchmark's baseline)."""
-    mel = librosa.feature.melspectrogram(
-        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
-    )
-    logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
-    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
-    deltas = [librosa.feature.delta(mfcc, order=order, width=9) for order in (1, 2)]
-    return logmel, np.vstack([mfcc, *deltas])
 
 
 @pytest.mark.parametrize(
@@ -52,7 +47,7 @@ def test_features_are_librosas_to_float32_rounding(cfg):
     t = np.arange(cfg.n_samples) / cfg.sample_rate
     for y in (noise.astype(np.float32), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)):
         logmel, mfcc = compute_song_features(y, cfg)
-        expected_logmel, expected_mfcc = _librosa_features(y, cfg)
+        expected_logmel, expected_mfcc = librosa_features(y, cfg)
         assert logmel.dtype == mfcc.dtype == np.float32
         assert logmel.shape == expected_logmel.shape and mfcc.shape == expected_mfcc.shape
         # Where the power is far below the loudest bin, float32 rounding of the FFT shows.

@@ -227,6 +227,20 @@ def compute_song_features(
     return logmel, np.vstack([mfcc, *deltas])
 
 
+def librosa_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """What :func:`compute_song_features` computes, through librosa's own calls: the
+    reference it is tested against and the benchmark's baseline. Same shapes, float32."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
+    )
+    logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
+    mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
+    deltas = [librosa.feature.delta(mfcc, order=order, width=DELTA_WIDTH) for order in (1, 2)]
+    return logmel, np.vstack([mfcc, *deltas])
+
+
 def file_digest(path: Path) -> str:
     """Content hash of a file, streamed (the cache key: renaming a file does not recompute)."""
     digest = hashlib.blake2b(digest_size=16)
