@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from musicrec.tiny import TINY_WORLD, tiny_params  # noqa: F401 - the tests import them from here
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -25,19 +27,20 @@ os.environ.update(
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 os.environ.setdefault("MPLCONFIGDIR", str(REPO / ".cache" / "matplotlib"))
 
-TINY_WORLD = dict(
-    n_songs=60,
-    n_users=200,
-    mean_songs_per_user=12,
-    clip_seconds=3.0,
-    sample_rate=22050,
-    audio_share=0.6,
-    taste_sharpness=2.5,
-    popularity_spread=1.3,
-    hidden_dims=4,
-    songs_per_artist=6,
-    seed=7,
-)
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped, saying why, where torch sees no CUDA device."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason="gpu: no CUDA device here (torch "
+        f"{torch.__version__}); run on a GPU machine: benchmarks/gpu_check.py --pytest"
+    )
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -48,31 +51,6 @@ def tiny_world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("world") / "synthetic"
     synthesize_world(WorldConfig(**TINY_WORLD), root, n_jobs=1)
     return root
-
-
-def tiny_params(**overrides: dict) -> dict:
-    """The project's params.yaml shrunk for a tiny world, with section overrides applied."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["synthesize"].update(TINY_WORLD, n_jobs=1)
-    params["validate"].update(min_seconds=1.0, n_jobs=1)
-    params["features"].update(clip_seconds=3.0, n_jobs=1)
-    params["wmf"].update(factors=8, iterations=5)
-    params["evaluate"].update(bootstrap=100, ks=[5, 10, 50])
-    params["bow"].update(vocabulary_size=32, frames_per_song=40, pca_components=16, hidden_units=32)
-    params["bow_mlp"].update(epochs=10, patience=3)
-    params["cnn"].update(
-        window_frames=32,
-        channels=[16, 16, 16],
-        pools=[2, 2],
-        dense_units=32,
-        wpe_users_per_batch=64,
-    )
-    params["cnn_training"].update(epochs=3, patience=2)
-    params["dbn"].update(layers=[16, 4], pretrain_epochs=3)
-    params["dbn_training"].update(epochs=3, patience=2)
-    for name, values in overrides.items():
-        params[name].update(values)
-    return params
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

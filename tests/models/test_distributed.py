@@ -43,3 +43,7 @@ def test_two_processes_train_as_well_as_one(trained_project, tmp_path):
     # The 2-process models were really trained by both: their training config says so.
     config = json.loads((two / "data/models/cnn_wpe/predictor/config.json").read_text())
     assert config["train"]["processes"] == 2
+    # And each stage's timing record says how it ran: a group of 2 on gloo (CPUs).
+    for stage in ("cnn", "dbn"):
+        timing = json.loads((two / "reports" / "timings" / f"{stage}.json").read_text())
+        assert (timing["world_size"], timing["backend"]) == (2, "gloo"), timing

@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             publish_history(model.name, model.history, tracker)
             record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
+        record.update(distributed.describe())
     if not distributed.is_main():
         return 0
     print(f"cnn: {', '.join('cnn_' + o for o in objectives)} -> {args.models}")

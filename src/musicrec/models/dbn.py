@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             publish_history(kind, model.history, tracker)
             record[f"{kind}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
+        record.update(distributed.describe())
     if not distributed.is_main():
         return 0
     print(f"dbn: {', '.join(kinds)} -> {args.models}")

@@ -26,8 +26,12 @@ import torch.distributed as dist
 
 
 def launched() -> bool:
-    """Whether this process is one of several that torchrun started."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    """Whether torchrun (or a launcher that sets the same variables) started this process.
+
+    True at a world size of 1 too: the process then joins a group of one, so ``torchrun
+    --nproc-per-node=1`` runs the distributed code path (NCCL on a GPU) on a single device.
+    """
+    return "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
 
 
 def active() -> bool:
@@ -49,14 +53,18 @@ def is_main() -> bool:
 
 
 def relaunch(stage: str, argv: list[str], processes: int) -> int:
-    """Run ``musicrec <stage> <argv>`` under ``torchrun --standalone`` with ``processes``."""
+    """Run ``musicrec <stage> <argv>`` under ``torchrun --standalone`` with ``processes``.
+
+    The processes start ``python -m musicrec``, so an installed console script is not needed
+    (a checkout on ``PYTHONPATH`` is enough).
+    """
     command = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc-per-node={processes}",
-        "--no-python",
+        "-m",
         "musicrec",
         stage,
         *argv,
@@ -72,7 +80,17 @@ def process_group() -> Iterator[None]:
         yield
         return
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank, n_gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local_rank >= n_gpus:
+            # More processes than GPUs: they share cards, which NCCL may refuse ("Duplicate
+            # GPU detected"); say so before it does.
+            print(
+                f"distributed: process {local_rank} shares GPU {local_rank % n_gpus} "
+                f"({n_gpus} GPU(s) here); NCCL supports one process per GPU",
+                file=sys.stderr,
+                flush=True,
+            )
+        torch.cuda.set_device(local_rank % n_gpus)
         backend = "nccl"
     else:
         backend = "gloo"
@@ -134,6 +152,12 @@ def from_main(value: float) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=_device())
     dist.broadcast(tensor, src=0)
     return float(tensor.item())
+
+
+def describe() -> dict:
+    """``world_size`` and ``backend`` of this run (``backend`` None outside a group), for the
+    stage's timing record: a distributed run says how it ran."""
+    return {"world_size": world_size(), "backend": dist.get_backend() if active() else None}
 
 
 def barrier() -> None:
