@@ -538,7 +538,11 @@ def torchrun_part(work: Path, params: dict, device, report: Report, seconds_left
         timing_path = run_dir / "reports" / "timings" / "cnn.json"
         timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
         results[processes] = {"exit": code, "seconds": round(seconds, 1), **timing}
-        tail = [line for line in output.splitlines() if "%|" not in line][-12:]
+        text = [line for line in output.splitlines() if "%|" not in line]
+        # The reason is usually far from the end (torchrun's summary comes last): keep the
+        # lines that name an error or NCCL's warnings, then the end.
+        telling = [line for line in text if re.search(r"Error|NCCL WARN|Duplicate|refuse", line)]
+        tail = list(dict.fromkeys(telling[:12] + text[-6:]))
         ok = code == 0 and timing.get("world_size") == processes
         lines += [
             f"**{processes} process{'es' if processes > 1 else ''}**: exit {code} in "
@@ -774,6 +778,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         return prepare(args.project, args.to, args.params, args.reference_reports)
     args.reference = args.reference or ("cpu" if args.quick else "committed")
+    if args.prepared is not None:
+        args.prepared = args.prepared.resolve()  # the world is built in another folder
     os.environ.update(WANDB_MODE="disabled", DO_NOT_TRACK="1")
     os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 

@@ -22,7 +22,8 @@ if [ "${1:-}" = prepare ]; then
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp $platforms -d "$CARRY/whl" \
     librosa==0.11.0 soundfile==0.14.0 implicit==0.7.3 pandas==3.1.1 audioread decorator \
-    pooch platformdirs soxr cffi pycparser rmm-cu13 librmm-cu13 rapids-logger
+    pooch platformdirs soxr cffi pycparser rmm-cu13==26.4.0 librmm-cu13==26.4.0 \
+    rapids-logger==0.2.3
   # The carried data: `dvc repro wmf` first, so data/ holds the default world up to WMF.
   .venv/bin/python benchmarks/gpu_check.py prepare --to "$CARRY/prepared" "${@:2}"
   exit 0
