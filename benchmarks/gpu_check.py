@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import glob
 import hashlib
 import json
 import os
@@ -571,26 +569,13 @@ def torchrun_part(work: Path, params: dict, device, report: Report, seconds_left
 
 
 # -- implicit's CUDA ALS ----------------------------------------------------------------------
-def preload_cuda_libraries() -> list[str]:
-    """Load the CUDA libraries implicit's extension links to from the pip ``nvidia-*``
-    packages, where the loader would not find them by itself. Returns those loaded."""
-    loaded = []
-    for entry in sys.path:
-        for pattern in ("libcudart.so.*", "libcublasLt.so.*", "libcublas.so.*", "libcurand.so.*"):
-            for lib in sorted(
-                glob.glob(os.path.join(entry, "nvidia", "**", pattern), recursive=True)
-            ):
-                with contextlib.suppress(OSError):
-                    ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-                    loaded.append(os.path.basename(lib))
-    return sorted(set(loaded))
-
-
 def implicit_part(work: Path, params: dict, device, report: Report) -> list[str]:
     """implicit's CUDA ALS through ``fit_wmf``, against its CPU ALS on the same plays."""
     import numpy as np
 
-    preloaded = preload_cuda_libraries() if device.type == "cuda" else []
+    from musicrec.models.wmf import load_cuda_libraries
+
+    preloaded = load_cuda_libraries()  # what fit_wmf does first
     import implicit
     import implicit.gpu
 

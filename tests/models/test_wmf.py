@@ -83,3 +83,35 @@ def test_a_folded_in_user_prefers_the_block_of_their_seeds():
     user = fold_in(songs, confidence(seeds, cfg.alpha, cfg.eps), cfg)[0]
     scores = songs @ user
     assert scores[group_song == 1].mean() > scores[group_song == 0].mean() + 0.2
+
+
+def test_cuda_libraries_are_loaded_for_implicit_only_where_rmm_is_installed(tmp_path, monkeypatch):
+    """Without rmm implicit never tries CUDA, so nothing is searched or loaded; with it, the
+    libraries implicit's extension links to are loaded from pip's ``nvidia`` folders on the
+    path, and a file that is no library is passed over."""
+    import importlib.util
+    import os
+    import shutil
+    import sys
+
+    from musicrec.models import wmf
+
+    zlib = "/usr/lib/x86_64-linux-gnu/libz.so.1"  # any real shared library stands in
+    if not os.path.exists(zlib):
+        pytest.skip(f"no {zlib} to stand in for a CUDA library")
+    lib = tmp_path / "site" / "nvidia" / "cu13" / "lib"
+    lib.mkdir(parents=True)
+    shutil.copy(zlib, lib / "libcudart.so.13")
+    (lib / "libcublas.so.13").write_text("not a library")
+    (lib / "libunrelated.so.1").write_text("never looked at")
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "site"), *sys.path])
+    real_find_spec = importlib.util.find_spec
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert wmf.load_cuda_libraries() == []
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name: object() if name == "rmm" else real_find_spec(name),
+    )
+    assert wmf.load_cuda_libraries() == ["libcudart.so.13"]

@@ -16,6 +16,12 @@ Two models come out of one stage:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import glob
+import importlib.util
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +73,41 @@ def confidence(counts: sp.csr_matrix, alpha: float, eps: float) -> sp.csr_matrix
     return conf
 
 
+# The CUDA libraries implicit's CUDA extension links to (implicit 0.7.3 from PyPI: CUDA 13).
+_IMPLICIT_CUDA_LIBRARIES = (
+    "libcudart.so.*",
+    "libcublasLt.so.*",
+    "libcublas.so.*",
+    "libcurand.so.*",
+)
+
+
+def load_cuda_libraries() -> list[str]:
+    """Load, for implicit's CUDA extension, the CUDA libraries of the pip ``nvidia-*`` packages
+    (those a CUDA build of torch installs), which the system's loader does not search.
+
+    Done only where ``rmm`` is installed (the ``gpu`` extra): without it implicit never tries
+    CUDA. Without this, implicit turns its GPU support off with a warning ("libcublas.so.13:
+    cannot open shared object file") on a machine whose CUDA comes from pip alone.
+
+    Returns
+    -------
+    list of str
+        The file names loaded (none where rmm is absent or nothing matched).
+    """
+    if importlib.util.find_spec("rmm") is None:
+        return []
+    loaded = set()
+    for entry in sys.path:
+        for pattern in _IMPLICIT_CUDA_LIBRARIES:
+            found = glob.glob(os.path.join(entry, "nvidia", "**", pattern), recursive=True)
+            for library in sorted(found):
+                with contextlib.suppress(OSError):
+                    ctypes.CDLL(library, mode=ctypes.RTLD_GLOBAL)
+                    loaded.add(os.path.basename(library))
+    return sorted(loaded)
+
+
 def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarray]:
     """Fit WMF to a users x songs count matrix.
 
@@ -75,6 +116,7 @@ def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarr
     user_factors : np.ndarray [shape=(n_users, factors), float32]
     song_factors : np.ndarray [shape=(n_songs, factors), float32]
     """
+    load_cuda_libraries()
     import implicit.gpu
     from implicit.als import AlternatingLeastSquares
 
