@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: install repro test lint format clean
+.PHONY: install repro test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/python -m pytest -q
+
+# The fast tier while you work: lint, unit and known-answer tests; no stage runs, no DVC, no
+# browser (tests marked slow, by fixture in tests/conftest.py), no GPU. About a minute here.
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

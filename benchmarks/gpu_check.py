@@ -765,9 +765,20 @@ def main(argv: list[str] | None = None) -> int:
     args.reference = args.reference or ("cpu" if args.quick else "committed")
     if args.prepared is not None:
         args.prepared = args.prepared.resolve()  # the world is built in another folder
-    os.environ.update(WANDB_MODE="disabled", DO_NOT_TRACK="1")
-    os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+    saved = dict(os.environ)
+    try:
+        # The stages run in this process: no W&B runs for a check. Restored after, so that
+        # a caller (a test session) keeps its own settings.
+        os.environ.update(WANDB_MODE="disabled", DO_NOT_TRACK="1")
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
+        return check(args, argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
+
+def check(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Run the check's parts (``main`` has parsed the command line)."""
     import torch
 
     from musicrec.models.training import pick_device

@@ -28,10 +28,19 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 os.environ.setdefault("MPLCONFIGDIR", str(REPO / ".cache" / "matplotlib"))
 
 
+# Fixtures that run the pipeline's stages, DVC or a browser: a test that uses one is ``slow``,
+# and `make test-fast` leaves it out.
+SLOW_FIXTURES = frozenset({"dvc_project", "trained_project", "browser_page"})
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` are skipped, saying why, where torch sees no CUDA device."""
+    """Mark ``slow`` every test that uses a slow fixture; skip tests marked ``gpu``, saying
+    why, where torch sees no CUDA device."""
     import torch
 
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(

@@ -4,10 +4,14 @@ cannot rot between GPU runs, and its carried-data path (``prepare``, then ``--pr
 from __future__ import annotations
 
 import json
+import os
 import runpy
 
 import pytest
 from conftest import REPO
+
+# Runs every stage of a tiny world, several times: the slow tier.
+pytestmark = pytest.mark.slow
 
 MODELS = ("cnn_mse", "cnn_wpe", "hldbn", "hldbn_nopretrain", "hybrid_dbn")
 
@@ -32,6 +36,8 @@ def test_quick_cpu_mode_runs_every_part_and_names_every_figure(quick_run):
     figures = json.loads(out.with_suffix(".json").read_text())
     assert code == 0, text
     assert figures["failed_parts"] == []
+    # The check turned W&B off for its own stages and gave the caller its settings back.
+    assert os.environ["WANDB_MODE"] == "offline"
     for heading in ("Machine", "World", "Models on the device", "CNN throughput", "torchrun"):
         assert f"## {heading}" in text
     # Each model trained, was scored on cold, and compared with the CPU reference run, which

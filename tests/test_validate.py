@@ -168,6 +168,7 @@ def test_bad_lines_are_named_by_their_line_in_the_file_across_chunks(tmp_path, c
         check_play_log(path, chunk_lines=chunk_lines)
 
 
+@pytest.mark.slow  # validates a log of millions of lines twice, in fresh processes
 def test_a_streamed_log_grows_memory_far_less_than_reading_it_whole(tmp_path):
     """600k lines against 60k: the streamed reader's peak RSS grows under half the whole's."""
     benchmark = runpy.run_path(str(REPO / "benchmarks" / "play_log_memory.py"))
