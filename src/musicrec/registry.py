@@ -1,0 +1,142 @@
+"""The one place that names the pipeline's splits, stages and models.
+
+Every list of them elsewhere (the command line, the report, ``recommend``, the hybrid stage, the
+content-model loader, the tests) reads this module, so adding a model is one module plus one
+entry in :data:`MODELS`, and adding a stage one entry in :data:`STAGES` (and ``dvc.yaml``, which a
+test holds to this table).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from musicrec.errors import MusicrecError
+
+# The evaluation splits (DESIGN.md section 4), in the order reports show them.
+SPLITS: tuple[str, ...] = ("warm", "cold", "all", "cold_user")
+# The splits a model that predicts song vectors from audio alone is scored on.
+CONTENT_SPLITS: tuple[str, ...] = ("cold", "all")
+
+
+def map_key(map_k: int) -> str:
+    """The metrics key of mAP at ``map_k`` (``evaluate.map_k``): ``map@500`` by default."""
+    return f"map@{int(map_k)}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage of the DAG: ``musicrec <name>`` runs ``module``'s ``main``."""
+
+    name: str
+    module: str
+    help: str
+
+
+# In DAG order: the order `dvc repro` runs them and the report lists their timings.
+STAGES: tuple[Stage, ...] = (
+    Stage("synthesize", "musicrec.synthesize", "generate the synthetic music world (audio + plays)"),
+    Stage("validate", "musicrec.validate", "check plays and audio; quarantine unusable songs"),
+    Stage("features", "musicrec.features", "log-mel and MFCC features, cached per song"),
+    Stage("split", "musicrec.split", "cold / warm / all / cold_user evaluation splits"),
+    Stage("baselines", "musicrec.models.baselines", "random and popularity references"),
+    Stage("wmf", "musicrec.models.wmf", "weighted matrix factorisation and the upper bound"),
+    Stage("bow", "musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
+    Stage("cnn", "musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),
+    Stage("dbn", "musicrec.models.dbn", "Wang & Wang's DBN: hldbn, hldbn_nopretrain, hybrid_dbn"),
+    Stage(
+        "hybrid",
+        "musicrec.models.hybrid",
+        "weighted, switching and mixed hybrids; content profile",
+    ),
+    Stage("evaluate", "musicrec.evaluate", "score every model on every split"),
+    Stage("report", "musicrec.report", "write reports/report.md and report.html"),
+)
+STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+# Model families (DESIGN.md section 1).
+REFERENCE = "reference"  # a yardstick: knows nothing, or saw the held-out plays
+COLLABORATIVE = "collaborative"
+CONTENT = "content"  # song vectors from audio
+HYBRID = "hybrid"
+NEW_USER = "new_user"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model: what the report, ``recommend`` and the loaders need to know of it.
+
+    name : its folder under ``data/models/`` and its key in ``metrics.json``.
+    stage : the stage that writes it.
+    family : :data:`REFERENCE`, :data:`COLLABORATIVE`, :data:`CONTENT`, :data:`HYBRID` or
+        :data:`NEW_USER`.
+    recommends : whether ``recommend`` may pick it as the best model (references such as
+        ``upper_bound``, which saw held-out plays, and ``random`` may not).
+    predictor : ``"module:Class"`` of the fitted model kept in ``<folder>/predictor/`` (the
+        models that can score a song never seen), or None.
+    component_of_hybrids : whether the hybrid stage may take it as its content model (a
+        content model that predicts WMF song factors).
+    """
+
+    name: str
+    stage: str
+    family: str
+    recommends: bool = True
+    predictor: str | None = None
+    component_of_hybrids: bool = False
+
+    def load_predictor_class(self) -> type:
+        """The class whose ``load`` reads this model's ``predictor/`` folder."""
+        if self.predictor is None:
+            raise MusicrecError(f"model {self.name} keeps no predictor")
+        module, _, name = self.predictor.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_BOW = "musicrec.models.bow:BowModel"
+_CNN = "musicrec.models.cnn:CNNModel"
+_DBN = "musicrec.models.dbn:DBNModel"
+
+MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("random", "baselines", REFERENCE, recommends=False),
+    # Sees every play, held-out ones included: a non-personalised reference.
+    ModelSpec("popularity", "baselines", REFERENCE),
+    ModelSpec("wmf", "wmf", COLLABORATIVE),
+    ModelSpec("upper_bound", "wmf", REFERENCE, recommends=False),
+    ModelSpec("bow_linear", "bow", CONTENT, predictor=_BOW, component_of_hybrids=True),
+    ModelSpec("bow_mlp", "bow", CONTENT, predictor=_BOW, component_of_hybrids=True),
+    ModelSpec("cnn_mse", "cnn", CONTENT, predictor=_CNN, component_of_hybrids=True),
+    ModelSpec("cnn_wpe", "cnn", CONTENT, predictor=_CNN, component_of_hybrids=True),
+    ModelSpec("hldbn", "dbn", CONTENT, predictor=_DBN),
+    ModelSpec("hldbn_nopretrain", "dbn", CONTENT, predictor=_DBN),
+    ModelSpec("hybrid_dbn", "dbn", HYBRID, predictor=_DBN),
+    ModelSpec("hybrid_weighted", "hybrid", HYBRID),
+    ModelSpec("hybrid_switching", "hybrid", HYBRID),
+    ModelSpec("hybrid_mixed", "hybrid", HYBRID),
+    ModelSpec("content_profile", "hybrid", NEW_USER),
+)
+MODEL_NAMES: tuple[str, ...] = tuple(m.name for m in MODELS)
+_BY_NAME = {m.name: m for m in MODELS}
+
+
+def model(name: str) -> ModelSpec:
+    """The registry entry of ``name``; a clear error for a model it does not know."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise MusicrecError(
+            f"no model {name!r} in musicrec.registry.MODELS (known: {', '.join(MODEL_NAMES)})"
+        ) from None
+
+
+def models(
+    family: str | None = None, stage: str | None = None, prefix: str = ""
+) -> tuple[str, ...]:
+    """Names of the registered models of a ``family`` and/or ``stage``, in registry order."""
+    return tuple(
+        m.name
+        for m in MODELS
+        if (family is None or m.family == family)
+        and (stage is None or m.stage == stage)
+        and m.name.startswith(prefix)
+    )
