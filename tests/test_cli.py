@@ -4,20 +4,12 @@ from __future__ import annotations
 
 from conftest import run
 
+from musicrec import registry
+
 
 def test_help_lists_every_stage(tmp_path):
     result = run(["musicrec", "--help"], tmp_path)
-    for stage in (
-        "synthesize",
-        "validate",
-        "features",
-        "split",
-        "baselines",
-        "wmf",
-        "evaluate",
-        "report",
-        "dashboard",
-    ):
+    for stage in (*registry.STAGE_NAMES, "dashboard", "recommend", "serve"):
         assert stage in result.stdout
     assert "params.yaml" in run(["musicrec", "features", "--help"], tmp_path).stdout
 

@@ -9,22 +9,10 @@ import os
 import sys
 from pathlib import Path
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 
-STAGES = {
-    "synthesize": ("musicrec.synthesize", "generate the synthetic music world (audio + plays)"),
-    "validate": ("musicrec.validate", "check plays and audio; quarantine unusable songs"),
-    "features": ("musicrec.features", "log-mel and MFCC features, cached per song"),
-    "split": ("musicrec.split", "cold / warm / all / cold_user evaluation splits"),
-    "baselines": ("musicrec.models.baselines", "random and popularity references"),
-    "wmf": ("musicrec.models.wmf", "weighted matrix factorisation and the upper bound"),
-    "bow": ("musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
-    "cnn": ("musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),
-    "dbn": ("musicrec.models.dbn", "Wang & Wang's DBN: hldbn, hldbn_nopretrain, hybrid_dbn"),
-    "hybrid": ("musicrec.models.hybrid", "weighted, switching and mixed hybrids; content profile"),
-    "evaluate": ("musicrec.evaluate", "score every model on every split"),
-    "report": ("musicrec.report", "write reports/report.md and report.html"),
-}
+STAGES = {s.name: (s.module, s.help) for s in registry.STAGES}
 
 # Not stages of the DAG: they read the results of many runs.
 TOOLS = {

@@ -36,11 +36,13 @@ from typing import Any
 import numpy as np
 import yaml
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path
 from musicrec.metrics import Resamples, bootstrap_interval
 
-SPLITS = ("cold", "warm", "all", "cold_user")
+# The registry's splits, cold (the headline: songs nobody has played) first.
+SPLITS = tuple(sorted(registry.SPLITS, key=lambda split: split != "cold"))
 # Columns of the metrics tables, by metric name prefix, in this order.
 COLUMN_PREFIXES = ("map@", "auc", "ndcg@", "recall@", "r2", "cosine", "users")
 FIGURES = ("map_at_500.png", "recall_at_k.png", "training_curves.png", "data.png")

@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
 from musicrec.metrics import (
@@ -129,7 +130,7 @@ def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, 
 def draw_tiebreak_seeds(rng: np.random.Generator) -> dict[str, int]:
     """Each split's tie-break seed, the first draws of evaluate's generator (seeded by
     ``evaluate.seed``); ``musicrec recommend`` draws them too, to rank ties as evaluate did."""
-    return {name: int(rng.integers(2**31)) for name in ("warm", "cold", "all", "cold_user")}
+    return {name: int(rng.integers(2**31)) for name in registry.SPLITS}
 
 
 def evaluate_on_task(

@@ -36,13 +36,11 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, read_json, read_tsv, section
 from musicrec.metrics import top_k
 from musicrec.models.vectors import InterleavedModel, ModelVectors, load_model
-
-# Models that are references, not recommenders: they saw held-out plays or know nothing.
-YARDSTICKS = ("upper_bound", "random")
 
 
 class UnknownIdError(MusicrecError):
@@ -51,9 +49,6 @@ class UnknownIdError(MusicrecError):
 
 class MissingArtifactError(MusicrecError):
     """An artifact of the pipeline is missing: a stage has not run."""
-
-
-MAP_KEY = "map@500"
 
 
 def top_n(
@@ -248,11 +243,12 @@ class Recommender:
         return self._models[name]
 
     def best_model(self, split: str, require=lambda name: True) -> str:
-        """The model with the highest mAP@500 on ``split`` (yardsticks left out)."""
+        """The model with the highest mAP@k on ``split`` (the registry's yardsticks left out)."""
+        yardsticks = registry.yardsticks()
         scored = {
-            name: splits[split][MAP_KEY]
+            name: splits[split][registry.map_key_in(splits[split])]
             for name, splits in self.metrics.items()
-            if split in splits and name not in YARDSTICKS and require(name)
+            if split in splits and name not in yardsticks and require(name)
         }
         if not scored:
             raise MusicrecError(

@@ -24,6 +24,17 @@ def map_key(map_k: int) -> str:
     return f"map@{int(map_k)}"
 
 
+def map_key_in(split_metrics: dict) -> str:
+    """The mAP key of one model's metrics on one split (``{"map@500": ..., "auc": ...}``): the
+    readers of ``metrics.json`` find it there, whatever ``evaluate.map_k`` was."""
+    try:
+        return next(k for k in split_metrics if k.startswith("map@"))
+    except StopIteration:
+        raise MusicrecError(
+            f"no map@k among the metrics {sorted(split_metrics)}; run dvc repro evaluate"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Stage:
     """A stage of the DAG: ``musicrec <name>`` runs ``module``'s ``main``."""
@@ -35,7 +46,9 @@ class Stage:
 
 # In DAG order: the order `dvc repro` runs them and the report lists their timings.
 STAGES: tuple[Stage, ...] = (
-    Stage("synthesize", "musicrec.synthesize", "generate the synthetic music world (audio + plays)"),
+    Stage(
+        "synthesize", "musicrec.synthesize", "generate the synthetic music world (audio + plays)"
+    ),
     Stage("validate", "musicrec.validate", "check plays and audio; quarantine unusable songs"),
     Stage("features", "musicrec.features", "log-mel and MFCC features, cached per song"),
     Stage("split", "musicrec.split", "cold / warm / all / cold_user evaluation splits"),
@@ -74,8 +87,6 @@ class ModelSpec:
         ``upper_bound``, which saw held-out plays, and ``random`` may not).
     predictor : ``"module:Class"`` of the fitted model kept in ``<folder>/predictor/`` (the
         models that can score a song never seen), or None.
-    component_of_hybrids : whether the hybrid stage may take it as its content model (a
-        content model that predicts WMF song factors).
     """
 
     name: str
@@ -83,7 +94,6 @@ class ModelSpec:
     family: str
     recommends: bool = True
     predictor: str | None = None
-    component_of_hybrids: bool = False
 
     def load_predictor_class(self) -> type:
         """The class whose ``load`` reads this model's ``predictor/`` folder."""
@@ -103,10 +113,10 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("popularity", "baselines", REFERENCE),
     ModelSpec("wmf", "wmf", COLLABORATIVE),
     ModelSpec("upper_bound", "wmf", REFERENCE, recommends=False),
-    ModelSpec("bow_linear", "bow", CONTENT, predictor=_BOW, component_of_hybrids=True),
-    ModelSpec("bow_mlp", "bow", CONTENT, predictor=_BOW, component_of_hybrids=True),
-    ModelSpec("cnn_mse", "cnn", CONTENT, predictor=_CNN, component_of_hybrids=True),
-    ModelSpec("cnn_wpe", "cnn", CONTENT, predictor=_CNN, component_of_hybrids=True),
+    ModelSpec("bow_linear", "bow", CONTENT, predictor=_BOW),
+    ModelSpec("bow_mlp", "bow", CONTENT, predictor=_BOW),
+    ModelSpec("cnn_mse", "cnn", CONTENT, predictor=_CNN),
+    ModelSpec("cnn_wpe", "cnn", CONTENT, predictor=_CNN),
     ModelSpec("hldbn", "dbn", CONTENT, predictor=_DBN),
     ModelSpec("hldbn_nopretrain", "dbn", CONTENT, predictor=_DBN),
     ModelSpec("hybrid_dbn", "dbn", HYBRID, predictor=_DBN),
@@ -116,17 +126,21 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("content_profile", "hybrid", NEW_USER),
 )
 MODEL_NAMES: tuple[str, ...] = tuple(m.name for m in MODELS)
-_BY_NAME = {m.name: m for m in MODELS}
 
 
 def model(name: str) -> ModelSpec:
     """The registry entry of ``name``; a clear error for a model it does not know."""
-    try:
-        return _BY_NAME[name]
-    except KeyError:
-        raise MusicrecError(
-            f"no model {name!r} in musicrec.registry.MODELS (known: {', '.join(MODEL_NAMES)})"
-        ) from None
+    for spec in MODELS:
+        if spec.name == name:
+            return spec
+    known = ", ".join(m.name for m in MODELS)
+    raise MusicrecError(f"no model {name!r} in musicrec.registry.MODELS (known: {known})")
+
+
+def yardsticks() -> tuple[str, ...]:
+    """Models that are references, not recommenders (``recommends`` False): ``recommend``
+    never picks them as the best model."""
+    return tuple(m.name for m in MODELS if not m.recommends)
 
 
 def models(

@@ -21,24 +21,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
+from musicrec import registry  # noqa: E402
 from musicrec.io import atomic_path, read_json  # noqa: E402
 from musicrec.stage import stage_parser
 from musicrec.tracking import tracked_run
 
-SPLIT_ORDER = ["warm", "cold", "all", "cold_user"]
-STAGE_ORDER = [
-    "synthesize",
-    "validate",
-    "features",
-    "split",
-    "baselines",
-    "wmf",
-    "bow",
-    "cnn",
-    "dbn",
-    "hybrid",
-    "evaluate",
-]
+SPLIT_ORDER = list(registry.SPLITS)
+STAGE_ORDER = [name for name in registry.STAGE_NAMES if name != "report"]
 HTML_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222}table{border-collapse:collapse;margin:1em 0;font-size:90%}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f2f2f2}
@@ -55,7 +44,7 @@ def _model_order(means: dict) -> list[str]:
 def comparison_table(means: dict, intervals: dict, split: str, ks: list[int]) -> str:
     """A markdown table of every model on one split, best mAP@500 first."""
     models = [m for m in _model_order(means) if split in means[m]]
-    map_key = next(k for k in means[models[0]][split] if k.startswith("map@"))
+    map_key = registry.map_key_in(means[models[0]][split])
     k_small = ks[0]
     k_mid = ks[min(1, len(ks) - 1)]
     columns = [
@@ -109,22 +98,28 @@ def factor_agreement_table(means: dict) -> str:
     return "\n".join(lines)
 
 
-CNN_MODELS = ("cnn_mse", "cnn_wpe")
-CONTENT_MODELS = ("bow_linear", "bow_mlp", *CNN_MODELS, "hldbn", "hldbn_nopretrain")
-HYBRID_MODELS = ("hybrid_weighted", "hybrid_switching", "hybrid_mixed", "hybrid_dbn")
+CNN_MODELS = registry.models(stage="cnn")
+BOW_MODELS = registry.models(stage="bow")
+CONTENT_MODELS = registry.models(family=registry.CONTENT)
+HYBRID_MODELS = registry.models(family=registry.HYBRID)
 
 
 def _best(means: dict, models, split: str) -> str | None:
     present = [m for m in models if split in means.get(m, {})]
-    return max(present, key=lambda m: means[m][split]["map@500"]) if present else None
+    return (
+        max(present, key=lambda m: means[m][split][registry.map_key_in(means[m][split])])
+        if present
+        else None
+    )
 
 
 def _versus(means: dict, intervals: dict, a: str, b: str, split: str) -> tuple[str, int]:
     """``a`` against ``b`` on ``split`` (mAP@500 with intervals) and the verdict: 1 when a is
     ahead with intervals apart, -1 when behind with intervals apart, 0 when they overlap."""
-    va, vb = means[a][split]["map@500"], means[b][split]["map@500"]
-    ia = intervals.get(a, {}).get(split, {}).get("map@500", [va, va])
-    ib = intervals.get(b, {}).get(split, {}).get("map@500", [vb, vb])
+    key = registry.map_key_in(means[a][split])
+    va, vb = means[a][split][key], means[b][split][key]
+    ia = intervals.get(a, {}).get(split, {}).get(key, [va, va])
+    ib = intervals.get(b, {}).get(split, {}).get(key, [vb, vb])
     verdict = 1 if ia[0] > ib[1] else -1 if ia[1] < ib[0] else 0
     text = (
         f"`{a}` {va:.4f} [{ia[0]:.4f}, {ia[1]:.4f}] against `{b}` {vb:.4f} "
@@ -138,7 +133,7 @@ def findings_section(means: dict, intervals: dict) -> str:
     the papers (mAP@500, 95% intervals; "apart" means the intervals do not overlap)."""
     words = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
     lines = []
-    cnn, bow = _best(means, CNN_MODELS, "cold"), _best(means, ("bow_mlp", "bow_linear"), "cold")
+    cnn, bow = _best(means, CNN_MODELS, "cold"), _best(means, BOW_MODELS, "cold")
     if cnn and bow:
         text, verdict = _versus(means, intervals, cnn, bow, "cold")
         agrees = "as van den Oord et al. found" if verdict == 1 else "unlike van den Oord et al."
@@ -204,7 +199,7 @@ def plot_recall(means: dict, ks: list[int], path: Path) -> None:
 def plot_map(means: dict, intervals: dict, path: Path) -> None:
     splits = [s for s in SPLIT_ORDER if any(s in v for v in means.values())]
     models = _model_order(means)
-    map_key = next(k for k in next(iter(means.values()))["all"] if k.startswith("map@"))
+    map_key = registry.map_key_in(next(iter(means.values()))["all"])
     fig, ax = plt.subplots(figsize=(10, 3.8))
     width = 0.8 / len(models)
     for j, model in enumerate(models):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from musicrec import registry
 from musicrec.io import load_params, section, stage_timer
-from musicrec.models.vectors import SPLIT_NAMES, ModelVectors, save_model
+from musicrec.models.vectors import ModelVectors, save_model
 from musicrec.split import Splits, load_splits
 from musicrec.stage import stage_parser
 
@@ -25,7 +26,7 @@ def random_model(n_users: int, n_songs: int, seed: int) -> ModelVectors:
     return ModelVectors(
         "random",
         "random scores",
-        list(SPLIT_NAMES),
+        list(registry.SPLITS),
         rng.standard_normal((n_users, RANDOM_DIM)).astype(np.float32),
         rng.standard_normal((n_songs, RANDOM_DIM)).astype(np.float32),
     )
@@ -37,7 +38,7 @@ def popularity_model(splits: Splits) -> ModelVectors:
     return ModelVectors(
         "popularity",
         "distinct listeners over all plays",
-        list(SPLIT_NAMES),
+        list(registry.SPLITS),
         np.ones((len(splits.users), 1), np.float32),
         listeners,
     )

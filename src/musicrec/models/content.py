@@ -9,7 +9,6 @@ songs for each user by ``u_u' v_hat`` with the WMF user factors ``u_u``.
 from __future__ import annotations
 
 import argparse
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import read_tsv, stage_timer
 from musicrec.models import distributed
@@ -28,8 +28,6 @@ from musicrec.models.vectors import ModelVectors, load_model, save_model
 from musicrec.split import load_splits
 from musicrec.stage import stage_parser
 from musicrec.tracking import Tracker, tracked_run
-
-CONTENT_SPLITS = ["cold", "all"]
 
 
 @dataclass
@@ -120,7 +118,7 @@ class SongFactorModel(ABC):
     name: str
     description: str
     predicts_wmf_factors: bool = True
-    splits: tuple[str, ...] = tuple(CONTENT_SPLITS)
+    splits: tuple[str, ...] = registry.CONTENT_SPLITS
 
     def user_vectors(self, data: ContentData) -> np.ndarray:
         """User vectors [shape=(n_users, d)] that score this model's song vectors."""
@@ -145,16 +143,10 @@ class SongFactorModel(ABC):
 
 
 def load_predictor(directory: Path) -> SongFactorModel:
-    """Load a ``predictor/`` folder, whichever content model wrote it (told by its config)."""
-    from musicrec.models.bow import BowModel
-    from musicrec.models.cnn import CNNModel
-    from musicrec.models.dbn import DBNModel
-
-    meta = json.loads((Path(directory) / "config.json").read_text())
-    for key, cls in (("cnn", CNNModel), ("bow", BowModel), ("dbn", DBNModel)):
-        if key in meta:
-            return cls.load(Path(directory))
-    raise MusicrecError(f"{directory}: config.json names no known content model")
+    """Load the ``predictor/`` folder of ``data/models/<name>/`` with the class the registry
+    names for model ``<name>`` (:mod:`musicrec.registry`)."""
+    directory = Path(directory)
+    return registry.model(directory.parent.name).load_predictor_class().load(directory)
 
 
 def save_content_model(

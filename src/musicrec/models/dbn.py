@@ -41,6 +41,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, section
 from musicrec.models import distributed
@@ -158,7 +159,7 @@ class DBNModel(SongFactorModel):
     """``hldbn``, ``hldbn_nopretrain`` or ``hybrid_dbn`` (module docstring)."""
 
     predicts_wmf_factors = False
-    splits = ("warm", "cold", "all", "cold_user")
+    splits = registry.SPLITS
 
     def __init__(self, kind: str, cfg: DBNConfig, train_cfg: TrainConfig):
         if kind not in KINDS:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.evaluate import SplitTask, build_task, evaluate_on_task
 from musicrec.io import load_params, section, stage_timer, write_json
@@ -48,7 +49,7 @@ from musicrec.split import Splits, load_splits
 from musicrec.stage import stage_parser
 from musicrec.tracking import tracked_run
 
-HYBRID_SPLITS = ["warm", "cold", "all", "cold_user"]
+HYBRID_SPLITS = list(registry.SPLITS)
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(args.params)
     cfg = HybridConfig(**section(params, "hybrid"))
     wmf_cfg = WMFConfig(**section(params, "wmf"))
-    hybrid_names = {"hybrid_weighted", "hybrid_switching", "hybrid_mixed", "content_profile"}
+    hybrid_names = set(registry.models(stage="hybrid"))  # what this stage writes
     sections = {"hybrid": section(params, "hybrid"), "wmf": section(params, "wmf")}
     with stage_timer("hybrid") as record, tracked_run("hybrid", sections) as tracker:
         splits = load_splits(args.split)

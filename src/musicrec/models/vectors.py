@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path
-
-SPLIT_NAMES = ("warm", "cold", "all", "cold_user")
 
 
 @dataclass
@@ -45,7 +44,7 @@ class ModelVectors:
     predicts: str | None = None
 
     def __post_init__(self) -> None:
-        unknown = set(self.splits) - set(SPLIT_NAMES)
+        unknown = set(self.splits) - set(registry.SPLITS)
         if unknown:
             raise MusicrecError(f"model {self.name}: unknown splits {sorted(unknown)}")
         if (

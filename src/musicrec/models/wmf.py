@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, section, stage_timer
 from musicrec.models.vectors import ModelVectors, save_model
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             ModelVectors(
                 "wmf",
                 "WMF (implicit ALS) on the training plays; new users folded in from their seeds",
-                ["warm", "cold", "all", "cold_user"],
+                list(registry.SPLITS),
                 users,
                 songs,
             ),
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             ModelVectors(
                 "upper_bound",
                 "WMF on all plays, held-out ones included",
-                ["warm", "cold", "all", "cold_user"],
+                list(registry.SPLITS),
                 users,
                 songs,
             ),
