@@ -27,7 +27,11 @@ def test_dvc_yaml_runs_the_registry_stages_in_order_and_writes_each_model_where_
         written = [o.removeprefix("data/models/") for o in _outs(stage) if "data/models/" in o]
         assert sorted(written) == sorted(registry.models(stage=name)), name
     # evaluate reads every model the registry knows.
-    read = {d.removeprefix("data/models/") for d in dag["evaluate"]["deps"] if "models/" in d}
+    read = {
+        d.removeprefix("data/models/")
+        for d in dag["evaluate"]["deps"]
+        if d.startswith("data/models/")
+    }
     assert read == set(registry.MODEL_NAMES)
 
 
