@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from musicrec import registry
+from musicrec import __version__, registry
 from musicrec.errors import MusicrecError
 
 STAGES = {s.name: (s.module, s.help) for s in registry.STAGES}
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         "and dashboard, which compares DVC experiments.",
         epilog=EPILOG,
     )
-    parser.add_argument("--version", action="version", version="musicrec 0.1.0")
+    parser.add_argument("--version", action="version", version=f"musicrec {__version__}")
     sub = parser.add_subparsers(dest="stage", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)

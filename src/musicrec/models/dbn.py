@@ -206,7 +206,7 @@ class DBNModel(SongFactorModel):
             network = _network(f_all.shape[1], self.cfg.layers)
         else:
             dbn = DBN([f_all.shape[1], *self.cfg.layers])
-            self.pretrain_history = dbn.pretrain(f_all[data.train_songs], self.cfg.pretraining())
+            dbn.pretrain(f_all[data.train_songs], self.cfg.pretraining())
             network = dbn.to_network()
         wmf = (data.user_factors, data.targets) if self.kind == "hybrid_dbn" else None
         self.model = PreferenceModel(network, len(data.user_factors), self.cfg.layers[-1], wmf)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -195,10 +194,3 @@ class DBN(nn.Module):
                 linear.bias.copy_(rbm.hidden_bias)
             layers += [linear, nn.Sigmoid()]
         return nn.Sequential(*layers)
-
-
-def standardise(features: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """Zero mean, unit variance per column with ``reference``'s statistics: the scale the
-    unit-variance Gaussian first layer assumes."""
-    mean, std = reference.mean(axis=0), reference.std(axis=0) + 1e-6
-    return ((features - mean) / std).astype(np.float32)

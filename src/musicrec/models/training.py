@@ -26,6 +26,8 @@ from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path
 from musicrec.models import distributed
 
+_LOOP_DIGEST = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:8]
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -137,13 +139,15 @@ def train(
     checkpoint_dir : Path
         Holds ``last.pt`` and ``best.pt`` for this ``run_id``.
     run_id : str
-        Names the config and inputs (see :func:`inputs_digest`); a checkpoint with another id
-        is not resumed.
+        Names the config and inputs (see :func:`inputs_digest`); a checkpoint with another id,
+        or one written by another version of this module, is not resumed.
     no_weight_decay : tuple of str
         Names of parameters ``cfg.weight_decay`` does not apply to (embeddings with a prior of
         their own).
     """
     checkpoint_dir = Path(checkpoint_dir)
+    # A change to this loop must not resume a checkpoint it wrote before: the id covers it too.
+    run_id = f"{run_id}-{_LOOP_DIGEST}"
     named = dict(model.named_parameters())
     groups = [
         {"params": [p for n, p in named.items() if n not in no_weight_decay]},
