@@ -456,7 +456,7 @@ class Recommender:
             "logmel": logmel[None].astype(np.float16),
             "mfcc": mfcc[None].astype(np.float16),
         }
-        vector = self.predictor(self.audio_model).predict(features, np.array([0]))[0]
+        vector = self.predictor(self.audio_model).predict_new(features)[0]
         return np.asarray(vector, np.float32)
 
     def similar(self, song_id: str, n: int = 10) -> Recommendations:

@@ -348,3 +348,22 @@ def test_hybrid_dbn_starts_from_a_fitted_hldbn(tiny_content, tmp_path):
         hldbn.user_vectors(data)[old_users],
         atol=1e-5,
     )
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_new_song_is_predicted_from_its_features_alone(name, tiny_content, tmp_path):
+    """``predict_new`` on one song's features: what ``predict`` gives for a song the model
+    holds nothing of. For ``hybrid_dbn`` that is the content part with ``y_v`` = 0, not the CF
+    vector of whichever catalogue song sits at row 0 (it used to be, for a new clip)."""
+    features, data, _ = tiny_content
+    model = MODELS[name]().fit(features, data, tmp_path / "checkpoints")
+    first = {k: v[:1] for k, v in features.items()}  # song 0 (a training song) as a new clip
+    new = model.predict_new(first)
+    catalogue = model.predict(features, np.array([0]))
+    assert new.shape == catalogue.shape == (1, catalogue.shape[1])
+    if name == "hybrid_dbn":
+        d = DBN_CFG.layers[-1]
+        np.testing.assert_allclose(new[:, :d], catalogue[:, :d], atol=1e-6)  # the same x_v
+        assert np.all(new[:, d:] == 0) and np.any(catalogue[:, d:] != 0)  # no y_v of song 0
+    else:
+        np.testing.assert_allclose(new, catalogue, atol=1e-5)

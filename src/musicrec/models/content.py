@@ -132,6 +132,16 @@ class SongFactorModel(ABC):
     def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:
         """Predicted factors [shape=(len(rows), d), float32]."""
 
+    def predict_new(self, features: dict) -> np.ndarray:
+        """Vectors [shape=(n, d), float32] of songs outside the catalogue, from their features
+        alone (``features``' arrays hold just those songs, [shape=(n, dims, n_frames)]).
+
+        Row ``i`` of these arrays is no catalogue song, so a model that keeps parameters of the
+        catalogue's songs (``hybrid_dbn``'s ``y_v``) must not look them up here; it overrides
+        this. The others predict from the features as for any song.
+        """
+        return self.predict(features, np.arange(len(next(iter(features.values())))))
+
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write everything ``load`` needs into ``directory`` (created)."""

@@ -304,6 +304,13 @@ class DBNModel(SongFactorModel):
     def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:
         return self._song_vectors(self._standardise(song_feature_vectors(features, rows)), rows)
 
+    def predict_new(self, features: dict) -> np.ndarray:
+        """New songs: the network's ``x_v``; a hybrid's ``y_v`` is its prior mean, 0, as for a
+        cold song (row -1 matches no catalogue song)."""
+        n_songs = len(features["logmel"])
+        f = self._standardise(song_feature_vectors(features, np.arange(n_songs)))
+        return self._song_vectors(f, np.full(n_songs, -1))
+
     def user_vectors(self, data: ContentData) -> np.ndarray:
         return self.arrays["user_vectors"]
 
