@@ -71,3 +71,29 @@ def test_package_init_files_hold_no_code_a_stage_runs():
             is_docstring = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
             is_constant = isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
             assert is_docstring or is_constant, f"{init}: {ast.dump(node)[:80]}"
+
+
+def test_no_import_cycle_in_the_package():
+    """Every import counts, those inside functions too: a cycle means two modules that cannot
+    be read, changed or tested apart."""
+    graph = {
+        path: {_module_file(name) for name in _imports(path)} - {path}
+        for path in SRC.rglob("*.py")
+        if path.name != "__init__.py"
+    }
+    state: dict[Path, str] = {}
+
+    def visit(path: Path, trail: list[Path]) -> None:
+        state[path] = "open"
+        for other in graph.get(path, ()):
+            if other is None or other.name == "__init__.py":
+                continue
+            cycle = trail[trail.index(other) :] if state.get(other) == "open" else []
+            assert not cycle, " -> ".join(str(p.relative_to(SRC)) for p in [*cycle, other])
+            if other not in state:
+                visit(other, [*trail, other])
+        state[path] = "done"
+
+    for path in graph:
+        if path not in state:
+            visit(path, [path])
