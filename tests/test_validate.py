@@ -12,7 +12,7 @@ import soundfile as sf
 from conftest import REPO
 
 from musicrec.audio import ClipSpec
-from musicrec.errors import MusicrecError
+from musicrec.errors import MusicrecError, PlayLogError
 from musicrec.validate import check_play_log, validate_dataset
 
 GOOD = "u1\ts1\t3\nu2\ts1\t1\nu2\ts2\t5\n"
@@ -157,10 +157,12 @@ def test_a_log_read_in_chunks_gives_what_it_gives_whole(tmp_path, chunk_lines):
 def test_bad_lines_are_named_by_their_line_in_the_file_across_chunks(tmp_path, chunk_lines):
     path = tmp_path / "plays.tsv"
     path.write_text(GOOD + "u4\ts1\t1\nu5\ts1\t1\nu6\ts1\tx\nu7\ts1\t-1\n")
-    with pytest.raises(MusicrecError) as info:
+    with pytest.raises(PlayLogError) as info:
         check_play_log(path, chunk_lines=chunk_lines)
     message = str(info.value)
     assert "(2 bad lines)" in message
+    # The fields the stage writes to reports/validation.json, on the error itself.
+    assert info.value.bad_lines == 2 and info.value.ge_result["success"] is False
     assert f"{path}:6: play_count 'x' is not an integer" in message
     assert f"{path}:7: play_count -1 is negative" in message
     path.write_bytes(GOOD.encode() + b"u4\ts1\t1\nu\xff\ts1\t2\n")

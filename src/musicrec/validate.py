@@ -29,7 +29,7 @@ from musicrec.audio import (
     resolve_audio,
     unsupported_audio_files,
 )
-from musicrec.errors import MusicrecError
+from musicrec.errors import MusicrecError, PlayLogError
 from musicrec.io import load_params, section, stage_timer, write_json, write_tsv
 from musicrec.stage import stage_parser
 
@@ -263,14 +263,13 @@ def check_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> tuple[pd.DataF
         shown = [f"{path}:{line}: {problems[line]}" for line in sorted(problems)[:MAX_ERRORS_SHOWN]]
         more = n_bad - len(shown)
         tail = f"\n... and {more} more bad lines" if more > 0 else ""
-        error = MusicrecError(
+        raise PlayLogError(
             f"the play log is unusable ({n_bad} bad lines); fix these and rerun:\n"
             + "\n".join(shown)
-            + tail
+            + tail,
+            bad_lines=n_bad,
+            ge_result=ge_json,
         )
-        error.ge_result = ge_json  # type: ignore[attr-defined]
-        error.bad_lines = n_bad  # type: ignore[attr-defined]
-        raise error
     user, song, count = (np.concatenate(parts) for parts in (users, songs, counts))
     # One key per (user, song) pair; factorize numbers them in order of first appearance.
     pair_ids, first_pairs = pd.factorize(user.astype(np.int64) * len(song_codes) + song)
@@ -465,21 +464,20 @@ def main(argv: list[str] | None = None) -> int:
             result = validate_dataset(
                 root, clip, cfg["min_seconds"], cfg["silence_db"], cfg.get("n_jobs", 1)
             )
-        except MusicrecError as exc:
-            if hasattr(exc, "ge_result"):
-                write_json(args.reports / "validation" / "ge_play_log.json", exc.ge_result)
-                write_json(
-                    args.reports / "validation.json",
-                    {
-                        "data_root": str(root),
-                        "play_log": {
-                            "file": str(root / "plays.tsv"),
-                            "ok": False,
-                            "bad_lines": exc.bad_lines,
-                            "errors": str(exc),
-                        },
+        except PlayLogError as exc:
+            write_json(args.reports / "validation" / "ge_play_log.json", exc.ge_result)
+            write_json(
+                args.reports / "validation.json",
+                {
+                    "data_root": str(root),
+                    "play_log": {
+                        "file": str(root / "plays.tsv"),
+                        "ok": False,
+                        "bad_lines": exc.bad_lines,
+                        "errors": str(exc),
                     },
-                )
+                },
+            )
             raise
         write_tsv(args.out / "plays.tsv", result.plays)
         write_tsv(args.out / "songs.tsv", result.songs)
