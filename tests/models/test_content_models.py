@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import torch
 
 from musicrec.errors import MusicrecError
-from musicrec.models.bow import BowConfig, BowModel
+from musicrec.models.bow import BowConfig, BowModel, bow_mlp_training
 from musicrec.models.cnn import CNNConfig, CNNModel, wpe_loss
 from musicrec.models.content import ContentData
 from musicrec.models.dbn import DBNConfig, DBNModel
@@ -235,6 +235,8 @@ def test_a_tampered_checkpoint_is_never_unpickled_and_training_starts_afresh(tmp
         lambda: BowConfig(vocabulary_size=1),
         lambda: TrainConfig(device="tpu"),
         lambda: TrainConfig(learning_rate=0.0),
+        lambda: bow_mlp_training({"epochs": 5, "device": "cuda"}),
+        lambda: bow_mlp_training({"epochs": 5, "processes": 2}),
     ],
 )
 def test_bad_params_raise_one_clear_error_before_compute(make):

@@ -253,12 +253,30 @@ class BowModel(SongFactorModel):
         return model
 
 
+def bow_mlp_training(values: dict) -> TrainConfig:
+    """``bow_mlp`` params as a :class:`TrainConfig`. The MLP always trains on the CPU in one
+    process (a network this small gains nothing from a GPU or from torchrun), so asking for
+    anything else is an error, not a setting silently ignored."""
+    values = dict(values)
+    unsupported = {
+        key: values.pop(key)
+        for key, allowed in (("device", "cpu"), ("processes", 1))
+        if key in values and values[key] != allowed
+    }
+    if unsupported:
+        raise MusicrecError(
+            f"bow_mlp: {unsupported} is not supported: the bag-of-words MLP trains on the CPU in "
+            "one process; remove these keys from params.yaml"
+        )
+    return TrainConfig(**{**values, "device": "cpu", "processes": 1})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = content_stage_parser("bow", __doc__, ["bow", "bow_mlp"])
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = BowConfig(**section(params, "bow"))
-    train_cfg = TrainConfig(**section(params, "bow_mlp"))
+    train_cfg = bow_mlp_training(section(params, "bow_mlp"))
     sections = {k: section(params, k) for k in ("bow", "bow_mlp")}
     with stage_timer("bow") as record, tracked_run("bow", sections) as tracker:
         data = load_content_data(args.split, args.models / "wmf", args.features)
