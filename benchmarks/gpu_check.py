@@ -56,6 +56,9 @@ REPO = Path(__file__).resolve().parents[1]
 # On a GPU machine the package is not installed (its Python is newer than the project allows):
 # the checkout's src/ is imported instead, as it is by the processes this check starts.
 sys.path.insert(0, str(REPO / "src"))
+
+from musicrec import registry  # noqa: E402 - after src/ is on the path
+
 MODELS = ("cnn_mse", "cnn_wpe", "hldbn", "hldbn_nopretrain", "hybrid_dbn")
 # What ``prepare`` carries: the outputs of validate, split and wmf (the stages whose packages a
 # bare GPU machine lacks), and a fingerprint of the world they were made from.
@@ -248,7 +251,7 @@ def train_models(work: Path, params: dict, device: str, tag: str) -> dict:
 
     from musicrec.models.cnn import CNNConfig, CNNModel
     from musicrec.models.content import load_content_data, save_content_model
-    from musicrec.models.dbn import DBNConfig, DBNModel
+    from musicrec.models.dbn import DBNConfig, fit_models
     from musicrec.models.training import TrainConfig
 
     data_dir = work / "data"
@@ -263,28 +266,30 @@ def train_models(work: Path, params: dict, device: str, tag: str) -> dict:
     dbn_params = {k: v for k, v in params["dbn"].items() if k != "models"}
     cnn_train = TrainConfig(**{**params["cnn_training"], "device": device, "processes": 1})
     dbn_train = TrainConfig(**{**params["dbn_training"], "device": device, "processes": 1})
-    timings: dict = {}
-    fitted: dict = {}
-    for name in MODELS:
-        start = time.perf_counter()
-        if name.startswith("cnn_"):
+
+    def fitted():  # as the stages fit them: cnn's objectives, then dbn's kinds
+        for name in MODELS[:2]:
             model = CNNModel(name.removeprefix("cnn_"), CNNConfig(**cnn_params), cnn_train)
-            model.fit(features, data, checkpoints / name)
-        else:
-            model = DBNModel(name, DBNConfig(**dbn_params), dbn_train)
-            start_from = fitted.get("hldbn") if name == "hybrid_dbn" else None
-            model.fit(features, data, checkpoints / name, start_from=start_from)
-        fitted[name] = model
+            yield model.fit(features, data, checkpoints / name)
+        dbn_cfg = DBNConfig(**dbn_params)
+        yield from fit_models(MODELS[2:], dbn_cfg, dbn_train, features, data, checkpoints)
+
+    timings: dict = {}
+    start = time.perf_counter()
+    for model in fitted():
         save_content_model(out, model, features, data)
         epochs = [h["seconds"] for h in model.history]
-        timings[name] = {
+        timings[model.name] = {
             "fit_seconds": round(time.perf_counter() - start, 2),
             "epochs": len(epochs),
             "seconds_per_epoch": round(float(np.median(epochs)), 4),
         }
-        if name.startswith("cnn_"):
+        if model.name.startswith("cnn_"):
             windows = len(data.train_songs) * int(params["cnn"]["windows_per_song"])
-            timings[name]["training_windows_per_second"] = round(windows / np.median(epochs), 1)
+            timings[model.name]["training_windows_per_second"] = round(
+                windows / np.median(epochs), 1
+            )
+        start = time.perf_counter()
     return timings
 
 
@@ -293,24 +298,31 @@ def score_cold(work: Path, params: dict, tag: str) -> tuple[dict, dict]:
     params (bootstrap, seed), so the intervals compare with the pipeline's."""
     import numpy as np
 
-    from musicrec.evaluate import evaluate_models
     from musicrec.models.vectors import load_model
     from musicrec.split import load_splits
 
-    cfg = params["evaluate"]
     models = []
     for name in MODELS:
         model = load_model(work / "data" / f"models_{tag}" / name)
         model.splits = ["cold"]
         models.append(model)
+    song_targets = np.load(work / "data" / "models" / "wmf" / "song_targets.npy")
+    return evaluate_with_params(load_splits(work / "data" / "split"), models, params, song_targets)
+
+
+def evaluate_with_params(splits, models: list, params: dict, song_targets=None) -> tuple:
+    """``evaluate_models`` with the ``evaluate`` params, read as the stage reads them."""
+    from musicrec.evaluate import evaluate_models
+
+    cfg = params["evaluate"]
     means, intervals, _ = evaluate_models(
-        load_splits(work / "data" / "split"),
+        splits,
         models,
         int(cfg["map_k"]),
         sorted(int(k) for k in cfg["ks"]),
         int(cfg["bootstrap"]),
         int(cfg["seed"]),
-        np.load(work / "data" / "models" / "wmf" / "song_targets.npy"),
+        song_targets,
         int(cfg.get("max_users", 0)),
     )
     return means, intervals
@@ -330,7 +342,7 @@ def compare_line(name: str, metric: str, device_value: float, ref: tuple, dev_in
 
 
 def models_part(work: Path, params: dict, device, args, report: Report) -> list[str]:
-    metric = f"map@{params['evaluate']['map_k']}"
+    metric = registry.map_key(params["evaluate"]["map_k"])
     timings = train_models(work, params, device.type, device.type)
     means, intervals = score_cold(work, params, device.type)
     report.figures["train"] = timings
@@ -598,7 +610,6 @@ def implicit_part(work: Path, params: dict, device, report: Report) -> list[str]
                 reasons.append(f"`import {module}` fails: `{type(exc).__name__}: {exc}`")
         figures["why_not"] = reasons
         return [*lines, "CUDA ALS could not run: " + "; ".join(reasons) + "."]
-    from musicrec.evaluate import evaluate_models
     from musicrec.models import wmf
     from musicrec.models.vectors import ModelVectors
     from musicrec.split import load_splits
@@ -618,11 +629,8 @@ def implicit_part(work: Path, params: dict, device, report: Report) -> list[str]
         ModelVectors(f"wmf_{n}", "", ["warm"], u.astype(np.float32), s.astype(np.float32))
         for n, (_, u, s) in fits.items()
     ]
-    e = params["evaluate"]
-    means, intervals, _ = evaluate_models(
-        splits, models, int(e["map_k"]), sorted(e["ks"]), int(e["bootstrap"]), int(e["seed"])
-    )
-    metric = f"map@{e['map_k']}"
+    means, intervals = evaluate_with_params(splits, models, params)
+    metric = registry.map_key(params["evaluate"]["map_k"])
     for n, (seconds, _, _) in fits.items():
         figures[n] = {
             "seconds": round(seconds, 2),

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from musicrec import registry
+
 
 def rank_positions(scores: np.ndarray, excluded: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
     """Each candidate's 0-based position in each user's ranking.
@@ -118,9 +120,9 @@ def metrics_from_relevant_ranks(
     with np.errstate(divide="ignore", invalid="ignore"):
         out: dict[str, np.ndarray] = {}
         hit = ranks < map_k
-        out[f"map@{map_k}"] = per_user(np.where(hit, (i + 1) / (ranks + 1), 0.0)) / np.minimum(
-            n_rel, map_k
-        )
+        out[registry.map_key(map_k)] = per_user(
+            np.where(hit, (i + 1) / (ranks + 1), 0.0)
+        ) / np.minimum(n_rel, map_k)
         n_irrelevant = n_valid - n_rel
         out["auc"] = 1.0 - per_user((ranks - i).astype(float)) / (n_rel * n_irrelevant)
         out["auc"][n_irrelevant <= 0] = np.nan

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -350,6 +351,27 @@ class DBNModel(SongFactorModel):
         return model
 
 
+def fit_models(
+    kinds: list[str],
+    cfg: DBNConfig,
+    train_cfg: TrainConfig,
+    features: dict,
+    data: ContentData,
+    checkpoint_dir: Path,
+) -> Iterator[DBNModel]:
+    """Fit the models of ``kinds`` in order, yielding each as soon as it is fitted.
+
+    ``hybrid_dbn`` starts from ``hldbn``'s network and user vectors when ``hldbn`` was fitted
+    before it (see :meth:`DBNModel.fit`). Checkpoints go to ``checkpoint_dir/<kind>``.
+    """
+    fitted: dict[str, DBNModel] = {}
+    for kind in kinds:
+        start = fitted.get("hldbn") if kind == "hybrid_dbn" else None
+        model = DBNModel(kind, cfg, train_cfg)
+        fitted[kind] = model.fit(features, data, Path(checkpoint_dir) / kind, start_from=start)
+        yield model
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = content_stage_parser("dbn", __doc__, ["dbn", "dbn_training"])
     args = parser.parse_args(argv)
@@ -366,16 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         features = {
             k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in ("logmel", "mfcc")
         }
-        fitted: dict[str, DBNModel] = {}
-        for kind in kinds:
-            start = fitted.get("hldbn") if kind == "hybrid_dbn" else None
-            model = DBNModel(kind, cfg, train_cfg).fit(
-                features, data, args.checkpoints / kind, start_from=start
-            )
-            fitted[kind] = model
+        for model in fit_models(kinds, cfg, train_cfg, features, data, args.checkpoints):
             save_content_model(args.models, model, features, data)
-            publish_history(kind, model.history, tracker)
-            record[f"{kind}_epochs"] = len(model.history)
+            publish_history(model.name, model.history, tracker)
+            record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
         record.update(distributed.describe())
     if not distributed.is_main():

@@ -77,7 +77,7 @@ def _mean_map(model: ModelVectors, task: SplitTask, k: int, seed: int) -> float:
     """mAP@k over the task's users; NaN where the task has none (a tiny catalogue)."""
     if len(task.users) == 0:
         return float("nan")
-    return float(np.nanmean(evaluate_on_task(model, task, k, [10], seed)[f"map@{k}"]))
+    return float(np.nanmean(evaluate_on_task(model, task, k, [10], seed)[registry.map_key(k)]))
 
 
 def _best(scores: dict):
