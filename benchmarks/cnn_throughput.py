@@ -12,6 +12,7 @@ the GPU/CPU ratio compares like with like. The figures go to ``reports/benchmark
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from musicrec.features import FeatureConfig
 from musicrec.io import load_params, replace_section
 from musicrec.models.cnn import CNNConfig, CNNModel
 from musicrec.models.training import TrainConfig
@@ -39,6 +41,12 @@ def build_model(params: dict, device: str) -> CNNModel:
     }
     model._build(n_mels, n_out)
     return model
+
+
+def clip_frames(features: dict) -> int:
+    """Frames of a clip under the ``features`` params, as the features stage counts them."""
+    fields = {f.name for f in dataclasses.fields(FeatureConfig)}
+    return FeatureConfig(**{k: v for k, v in features.items() if k in fields}).n_frames
 
 
 def training_windows_per_second(model: CNNModel, batch_size: int, steps: int) -> float:
@@ -91,10 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     torch.manual_seed(0)
-    features = params["features"]
-    clip_frames = 1 + int(features["clip_seconds"] * features["sample_rate"]) // int(
-        features["hop_length"]
-    )
+    frames = clip_frames(params["features"])
     batch = int(params["cnn_training"]["batch_size"])
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = {}
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(params, device)
         rows[device] = (
             training_windows_per_second(model, batch, args.steps),
-            inference_clips_per_second(model, clip_frames, args.clips),
+            inference_clips_per_second(model, frames, args.clips),
         )
         print(f"{device}: {rows[device][0]:.0f} training windows/s, {rows[device][1]:.1f} clips/s")
     name = torch.cuda.get_device_name(0) if "cuda" in rows else ""
@@ -112,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`python benchmarks/cnn_throughput.py` (torch {torch.__version__}, "
         f"{torch.get_num_threads()} CPU threads on {platform.processor() or platform.machine()}"
         f"{', GPU ' + name if name else ', no GPU'}); the default `cnn` params: windows of "
-        f"{params['cnn']['window_frames']} frames, batches of {batch}, clips of {clip_frames} "
+        f"{params['cnn']['window_frames']} frames, batches of {batch}, clips of {frames} "
         "frames.",
         "",
         "| device | training windows/s | inference clips/s |",

@@ -117,6 +117,13 @@ def run_part(report: Report, heading: str, part: Callable[[], list[str]]) -> boo
     return ok
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This environment for a process the check starts: the checkout's ``src/`` first on the
+    path (the package is not installed on a GPU machine), plus ``extra``."""
+    path = os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 @contextlib.contextmanager
 def working_directory(path: Path) -> Iterator[None]:
     before = Path.cwd()
@@ -328,7 +335,7 @@ def evaluate_with_params(splits, models: list, params: dict, song_targets=None) 
     return means, intervals
 
 
-def compare_line(name: str, metric: str, device_value: float, ref: tuple, dev_interval) -> str:
+def compare_line(name: str, device_value: float, ref: tuple, dev_interval) -> str:
     """One table row: device mean and interval against the reference mean and interval."""
     ref_mean, (low, high) = ref
     inside = low <= device_value <= high
@@ -376,7 +383,7 @@ def models_part(work: Path, params: dict, device, args, report: Report) -> list[
         value = means[m]["cold"][metric]
         ref = (ref_means[m]["cold"][metric], ref_intervals[m]["cold"][metric])
         outside += not (ref[1][0] <= value <= ref[1][1])
-        row = compare_line(m, metric, value, ref, intervals[m]["cold"][metric])
+        row = compare_line(m, value, ref, intervals[m]["cold"][metric])
         rows.append(f"{row} {committed.get(m, {}).get('cold', {}).get(metric, float('nan')):.4f} |")
     report.figures["cold_outside_reference_interval"] = outside
     lines = [
@@ -438,10 +445,7 @@ def throughput_part(params: dict, device, args, report: Report) -> list[str]:
     """The CNN's training windows/s and inference clips/s on this CPU and on the device, with
     the functions of ``benchmarks/cnn_throughput.py``."""
     bench = runpy.run_path(str(REPO / "benchmarks" / "cnn_throughput.py"))
-    features = params["features"]
-    clip_frames = 1 + int(features["clip_seconds"] * features["sample_rate"]) // int(
-        features["hop_length"]
-    )
+    clip_frames = bench["clip_frames"](params["features"])
     batch = int(params["cnn_training"]["batch_size"])
     steps, clips = (2, 4) if args.quick else (30, 128)
 
@@ -500,12 +504,7 @@ def torchrun_part(work: Path, params: dict, device, report: Report, seconds_left
     import yaml
 
     lines = []
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-        "WANDB_MODE": "disabled",
-        "NCCL_DEBUG": "WARN",  # NCCL says why it refuses, if it does
-    }
+    env = subprocess_env(WANDB_MODE="disabled", NCCL_DEBUG="WARN")  # NCCL says why it refuses
     results = {}
     for processes in (2, 1):
         run_dir = work / f"torchrun_{processes}"
@@ -561,10 +560,9 @@ def torchrun_part(work: Path, params: dict, device, report: Report, seconds_left
             f"device {timing.get('device')}.",
             "",
         ]
-        if not ok:
-            lines += ["```", *[line[:300] for line in tail], "```", ""]
         if ok:
             break
+        lines += ["```", *[line[:300] for line in tail], "```", ""]
     report.figures["torchrun"] = results
     ran = [n for n, r in results.items() if r["exit"] == 0 and r.get("world_size") == n]
     if not ran:
@@ -651,10 +649,7 @@ def implicit_part(work: Path, params: dict, device, report: Report) -> list[str]
 
 # -- the gpu pytest marker --------------------------------------------------------------------
 def pytest_part(report: Report) -> list[str]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = subprocess_env()
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider"]
     done = subprocess.run(
         [*command, "tests/models/test_gpu.py"],
