@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musicrec.features import FeatureConfig
+from musicrec.audio_features import FeatureConfig
 from musicrec.io import load_params, replace_section
 from musicrec.models.cnn import CNNConfig, CNNModel
 from musicrec.models.training import TrainConfig

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from musicrec.evaluate import SplitTask, evaluate_on_task
 from musicrec.io import replace_section
 from musicrec.models.vectors import ModelVectors
+from musicrec.ranking import SplitTask, evaluate_on_task
 
 
 def random_case(n_users: int, n_songs: int, plays: int, dim: int, seed: int = 0):

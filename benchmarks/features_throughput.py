@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from musicrec.features import FeatureConfig, compute_features, librosa_features
+from musicrec.audio_features import FeatureConfig, librosa_features
+from musicrec.features import compute_features
 from musicrec.io import load_params, read_tsv, replace_section
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".cache/numba").resolve()))

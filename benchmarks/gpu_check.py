@@ -305,8 +305,8 @@ def score_cold(work: Path, params: dict, tag: str) -> tuple[dict, dict]:
     params (bootstrap, seed), so the intervals compare with the pipeline's."""
     import numpy as np
 
+    from musicrec.dataset import load_splits
     from musicrec.models.vectors import load_model
-    from musicrec.split import load_splits
 
     models = []
     for name in MODELS:
@@ -583,7 +583,7 @@ def implicit_part(work: Path, params: dict, device, report: Report) -> list[str]
     """implicit's CUDA ALS through ``fit_wmf``, against its CPU ALS on the same plays."""
     import numpy as np
 
-    from musicrec.models.wmf import load_cuda_libraries
+    from musicrec.models.factorization import load_cuda_libraries
 
     preloaded = load_cuda_libraries()  # what fit_wmf does first
     import implicit
@@ -608,18 +608,18 @@ def implicit_part(work: Path, params: dict, device, report: Report) -> list[str]
                 reasons.append(f"`import {module}` fails: `{type(exc).__name__}: {exc}`")
         figures["why_not"] = reasons
         return [*lines, "CUDA ALS could not run: " + "; ".join(reasons) + "."]
-    from musicrec.models import wmf
+    from musicrec.dataset import load_splits
+    from musicrec.models import factorization
     from musicrec.models.vectors import ModelVectors
-    from musicrec.split import load_splits
 
     splits = load_splits(work / "data" / "split")
-    cfg = wmf.WMFConfig(**params["wmf"])
+    cfg = factorization.WMFConfig(**params["wmf"])
     fits = {}
     for name, use_gpu in (("gpu", True), ("cpu", False)):
         implicit.gpu.HAS_CUDA = use_gpu  # fit_wmf asks implicit's factory for this
         try:
             start = time.perf_counter()
-            users, songs = wmf.fit_wmf(splits.matrices["train"], cfg)
+            users, songs = factorization.fit_wmf(splits.matrices["train"], cfg)
             fits[name] = (time.perf_counter() - start, users, songs)
         finally:
             implicit.gpu.HAS_CUDA = True

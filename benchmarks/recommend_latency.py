@@ -114,7 +114,7 @@ def thirty_second_files(project: Path, folder: Path, n_files: int) -> list[Path]
 
 def time_new_song(project: Path, n_files: int) -> tuple[dict[str, np.ndarray], list[str], float]:
     """Milliseconds per 30-s file for ``new_song`` and for its features alone; the load time."""
-    from musicrec.features import compute_song_features, load_mono_clip
+    from musicrec.audio_features import compute_song_features, load_mono_clip
 
     start = time.perf_counter()
     recommender = Recommender(project)

@@ -1,4 +1,4 @@
-"""WMF fit time: ``musicrec.models.wmf.fit_wmf`` against calling implicit directly.
+"""WMF fit time: ``musicrec.models.factorization.fit_wmf`` against calling implicit directly.
 
 A random play-count matrix (``--users`` x ``--songs``, ``--plays`` per user on average,
 log-normal counts) is fitted with the ``wmf`` params of ``params.yaml``, alternating the two
@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from musicrec.io import load_params, replace_section
-from musicrec.models.wmf import WMFConfig, confidence, fit_wmf
+from musicrec.models.factorization import WMFConfig, confidence, fit_wmf
 
 
 def random_counts(n_users: int, n_songs: int, plays: int, seed: int = 0) -> sp.csr_matrix:

@@ -23,10 +23,10 @@ import pandas as pd
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import PolynomialFeatures
 
-from musicrec.evaluate import evaluate_on_task, split_tasks
+from musicrec.dataset import load_splits
 from musicrec.io import atomic_path, read_json
 from musicrec.models.vectors import ModelVectors, load_model
-from musicrec.split import load_splits
+from musicrec.ranking import evaluate_on_task, split_tasks
 from musicrec.synthesize import audible_features
 
 

@@ -34,7 +34,8 @@ import soundfile as sf
 from conftest import as_nobody
 
 from musicrec.audio import ClipSpec, probe_audio, read_clip
-from musicrec.features import FeatureConfig, compute_features
+from musicrec.audio_features import FeatureConfig
+from musicrec.features import compute_features
 from musicrec.messy import OUTCOMES, SR, noise, write_bad_audio
 from musicrec.validate import validate_dataset
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from musicrec.evaluate import split_tasks
+from musicrec.ranking import split_tasks
 from musicrec.split import SplitConfig, make_splits
 
 

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from musicrec.errors import MusicrecError
-from musicrec.features import (
+from musicrec.audio_features import (
     DB_FLOOR,
     FeatureConfig,
-    compute_features,
     compute_song_features,
     librosa_features,
 )
+from musicrec.errors import MusicrecError
+from musicrec.features import compute_features
 
 CFG = FeatureConfig(
     sample_rate=22050, n_fft=2048, hop_length=512, n_mels=64, n_mfcc=20, clip_seconds=2.0
@@ -60,7 +60,7 @@ def test_features_are_librosas_to_float32_rounding(cfg):
 
 @pytest.mark.parametrize("n_frames", [9, 10, 17, 431])
 def test_deltas_are_librosas_savgol_at_the_edges_and_inside(n_frames):
-    from musicrec.features import _delta, feature_transforms
+    from musicrec.audio_features import _delta, feature_transforms
 
     features = np.random.default_rng(n_frames).standard_normal((5, n_frames)).astype(np.float32)
     kernels = feature_transforms(CFG).delta_kernels
@@ -72,7 +72,7 @@ def test_deltas_are_librosas_savgol_at_the_edges_and_inside(n_frames):
 def test_mono_and_stereo_files_are_read_as_the_mean_of_their_channels(tmp_path):
     import soundfile as sf
 
-    from musicrec.features import load_mono_clip
+    from musicrec.audio_features import load_mono_clip
 
     rng = np.random.default_rng(1)
     stereo = (rng.standard_normal((CFG.n_samples, 2)) * 0.1).astype(np.float32)
@@ -123,7 +123,7 @@ def _write_songs(root, ids, rng):
 
 
 def test_features_are_incremental_and_memory_mapped(tmp_path, monkeypatch):
-    from musicrec import features
+    from musicrec import audio_features
 
     rng = np.random.default_rng(0)
     root = tmp_path / "data"
@@ -142,7 +142,8 @@ def test_features_are_incremental_and_memory_mapped(tmp_path, monkeypatch):
     third = compute_features(root, more, other, tmp_path / "out3", tmp_path / "cache")
     assert third["computed"] == 6
     # So does a new version of the feature code.
-    monkeypatch.setattr(features, "FEATURE_CODE_VERSION", features.FEATURE_CODE_VERSION + 1)
+    version = audio_features.FEATURE_CODE_VERSION
+    monkeypatch.setattr(audio_features, "FEATURE_CODE_VERSION", version + 1)
     fourth = compute_features(root, more, CFG, tmp_path / "out4", tmp_path / "cache")
     assert fourth["computed"] == 6
 

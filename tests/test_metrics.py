@@ -8,7 +8,6 @@ import scipy.sparse as sp
 from sklearn.metrics import roc_auc_score
 
 from musicrec import metrics
-from musicrec.evaluate import SplitTask, evaluate_on_task
 from musicrec.metrics import (
     Resamples,
     bootstrap_interval,
@@ -20,6 +19,7 @@ from musicrec.metrics import (
     top_k_members,
 )
 from musicrec.models.vectors import ModelVectors
+from musicrec.ranking import SplitTask, evaluate_on_task
 
 
 def one_user(scores, relevant, excluded=None, map_k=500, ks=(1, 3, 5)):

@@ -15,12 +15,12 @@ import soundfile as sf
 import yaml
 from conftest import run
 
-from musicrec.evaluate import draw_tiebreak_seeds, split_tasks
+from musicrec.dataset import load_splits
 from musicrec.metrics import rank_positions, tiebreak_keys
 from musicrec.models.vectors import load_model
+from musicrec.ranking import draw_tiebreak_seeds, split_tasks
 from musicrec.recommend import Recommender, top_n
 from musicrec.registry import yardsticks
-from musicrec.split import load_splits
 
 
 def recommend_json(project, *args: str) -> dict:

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from musicrec.dataset import load_splits, write_splits
 from musicrec.errors import MusicrecError
-from musicrec.split import SplitConfig, load_splits, make_splits, write_splits
+from musicrec.split import SplitConfig, make_splits
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,8 @@
 """Stage ``evaluate``: score every model on every split it applies to, the same way.
 
-For each split (DESIGN.md section 4) a task fixes the users scored, the candidate songs they
-rank, the songs excluded from their ranking (their training plays or seeds) and the relevant
-songs (their held-out plays):
-
-============  ================================  ===========  ==================  ============
-split         users                             candidates   excluded            relevant
-============  ================================  ===========  ==================  ============
-warm          warm users with training plays    warm songs   training plays      warm_test
-cold          warm users with training plays    cold songs   (none)              cold_test
-all           warm users with training plays    all songs    training plays      warm + cold
-cold_user     held-out users                    warm songs   their seed plays    the rest
-============  ================================  ===========  ==================  ============
-
-Every model folder under ``data/models/`` (format: :mod:`musicrec.models.vectors`) is scored.
+Each split's task (users, candidate songs, excluded and relevant songs) is built by
+:func:`musicrec.ranking.split_tasks` (DESIGN.md section 4). Every model folder under
+``data/models/`` (format: :mod:`musicrec.models.vectors`) is scored.
 Outputs: ``reports/metrics.json`` (model -> split -> metric: mean over users, a DVC metric),
 ``reports/evaluation/intervals.json`` (95% bootstrap intervals, resamples shared by all models
 on a split), per-user values in ``data/evaluation/<split>.npz`` for paired comparisons, and
@@ -22,203 +11,20 @@ on a split), per-user values in ``data/evaluation/<split>.npz`` for paired compa
 
 from __future__ import annotations
 
-import functools
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from musicrec import registry
+from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
-from musicrec.metrics import (
-    Resamples,
-    bootstrap_interval,
-    metrics_from_relevant_ranks,
-    relevant_ranks,
-    tiebreak_keys,
-    top_k_members,
-)
+from musicrec.metrics import Resamples, bootstrap_interval
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
-from musicrec.split import Splits, load_splits
+from musicrec.ranking import draw_tiebreak_seeds, evaluate_on_task, factor_agreement, split_tasks
 from musicrec.stage import stage_parser
 from musicrec.tracking import tracked_run
-
-
-@dataclass
-class SplitTask:
-    """What a split asks of a model.
-
-    users : np.ndarray [shape=(n_eval_users,)] user indices scored.
-    candidates : np.ndarray [shape=(n_candidates,)] song indices ranked.
-    excluded, relevant : sp.csr_matrix [shape=(n_eval_users, n_candidates)].
-    """
-
-    name: str
-    users: np.ndarray
-    candidates: np.ndarray
-    excluded: sp.csr_matrix
-    relevant: sp.csr_matrix
-
-
-def sample_users(users: np.ndarray, max_users: int, seed: int, stream: int) -> np.ndarray:
-    """A fixed uniform sample of ``max_users`` of ``users`` [shape=(n,)], sorted; all of them
-    when ``max_users`` is 0 or not smaller. It has its own generator (``[seed, stream]``), so
-    sampling moves no other draw."""
-    if 0 < max_users < len(users):
-        sampler = np.random.default_rng([seed, stream])
-        return np.sort(sampler.choice(users, size=max_users, replace=False))
-    return users
-
-
-def build_task(
-    name: str,
-    users: np.ndarray,
-    candidates: np.ndarray,
-    excluded: sp.csr_matrix,
-    relevant: sp.csr_matrix,
-    max_users: int = 0,
-    seed: int = 0,
-    stream: int = 0,
-) -> SplitTask:
-    """The task of ranking ``candidates`` for those of ``users`` [shape=(n,), sorted] with a
-    relevant candidate; a sample of ``max_users`` of them when > 0 (:func:`sample_users`).
-    ``excluded`` and ``relevant`` are all users x all songs."""
-    relevant = relevant[users][:, candidates].tocsr()
-    rows = sample_users(np.flatnonzero(np.diff(relevant.indptr) > 0), max_users, seed, stream)
-    users = users[rows]
-    return SplitTask(
-        name, users, candidates, excluded[users][:, candidates].tocsr(), relevant[rows]
-    )
-
-
-def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, SplitTask]:
-    """The four evaluation tasks of DESIGN.md section 4 (table in the module docstring).
-
-    Scoring is users x candidate songs per task, so with users growing as the catalogue does,
-    its cost grows as songs squared. ``max_users`` > 0 scores a uniform sample of that many
-    users per task instead (drawn from ``seed``, the same for every model), which makes the
-    cost linear in songs; the bootstrap intervals then also carry the sampling error.
-    """
-    m = splits.matrices
-    warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
-    all_songs = np.arange(len(splits.songs))
-    cold_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "cold")
-    warm_user = splits.users["role"].to_numpy() == "warm"
-    trained = np.diff(m["train"].indptr) > 0
-    empty = sp.csr_matrix(m["train"].shape, dtype=np.float32)
-    definitions = {
-        "warm": (warm_user & trained, warm_songs, m["train"], m["warm_test"]),
-        "cold": (warm_user & trained, cold_songs, empty, m["cold_test"]),
-        "all": (warm_user & trained, all_songs, m["train"], m["warm_test"] + m["cold_test"]),
-        "cold_user": (~warm_user, warm_songs, m["cold_user_seed"], m["cold_user_test"]),
-    }
-    return {
-        name: build_task(
-            name, np.flatnonzero(mask), candidates, excluded, relevant, max_users, seed, i
-        )
-        for i, (name, (mask, candidates, excluded, relevant)) in enumerate(definitions.items())
-    }
-
-
-def draw_tiebreak_seeds(rng: np.random.Generator) -> dict[str, int]:
-    """Each split's tie-break seed, the first draws of evaluate's generator (seeded by
-    ``evaluate.seed``); ``musicrec recommend`` draws them too, to rank ties as evaluate did."""
-    return {name: int(rng.integers(2**31)) for name in registry.SPLITS}
-
-
-def evaluate_on_task(
-    model: ModelVectors,
-    task: SplitTask,
-    map_k: int,
-    ks: list[int],
-    tiebreak_seed: int,
-    batch_cells: int = 2**20,
-    n_threads: int = os.cpu_count() or 1,
-) -> dict[str, np.ndarray | float]:
-    """Per-user metrics of one model on one task, plus catalogue coverage@k.
-
-    Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user. No
-    ranking is sorted with its keys: each user's scores are sorted once, and the relevant
-    songs' positions and the top-k sets are counted from them
-    (:func:`musicrec.metrics.relevant_ranks`, :func:`~musicrec.metrics.top_k_members`); keys
-    are drawn only for users with ties that matter. Users go in batches of about
-    ``batch_cells`` (user, candidate) cells, ``n_threads`` batches at a time, so memory stays
-    flat as the catalogue grows: a batch costs about 20 bytes a cell (scores, sorted
-    scores, masks), 20 MB at the default.
-
-    Returns
-    -------
-    dict
-        Metric name -> per-user values [shape=(n_eval_users,)], and ``coverage@k`` -> float
-        (the share of candidates that appear in at least one user's top k).
-    """
-    n_candidates = len(task.candidates)
-    batch_size = max(1, batch_cells // max(n_candidates, 1))
-    starts = range(0, max(len(task.users), 1), batch_size)  # one (empty) batch for no users
-
-    def evaluate_batch(start: int) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
-        rows = slice(start, start + batch_size)
-        users = task.users[rows]
-        excluded = task.excluded[rows].toarray() > 0
-        masked = np.where(excluded, -np.inf, model.scores(users, task.candidates))
-        ascending = np.sort(masked, axis=1)
-
-        @functools.cache  # a user's keys serve all their tied songs and their top k
-        def keys(row: int) -> np.ndarray:
-            return tiebreak_keys(users[row : row + 1], n_candidates, tiebreak_seed)[0]
-
-        relevant = task.relevant[rows]
-        ranks = relevant_ranks(masked, ascending, relevant, keys)
-        n_valid = n_candidates - excluded.sum(axis=1)
-        values = metrics_from_relevant_ranks(ranks, relevant, n_valid, map_k, ks)
-        covered = {
-            k: top_k_members(masked, ascending, min(k, n_candidates), keys).any(axis=0) for k in ks
-        }
-        return values, covered
-
-    # numpy sorts and compares without the GIL: batches run side by side on the cores, each
-    # with a one-thread BLAS (threads inside threads would fight over the same cores).
-    with (
-        threadpool_limits(limits=1, user_api="blas"),
-        ThreadPoolExecutor(max(1, min(n_threads, len(starts)))) as pool,
-    ):
-        # Coverage is folded in as batches finish: holding every batch's sets would cost
-        # n_batches x n_candidates, which grows as users x songs^2.
-        per_user: dict[str, list[np.ndarray]] = {}
-        covered = {k: np.zeros(n_candidates, bool) for k in ks}
-        for values, batch_covered in pool.map(evaluate_batch, starts):
-            for name, array in values.items():
-                per_user.setdefault(name, []).append(array)
-            for k in ks:
-                covered[k] |= batch_covered[k]
-    result: dict[str, np.ndarray | float] = {
-        name: np.concatenate(parts) for name, parts in per_user.items()
-    }
-    for k in ks:
-        result[f"coverage@{k}"] = float(covered[k].mean())
-    return result
-
-
-def factor_agreement(predicted: np.ndarray, targets: np.ndarray, songs: np.ndarray) -> dict:
-    """R^2 (pooled over dimensions) and mean cosine of predicted vs target song factors.
-
-    Parameters
-    ----------
-    predicted, targets : np.ndarray [shape=(n_songs, d)]
-    songs : np.ndarray  indices of the songs compared
-    """
-    p, t = predicted[songs].astype(np.float64), targets[songs].astype(np.float64)
-    r2 = 1.0 - ((p - t) ** 2).sum() / ((t - t.mean(axis=0)) ** 2).sum()
-    norms = np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1)
-    cosine = np.mean((p * t).sum(axis=1) / np.maximum(norms, 1e-12))
-    return {"r2": round(float(r2), 6), "cosine": round(float(cosine), 6)}
 
 
 def evaluate_models(
@@ -235,7 +41,7 @@ def evaluate_models(
 
     For a model whose song vectors predict WMF factors, the ``cold`` entry also gets ``r2``
     and ``cosine`` of its cold songs' vectors against ``song_targets`` (WMF factors of every
-    song, cold ones folded in; see :func:`musicrec.models.wmf.song_targets`).
+    song, cold ones folded in; see :func:`musicrec.models.factorization.song_targets`).
 
     Returns
     -------
@@ -309,9 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         model_dirs = discover_models(args.models)
         if not model_dirs:
             raise MusicrecError(f"evaluate: no model under {args.models}; run dvc repro")
-        models = [load_model(d) for d in model_dirs]
+        splits = load_splits(args.split)
+        models = [load_model(d, splits.index_digest) for d in model_dirs]
         means, intervals, per_user = evaluate_models(
-            load_splits(args.split),
+            splits,
             models,
             int(cfg["map_k"]),
             ks,

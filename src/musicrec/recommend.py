@@ -37,6 +37,7 @@ import scipy.sparse as sp
 import yaml
 
 from musicrec import registry
+from musicrec.dataset import ids_digest
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, read_json, read_tsv, section
 from musicrec.metrics import top_k
@@ -192,6 +193,11 @@ class Recommender:
         return read_tsv(self._need("data/split/users.tsv"))
 
     @cached_property
+    def index_digest(self) -> str:
+        """The split's ids digest, which every model folder must record (``load_model``)."""
+        return ids_digest(self.songs["song_id"], self.users["user_id"])
+
+    @cached_property
     def song_index(self) -> dict[str, int]:
         return {song: i for i, song in enumerate(self.songs["song_id"])}
 
@@ -224,8 +230,8 @@ class Recommender:
     def tiebreak_keys(self, user: int) -> np.ndarray:
         """The keys [shape=(n_songs,)] that break ties for ``user`` as ``evaluate`` did on
         ``all``, so that even a model with equal scores (popularity) ranks as it was scored."""
-        from musicrec.evaluate import draw_tiebreak_seeds
         from musicrec.metrics import tiebreak_keys
+        from musicrec.ranking import draw_tiebreak_seeds
 
         seed = int(section(self.params, "evaluate")["seed"])
         split_seed = draw_tiebreak_seeds(np.random.default_rng(seed))["all"]
@@ -239,7 +245,8 @@ class Recommender:
                     f"no model {name!r} in {self.project / 'data/models'}; "
                     f"trained models: {', '.join(known)}"
                 )
-            self._models[name] = load_model(self._need(f"data/models/{name}/model.json").parent)
+            folder = self._need(f"data/models/{name}/model.json").parent
+            self._models[name] = load_model(folder, self.index_digest)
         return self._models[name]
 
     def best_model(self, split: str, require=lambda name: True) -> str:
@@ -281,7 +288,7 @@ class Recommender:
 
     @cached_property
     def feature_config(self):
-        from musicrec.features import FeatureConfig
+        from musicrec.audio_features import FeatureConfig
 
         stored = read_json(self._need("data/features/features.json"))
         return FeatureConfig(**stored["config"])
@@ -361,7 +368,7 @@ class Recommender:
             notes.append("no seed song has training plays, so WMF fold-in cannot use them")
             method = "content_profile"
         if method == "wmf":
-            from musicrec.models.wmf import WMFConfig, confidence, fold_in
+            from musicrec.models.factorization import WMFConfig, confidence, fold_in
 
             cfg = WMFConfig(**section(self.params, "wmf"))
             song_vectors = self.model("wmf").song_vectors
@@ -426,7 +433,7 @@ class Recommender:
         """
         import soundfile as sf
 
-        from musicrec.features import load_mono_clip
+        from musicrec.audio_features import load_mono_clip
 
         name = name or str(audio)
         self.predictor(self.audio_model)  # missing artifacts first: they are the bigger problem
@@ -449,7 +456,7 @@ class Recommender:
 
         The features are rounded to float16, as the ``features`` stage stores them.
         """
-        from musicrec.features import compute_song_features
+        from musicrec.audio_features import compute_song_features
 
         logmel, mfcc = compute_song_features(clip, self.feature_config)
         features = {

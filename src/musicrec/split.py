@@ -8,8 +8,8 @@
 - a validation slice: a fraction of warm songs that content models leave out of their training
   to stop early on (their plays stay in the WMF training set).
 
-Every matrix is users x songs of play counts in one index space (the order of ``users.tsv`` and
-``songs.tsv``), saved as CSR ``.npz``.
+Every matrix is users x songs of play counts in one index space, saved as CSR ``.npz``: songs in
+the order of ``data/validated/songs.tsv``, users sorted by id (:mod:`musicrec.dataset`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from musicrec.dataset import Splits, write_splits
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, load_params, read_tsv, section, stage_timer, write_json
+from musicrec.io import load_params, read_tsv, section, stage_timer
 from musicrec.stage import stage_parser
-
-MATRICES = ("train", "warm_test", "cold_test", "cold_user_seed", "cold_user_test", "all")
 
 
 @dataclass(frozen=True)
@@ -52,24 +51,19 @@ class SplitConfig:
             raise MusicrecError("split.cold_user_seed_plays must be >= 1")
 
 
-@dataclass
-class Splits:
-    """The outcome of :func:`make_splits`.
-
-    songs : ``song_id``, ``role`` (warm | cold), ``validation`` (bool), in index order.
-    users : ``user_id``, ``role`` (warm | cold_user), in index order.
-    matrices : name -> CSR [shape=(n_users, n_songs)] of play counts, names in ``MATRICES``.
-    """
-
-    songs: pd.DataFrame
-    users: pd.DataFrame
-    matrices: dict[str, sp.csr_matrix]
-
-
 def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> Splits:
-    """Split a clean play log over a catalogue of usable songs."""
+    """Split a clean play log over a catalogue of usable songs, kept in its order.
+
+    Parameters
+    ----------
+    plays : pd.DataFrame  ``user_id``, ``song_id``, ``play_count`` (validate's clean log).
+    song_ids : list of str [shape=(n_songs,)]  the validated catalogue, in its order (sorted by
+        id): a song's index in every matrix is its position here.
+    cfg : SplitConfig
+    """
     rng = np.random.default_rng(cfg.seed)
-    song_ids = sorted(song_ids)
+    if len(set(song_ids)) != len(song_ids):
+        raise MusicrecError("split: the song manifest names a song twice; rerun validate")
     user_ids = sorted(plays["user_id"].unique())
     song_index = pd.Index(song_ids)
     user_index = pd.Index(user_ids)
@@ -124,36 +118,6 @@ def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> S
         }
     )
     users = pd.DataFrame({"user_id": user_ids, "role": np.where(is_cold_user, "cold_user", "warm")})
-    return Splits(songs, users, matrices)
-
-
-def write_splits(splits: Splits, out_dir: Path) -> dict:
-    """Write a :class:`Splits` to a folder atomically; return its summary."""
-    summary = {
-        "songs": {
-            "total": len(splits.songs),
-            **splits.songs["role"].value_counts().to_dict(),
-            "validation": int(splits.songs["validation"].sum()),
-        },
-        "users": {"total": len(splits.users), **splits.users["role"].value_counts().to_dict()},
-        "pairs": {name: int(m.nnz) for name, m in splits.matrices.items()},
-    }
-    with atomic_path(Path(out_dir)) as tmp:
-        tmp.mkdir()
-        splits.songs.to_csv(tmp / "songs.tsv", sep="\t", index=False)
-        splits.users.to_csv(tmp / "users.tsv", sep="\t", index=False)
-        for name, matrix in splits.matrices.items():
-            sp.save_npz(tmp / f"{name}.npz", matrix)
-        write_json(tmp / "split.json", summary)
-    return summary
-
-
-def load_splits(split_dir: Path) -> Splits:
-    """Read what :func:`write_splits` wrote."""
-    split_dir = Path(split_dir)
-    songs, users = read_tsv(split_dir / "songs.tsv"), read_tsv(split_dir / "users.tsv")
-    songs["validation"] = songs["validation"].astype(str).str.lower() == "true"
-    matrices = {name: sp.load_npz(split_dir / f"{name}.npz").tocsr() for name in MATRICES}
     return Splits(songs, users, matrices)
 
 

@@ -408,7 +408,9 @@ def validate_dataset(
     usable_ids = set(manifest.loc[~bad, "song_id"])
     keep = plays["song_id"].isin(usable_ids)
     songs = manifest.loc[~bad, ["song_id", "path", "duration_s", "sample_rate", "channels"]]
-    songs = songs.astype({"sample_rate": int, "channels": int}).reset_index(drop=True)
+    # Sorted by id: a song's row here is its index in every later array (musicrec.dataset).
+    songs = songs.astype({"sample_rate": int, "channels": int})
+    songs = songs.sort_values("song_id", kind="stable").reset_index(drop=True)
     reason_counts: dict[str, int] = {}
     for reasons in quarantined["reasons"]:
         for reason in reasons.split("; "):

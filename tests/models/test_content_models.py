@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -53,13 +52,12 @@ def make_tiny_content() -> tuple[dict, ContentData, np.ndarray]:
     train = counts.toarray()
     train[new_users] = 0.0
     data = ContentData(
-        songs=pd.DataFrame({"song_id": [f"S{i}" for i in range(N_SONGS)]}),
         targets=targets,
         user_factors=users,
         train_plays=sp.csr_matrix(train),
         train_songs=np.arange(40),
         validation_songs=np.arange(40, 48),
-        feature_rows=np.arange(N_SONGS),
+        index_digest="test",
         new_users=new_users,
         new_user_seeds=sp.csr_matrix(seeds),
     )
@@ -101,7 +99,7 @@ def test_fit_predict_save_load_gives_the_same_predictions(name, tiny_content, tm
     features, data, kind = tiny_content
     model = MODELS[name]().fit(features, data, tmp_path / "checkpoints")
     assert model.name == name
-    predicted = model.predict(features, data.feature_rows)
+    predicted = model.predict(features, data.songs)
     users = model.user_vectors(data)
     assert predicted.shape[0] == N_SONGS and predicted.dtype == np.float32
     assert users.shape == (N_USERS, predicted.shape[1]) and np.isfinite(predicted).all()
@@ -109,7 +107,7 @@ def test_fit_predict_save_load_gives_the_same_predictions(name, tiny_content, tm
     model.save(tmp_path / "saved")
     assert not list((tmp_path / "saved").glob("*.pkl"))  # arrays, JSON and state dicts only
     reloaded = type(model).load(tmp_path / "saved")
-    np.testing.assert_allclose(reloaded.predict(features, data.feature_rows), predicted, atol=1e-6)
+    np.testing.assert_allclose(reloaded.predict(features, data.songs), predicted, atol=1e-6)
 
     # On the held-out songs (never trained on), the users who like them score them higher.
     held_out = np.arange(48, N_SONGS)
@@ -122,8 +120,8 @@ def test_fit_predict_save_load_gives_the_same_predictions(name, tiny_content, tm
 @pytest.mark.parametrize("name", ["bow_mlp", "cnn_mse", "cnn_wpe", "hldbn", "hybrid_dbn"])
 def test_training_is_seeded_and_deterministic_on_the_cpu(name, tiny_content, tmp_path):
     features, data, _ = tiny_content
-    first = MODELS[name]().fit(features, data, tmp_path / "a").predict(features, data.feature_rows)
-    again = MODELS[name]().fit(features, data, tmp_path / "b").predict(features, data.feature_rows)
+    first = MODELS[name]().fit(features, data, tmp_path / "a").predict(features, data.songs)
+    again = MODELS[name]().fit(features, data, tmp_path / "b").predict(features, data.songs)
     np.testing.assert_array_equal(first, again)
 
 
@@ -310,7 +308,7 @@ def test_dbn_models_fold_in_new_users_from_their_seeds(name, tiny_content, tmp_p
     longer = TrainConfig(epochs=40, batch_size=8, learning_rate=0.01, patience=40, device="cpu")
     model = DBNModel(name, DBN_CFG, longer).fit(features, data, tmp_path)
     users = model.user_vectors(data)
-    songs = model.predict(features, data.feature_rows)
+    songs = model.predict(features, data.songs)
     for u in data.new_users:
         seeds = data.new_user_seeds[u].indices
         scores = songs @ users[u]
@@ -321,14 +319,17 @@ def test_hybrid_dbn_gives_a_song_it_never_trained_on_a_zero_cf_part(tiny_content
     features, data, _ = tiny_content
     model = MODELS["hybrid_dbn"]().fit(features, data, tmp_path)
     x_dim = DBN_CFG.layers[-1]
-    songs = model.predict(features, data.feature_rows)
+    songs = model.predict(features, data.songs)
     assert songs.shape[1] == x_dim + DIM
     # Validation and held-out songs keep their WMF start; a song outside the catalogue gets 0.
     np.testing.assert_allclose(songs[40:, x_dim:], data.targets[40:], atol=1e-6)
-    outside = {k: np.concatenate([v, v[:1]]) for k, v in features.items()}
-    new_song = model.predict(outside, np.array([N_SONGS]))
+    new_song = model.predict_new({k: v[:1] for k, v in features.items()})
     np.testing.assert_array_equal(new_song[0, x_dim:], 0.0)
-    assert np.abs(new_song[0, :x_dim]).sum() > 0  # its audio part is there
+    np.testing.assert_allclose(new_song[0, :x_dim], songs[0, :x_dim], atol=1e-6)  # its audio
+    # A catalogue index the model was not fitted on is refused, not read from another song.
+    outside = {k: np.concatenate([v, v[:1]]) for k, v in features.items()}
+    with pytest.raises(MusicrecError, match="predict_new"):
+        model.predict(outside, np.array([N_SONGS]))
 
 
 def test_hybrid_dbn_starts_from_a_fitted_hldbn(tiny_content, tmp_path):
@@ -340,8 +341,8 @@ def test_hybrid_dbn_starts_from_a_fitted_hldbn(tiny_content, tmp_path):
     )
     x_dim = DBN_CFG.layers[-1]
     np.testing.assert_allclose(
-        hybrid.predict(features, data.feature_rows)[:, :x_dim],
-        hldbn.predict(features, data.feature_rows),
+        hybrid.predict(features, data.songs)[:, :x_dim],
+        hldbn.predict(features, data.songs),
         atol=1e-5,
     )
     old_users = np.arange(36)

@@ -90,18 +90,18 @@ def test_cnn_trains_on_cuda_in_bf16_and_resumes_from_a_checkpoint(
     convolutions = {(dtype, device) for name, dtype, device in layer_outputs if name == "Conv1d"}
     assert convolutions == {(torch.bfloat16, "cuda")}  # autocast ran the convolutions in bf16
     assert all(p.is_cuda and p.dtype == torch.float32 for p in whole.net.parameters())
-    predicted = whole.predict(features, data.feature_rows)
+    predicted = whole.predict(features, data.songs)
     assert predicted.dtype == np.float32 and np.isfinite(predicted).all()
     # The resumed run ends where the whole one did (atomics in a few CUDA kernels may differ
     # in the last bits, so not bit for bit).
     np.testing.assert_allclose(
-        resumed.predict(features, data.feature_rows), predicted, rtol=0.05, atol=1e-3
+        resumed.predict(features, data.songs), predicted, rtol=0.05, atol=1e-3
     )
     whole.save(tmp_path / "saved")
     reloaded = CNNModel.load(tmp_path / "saved")  # saved from CUDA, loads on the CPU
     assert reloaded.device.type == "cpu"
     np.testing.assert_allclose(
-        reloaded.predict(features, data.feature_rows), predicted, rtol=0.05, atol=1e-3
+        reloaded.predict(features, data.songs), predicted, rtol=0.05, atol=1e-3
     )
 
 
@@ -120,10 +120,10 @@ def test_dbn_fine_tunes_on_cuda_in_float32_and_resumes_from_a_checkpoint(
     whole, resumed = _interrupted_then_resumed(make, tiny_content, tmp_path, monkeypatch, capsys)
     on_cuda = {dtype for name, dtype, device in layer_outputs if device == "cuda"}
     assert on_cuda == {torch.float32}
-    predicted = whole.predict(features, data.feature_rows)
+    predicted = whole.predict(features, data.songs)
     assert np.isfinite(predicted).all()
     np.testing.assert_allclose(
-        resumed.predict(features, data.feature_rows), predicted, rtol=0.05, atol=1e-3
+        resumed.predict(features, data.songs), predicted, rtol=0.05, atol=1e-3
     )
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from musicrec.errors import MusicrecError
+from musicrec.models.factorization import WMFConfig, fit_wmf
 from musicrec.models.hybrid import HybridConfig, build_hybrids, choose_weight, pick_content_model
 from musicrec.models.vectors import (
     InterleavedModel,
@@ -16,7 +17,6 @@ from musicrec.models.vectors import (
     load_model,
     save_interleaved,
 )
-from musicrec.models.wmf import WMFConfig, fit_wmf
 from musicrec.split import SplitConfig, make_splits
 
 
@@ -106,7 +106,7 @@ def test_noise_content_gets_no_weight_and_informative_content_some(block_world):
 
 
 def test_max_users_validates_on_a_sample_that_still_finds_the_informative_content(block_world):
-    from musicrec.evaluate import build_task
+    from musicrec.ranking import build_task
 
     splits, wmf, wmf_cfg, group = block_world
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")

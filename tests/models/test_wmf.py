@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
-from musicrec.models.wmf import WMFConfig, confidence, fit_wmf, fold_in
+from musicrec.models.factorization import WMFConfig, confidence, fit_wmf, fold_in
 
 
 def test_confidence_known_values_and_sparsity():
@@ -94,7 +94,7 @@ def test_cuda_libraries_are_loaded_for_implicit_only_where_rmm_is_installed(tmp_
     import shutil
     import sys
 
-    from musicrec.models import wmf
+    from musicrec.models import factorization
 
     zlib = "/usr/lib/x86_64-linux-gnu/libz.so.1"  # any real shared library stands in
     if not os.path.exists(zlib):
@@ -108,10 +108,10 @@ def test_cuda_libraries_are_loaded_for_implicit_only_where_rmm_is_installed(tmp_
     real_find_spec = importlib.util.find_spec
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    assert wmf.load_cuda_libraries() == []
+    assert factorization.load_cuda_libraries() == []
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
         lambda name: object() if name == "rmm" else real_find_spec(name),
     )
-    assert wmf.load_cuda_libraries() == ["libcudart.so.13"]
+    assert factorization.load_cuda_libraries() == ["libcudart.so.13"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from musicrec import registry
+from musicrec.dataset import Splits, load_splits
 from musicrec.io import load_params, section, stage_timer
 from musicrec.models.vectors import ModelVectors, save_model
-from musicrec.split import Splits, load_splits
 from musicrec.stage import stage_parser
 
 RANDOM_DIM = 32
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     seed = section(load_params(args.params), "baselines")["seed"]
     with stage_timer("baselines"):
         splits = load_splits(args.split)
-        save_model(random_model(len(splits.users), len(splits.songs), seed), args.models / "random")
-        save_model(popularity_model(splits), args.models / "popularity")
+        random = random_model(len(splits.users), len(splits.songs), seed)
+        save_model(random, args.models / "random", index=splits.index_digest)
+        save_model(popularity_model(splits), args.models / "popularity", index=splits.index_digest)
     print(f"baselines: random and popularity -> {args.models}")
     return 0

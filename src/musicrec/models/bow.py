@@ -170,8 +170,8 @@ class BowModel(SongFactorModel):
         seed_everything(self.cfg.seed)
         frames = features["mfcc"]
         if self.bow.centres is None:
-            self.bow.fit(frames, data.feature_rows[data.train_songs])
-        raw = self.bow.transform(frames, data.feature_rows[data.train_songs])
+            self.bow.fit(frames, data.train_songs)
+        raw = self.bow.transform(frames, data.train_songs)
         self.arrays["input_scale"] = raw.std(0) + 1e-6
         train_x = (raw / self.arrays["input_scale"]).astype(np.float32)
         train_y = data.targets[data.train_songs]
@@ -183,7 +183,7 @@ class BowModel(SongFactorModel):
             return self
         y_mean, y_std = target_scaling(train_y)
         self.arrays.update(y_mean=y_mean, y_std=y_std)
-        val_x = self._inputs(features, data.feature_rows[data.validation_songs])
+        val_x = self._inputs(features, data.validation_songs)
         tx, ty = torch.from_numpy(train_x), torch.from_numpy((train_y - y_mean) / y_std)
         vx = torch.from_numpy(val_x)
         vy = torch.from_numpy((data.targets[data.validation_songs] - y_mean) / y_std)
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     with stage_timer("bow") as record, tracked_run("bow", sections) as tracker:
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {"mfcc": np.load(args.features / "mfcc.npy", mmap_mode="r")}
-        vocabulary = BagOfWords(cfg).fit(features["mfcc"], data.feature_rows[data.train_songs])
+        vocabulary = BagOfWords(cfg).fit(features["mfcc"], data.train_songs)
         histories = {}
         for kind in ("linear", "mlp"):
             model = BowModel(kind, cfg, train_cfg, vocabulary)

@@ -42,6 +42,7 @@ from musicrec.models.content import (
     target_scaling,
     training_run,
 )
+from musicrec.models.factorization import confidence
 from musicrec.models.training import (
     TrainConfig,
     inputs_digest,
@@ -49,7 +50,6 @@ from musicrec.models.training import (
     seed_everything,
     train,
 )
-from musicrec.models.wmf import confidence
 
 _SOURCE = Path(__file__).read_text()
 
@@ -183,11 +183,9 @@ class CNNModel(SongFactorModel):
     def fit(self, features: dict, data: ContentData, checkpoint_dir: Path) -> CNNModel:
         seed_everything(self.train_cfg.seed)
         logmel = features["logmel"]
-        train_rows = data.feature_rows[data.train_songs]
         # The training spectrograms fit in memory (float32); windows are cropped from them.
-        clips = np.asarray(logmel[np.sort(train_rows)], np.float32)[
-            np.argsort(np.argsort(train_rows))
-        ]
+        # (train_songs is sorted, so the memory-mapped store is read front to back.)
+        clips = np.asarray(logmel[data.train_songs], np.float32)
         targets = data.targets[data.train_songs]
         y_mean, y_std = target_scaling(targets)
         self.scales = {
@@ -211,7 +209,7 @@ class CNNModel(SongFactorModel):
         y_train = torch.from_numpy(targets).to(self.device)
         val_windows = [
             torch.from_numpy(self._windows(self._standardise(np.asarray(logmel[r], np.float32))))
-            for r in data.feature_rows[data.validation_songs]
+            for r in data.validation_songs
         ]
         val_conf = torch.from_numpy(
             confidence(

@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from musicrec import registry
+from musicrec.dataset import check_same_songs, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import read_tsv, stage_timer
 from musicrec.models import distributed
 from musicrec.models.training import write_loss_curve
 from musicrec.models.vectors import ModelVectors, load_model, save_model
-from musicrec.split import load_splits
 from musicrec.stage import stage_parser
 from musicrec.tracking import Tracker, tracked_run
 
@@ -37,32 +36,38 @@ class ContentData:
     targets : np.ndarray [shape=(n_songs, d)] WMF song factors (zero rows for cold songs).
     user_factors : np.ndarray [shape=(n_users, d)] WMF user factors (fixed).
     train_plays : sp.csr_matrix [shape=(n_users, n_songs)] training play counts (for WPE).
-    train_songs, validation_songs : np.ndarray of song indices.
-    feature_rows : np.ndarray [shape=(n_songs,)] row of each song in the feature arrays.
+    train_songs, validation_songs : np.ndarray of song indices (a song's index is also its
+    row in the feature arrays: one song order, :mod:`musicrec.dataset`).
+    index_digest : str, the split's ids digest, recorded in the model folder.
     new_users : np.ndarray of the held-out (``cold_user``) users' indices.
     new_user_seeds : sp.csr_matrix [shape=(n_users, n_songs)] their seed play counts.
     """
 
-    songs: pd.DataFrame
     targets: np.ndarray
     user_factors: np.ndarray
     train_plays: sp.csr_matrix
     train_songs: np.ndarray
     validation_songs: np.ndarray
-    feature_rows: np.ndarray
+    index_digest: str
     new_users: np.ndarray | None = None
     new_user_seeds: sp.csr_matrix | None = None
+
+    @property
+    def songs(self) -> np.ndarray:
+        """Every song's index [shape=(n_songs,)], which is also its row in the features."""
+        return np.arange(len(self.targets))
 
 
 def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> ContentData:
     """Gather a content model's inputs from the outputs of ``split``, ``wmf`` and ``features``."""
     splits = load_splits(split_dir)
-    wmf = load_model(wmf_dir)
-    feature_songs = read_tsv(Path(features_dir) / "songs.tsv")
-    rows = pd.Index(feature_songs["song_id"]).get_indexer(splits.songs["song_id"])
-    if (rows < 0).any():
-        missing = splits.songs["song_id"][rows < 0].tolist()[:5]
-        raise MusicrecError(f"songs without features (e.g. {missing}); run dvc repro features")
+    wmf = load_model(wmf_dir, splits.index_digest)
+    check_same_songs(
+        splits.songs["song_id"],
+        read_tsv(Path(features_dir) / "songs.tsv")["song_id"],
+        f"{features_dir}/songs.tsv",
+        "the features were computed for another catalogue; run dvc repro features",
+    )
     warm = splits.songs["role"].to_numpy() == "warm"
     validation = splits.songs["validation"].to_numpy()
     if not validation.any() or not (warm & ~validation).any():
@@ -72,13 +77,12 @@ def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> Con
             "change split.validation_song_fraction or bring more songs"
         )
     return ContentData(
-        splits.songs,
         wmf.song_vectors,
         wmf.user_vectors,
         splits.matrices["train"],
         np.flatnonzero(warm & ~validation),
         np.flatnonzero(validation),
-        rows,
+        splits.index_digest,
         np.flatnonzero(splits.users["role"].to_numpy() == "cold_user"),
         splits.matrices["cold_user_seed"],
     )
@@ -167,7 +171,7 @@ def save_content_model(
     The folder also holds ``predictor/``, the fitted model (for recommending new songs).
     Returns the predictions [shape=(n_songs, d)].
     """
-    predicted = model.predict(features, data.feature_rows).astype(np.float32)
+    predicted = model.predict(features, data.songs).astype(np.float32)
     if not distributed.is_main():
         return predicted  # under torchrun, process 0 writes
     save_model(
@@ -181,6 +185,7 @@ def save_content_model(
         ),
         Path(models_dir) / model.name,
         predictor=model,
+        index=data.index_digest,
     )
     return predicted
 

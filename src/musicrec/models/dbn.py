@@ -55,6 +55,7 @@ from musicrec.models.content import (
     save_content_model,
     training_run,
 )
+from musicrec.models.factorization import WMFConfig, confidence, fold_in
 from musicrec.models.rbm import DBN, PretrainConfig
 from musicrec.models.training import (
     TrainConfig,
@@ -63,7 +64,6 @@ from musicrec.models.training import (
     seed_everything,
     train,
 )
-from musicrec.models.wmf import WMFConfig, confidence, fold_in
 
 _SOURCE = Path(__file__).read_text()
 KINDS = ("hldbn", "hldbn_nopretrain", "hybrid_dbn")
@@ -192,12 +192,11 @@ class DBNModel(SongFactorModel):
         and cold songs, which have only the content term, suffer.
         """
         seed_everything(self.train_cfg.seed)
-        f_all = song_feature_vectors(features, data.feature_rows)
+        f_all = song_feature_vectors(features, data.songs)
         train_f = f_all[data.train_songs]
         self.arrays = {
             "f_mean": train_f.mean(axis=0),
             "f_std": train_f.std(axis=0) + 1e-6,
-            "song_rows": data.feature_rows.astype(np.int64),
         }
         f_all = torch.from_numpy(self._standardise(f_all))
         torch.manual_seed(self.cfg.seed)
@@ -266,7 +265,7 @@ class DBNModel(SongFactorModel):
             no_weight_decay=("beta", "mu", "gamma", "y"),
         ).history
         self.model.cpu()
-        self._fold_in_new_users(data, self._song_vectors(f_all.numpy(), data.feature_rows))
+        self._fold_in_new_users(data, self._song_vectors(f_all.numpy(), data.songs))
         return self
 
     def _fold_in_new_users(self, data: ContentData, songs: np.ndarray) -> None:
@@ -286,20 +285,23 @@ class DBNModel(SongFactorModel):
         return ((f - self.arrays["f_mean"]) / self.arrays["f_std"]).astype(np.float32)
 
     # -- predicting --------------------------------------------------------------------------
-    def _song_vectors(self, f_standardised: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _song_vectors(self, f_standardised: np.ndarray, songs: np.ndarray) -> np.ndarray:
         """Song vectors ``x_v`` (hybrid: ``[x_v, y_v]``, ``y_v = 0`` for a song never trained)
-        [shape=(len(rows), d)] from standardised features of the songs at feature ``rows``."""
+        [shape=(len(songs), d)] from standardised features of catalogue ``songs`` (indices;
+        -1 for a song outside the catalogue)."""
         self.model.eval()
         with torch.no_grad():
             x = self.model.network(torch.from_numpy(f_standardised)).numpy()
         if not self.model.hybrid:
             return x.astype(np.float32)
-        position = {int(r): i for i, r in enumerate(self.arrays["song_rows"])}
-        y = np.zeros((len(rows), self.model.y.shape[1]), np.float32)
-        known = [(i, position[int(r)]) for i, r in enumerate(rows) if int(r) in position]
-        if known:
-            at, index = map(list, zip(*known, strict=True))
-            y[at] = self.model.y.detach().numpy()[index]
+        if len(songs) and songs.max() >= self.model.y.shape[0]:
+            raise MusicrecError(
+                f"hybrid_dbn was fitted on {self.model.y.shape[0]} songs; song index "
+                f"{songs.max()} is not one of them (a new song goes through predict_new)"
+            )
+        y = np.zeros((len(songs), self.model.y.shape[1]), np.float32)
+        known = songs >= 0
+        y[known] = self.model.y.detach().numpy()[songs[known]]
         return np.hstack([x, y]).astype(np.float32)
 
     def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:

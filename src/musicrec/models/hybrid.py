@@ -33,9 +33,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from musicrec import registry
+from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
-from musicrec.evaluate import SplitTask, build_task, evaluate_on_task
 from musicrec.io import load_params, section, stage_timer, write_json
+from musicrec.models.factorization import WMFConfig, fit_wmf
 from musicrec.models.vectors import (
     InterleavedModel,
     ModelVectors,
@@ -44,8 +45,7 @@ from musicrec.models.vectors import (
     save_interleaved,
     save_model,
 )
-from musicrec.models.wmf import WMFConfig, fit_wmf
-from musicrec.split import Splits, load_splits
+from musicrec.ranking import SplitTask, build_task, evaluate_on_task
 from musicrec.stage import stage_parser
 from musicrec.tracking import tracked_run
 
@@ -208,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     sections = {"hybrid": section(params, "hybrid"), "wmf": section(params, "wmf")}
     with stage_timer("hybrid") as record, tracked_run("hybrid", sections) as tracker:
         splits = load_splits(args.split)
-        wmf = load_model(args.models / "wmf")
+        wmf = load_model(args.models / "wmf", splits.index_digest)
         candidates = [
             m
-            for m in (load_model(d) for d in discover_models(args.models))
+            for m in (load_model(d, splits.index_digest) for d in discover_models(args.models))
             if m.predicts == "wmf_song_factors" and m.name not in hybrid_names
         ]
         if not candidates:
@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         weight, weight_scores = choose_weight(splits, wmf, content, wmf_cfg, cfg)
         for model in build_hybrids(splits, wmf, content, weight, cfg):
             if isinstance(model, InterleavedModel):
-                save_interleaved(model, args.models / model.name)
+                save_interleaved(model, args.models / model.name, splits.index_digest)
             else:
-                save_model(model, args.models / model.name)
+                save_model(model, args.models / model.name, index=splits.index_digest)
         choice = {
             "content_model": content.name,
             "content_validation_map": content_scores,

@@ -6,7 +6,9 @@ A model's folder ``data/models/<name>/`` holds
   model can score (a subset of ``warm``, ``cold``, ``all``, ``cold_user``); ``predicts`` is
   ``"wmf_song_factors"`` for a content model whose song vectors predict WMF's song factors
   (``evaluate`` then also reports R^2 and cosine against ``data/models/wmf/song_targets.npy``:
-  the WMF factors of every song, cold songs folded in), else absent;
+  the WMF factors of every song, cold songs folded in), else absent; ``"index"``: the digest
+  of the song and user ids the vectors are in the order of (:func:`musicrec.dataset.ids_digest`),
+  which ``evaluate`` and ``recommend`` check against ``data/split`` when they load the folder;
 - ``user_vectors.npy`` [shape=(n_users, d), float32] and ``song_vectors.npy``
   [shape=(n_songs, d), float32] in the index order of ``data/split/users.tsv`` and
   ``songs.tsv``. A user's score for a song is the dot product of their vectors.
@@ -42,6 +44,7 @@ class ModelVectors:
     user_vectors: np.ndarray
     song_vectors: np.ndarray
     predicts: str | None = None
+    index: str | None = None  # the ids digest of the split it was fitted on
 
     def __post_init__(self) -> None:
         unknown = set(self.splits) - set(registry.SPLITS)
@@ -77,6 +80,7 @@ class InterleavedModel:
     first: ModelVectors
     second: ModelVectors
     predicts: str | None = None
+    index: str | None = None
 
     def scores(self, users: np.ndarray, songs: np.ndarray) -> np.ndarray:
         """Scores [shape=(len(users), len(songs))]: minus each song's interleaved position."""
@@ -92,12 +96,16 @@ def save_model(
     out_dir: Path,
     extras: dict[str, np.ndarray] | None = None,
     predictor=None,
+    index: str | None = None,
 ) -> None:
     """Write a model's folder atomically.
 
     ``extras`` are further arrays saved as ``<key>.npy``; a ``predictor`` (anything with a
-    ``save(directory)`` method) is saved into ``predictor/``.
+    ``save(directory)`` method) is saved into ``predictor/``; ``index`` (else
+    ``model.index``) is the ids digest of the split the model was fitted on
+    (``Splits.index_digest``).
     """
+    index = index or model.index
     with atomic_path(Path(out_dir)) as tmp:
         tmp.mkdir()
         if predictor is not None:
@@ -114,39 +122,59 @@ def save_model(
         }
         if model.predicts:
             meta["predicts"] = model.predicts
+        if index:
+            meta["index"] = index
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def save_interleaved(model: InterleavedModel, out_dir: Path) -> None:
+def save_interleaved(model: InterleavedModel, out_dir: Path, index: str | None = None) -> None:
     """Write an interleaved model: ``model.json`` (``"kind": "interleaved"``) and its two
-    component models in ``first/`` and ``second/``."""
+    component models in ``first/`` and ``second/`` (``index``: as in :func:`save_model`)."""
+    index = index or model.index
     with atomic_path(Path(out_dir)) as tmp:
         tmp.mkdir()
-        save_model(model.first, tmp / "first")
-        save_model(model.second, tmp / "second")
+        save_model(model.first, tmp / "first", index=index)
+        save_model(model.second, tmp / "second", index=index)
         meta = {
             "name": model.name,
             "description": model.description,
             "splits": model.splits,
             "kind": "interleaved",
         }
+        if index:
+            meta["index"] = index
         (tmp / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def load_model(model_dir: Path) -> ModelVectors | InterleavedModel:
-    """Read a model's folder."""
+def load_model(model_dir: Path, index: str | None = None) -> ModelVectors | InterleavedModel:
+    """Read a model's folder.
+
+    Parameters
+    ----------
+    model_dir : Path
+    index : str, optional
+        The ids digest of the split the caller scores on (``Splits.index_digest``). When
+        given, a folder fitted on other songs or users, or recording none, is refused: its
+        rows would be scored against the wrong songs.
+    """
     model_dir = Path(model_dir)
     meta_path = model_dir / "model.json"
     if not meta_path.exists():
         raise MusicrecError(f"{model_dir}: no model.json; run the stage that trains this model")
     meta = json.loads(meta_path.read_text())
+    if index is not None and meta.get("index") != index:
+        raise MusicrecError(
+            f"{model_dir} was fitted on other songs or users than the split holds (its index "
+            f"{meta.get('index')!r}, the split's {index!r}): run `dvc repro` to retrain it"
+        )
     if meta.get("kind") == "interleaved":
         return InterleavedModel(
             meta["name"],
             meta.get("description", ""),
             list(meta["splits"]),
-            load_model(model_dir / "first"),
-            load_model(model_dir / "second"),
+            load_model(model_dir / "first", index),
+            load_model(model_dir / "second", index),
+            index=meta.get("index"),
         )
     return ModelVectors(
         meta["name"],
@@ -155,6 +183,7 @@ def load_model(model_dir: Path) -> ModelVectors | InterleavedModel:
         np.load(model_dir / "user_vectors.npy"),
         np.load(model_dir / "song_vectors.npy"),
         meta.get("predicts"),
+        meta.get("index"),
     )
 
 
