@@ -70,7 +70,12 @@ def test_a_toy_model_with_one_registry_entry_is_scored_reported_and_recommended(
     shutil.copytree(trained_project, project, ignore=shutil.ignore_patterns("wandb"))
     source = load_model(project / "data" / "models" / "upper_bound")
     toy = ModelVectors(
-        "toy", "a toy", list(registry.SPLITS), source.user_vectors, source.song_vectors
+        "toy",
+        "a toy",
+        list(registry.SPLITS),
+        source.user_vectors,
+        source.song_vectors,
+        index=source.index,  # fitted on the project's split
     )
     save_model(toy, project / "data" / "models" / "toy")
     entry = registry.ModelSpec("toy", "baselines", registry.COLLABORATIVE)
