@@ -11,6 +11,7 @@ on a split), per-user values in ``data/evaluation/<split>.npz`` for paired compa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,11 @@ from tqdm import tqdm
 
 from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
+from musicrec.io import atomic_path, load_params, write_json
 from musicrec.metrics import Resamples, bootstrap_interval
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
 from musicrec.ranking import draw_tiebreak_seeds, evaluate_on_task, factor_agreement, split_tasks
-from musicrec.stage import stage_parser
-from musicrec.tracking import tracked_run
+from musicrec.stage import read_config, run_stage, stage_parser
 
 
 def evaluate_models(
@@ -101,17 +101,31 @@ def _song_targets(path: Path) -> np.ndarray | None:
     return np.load(path) if path.exists() else None
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate`` in params.yaml."""
+
+    map_k: int = 500  # the cut-off of mAP, the headline metric (registry.map_key)
+    ks: tuple[int, ...] = (10, 50, 100, 500)  # recall@k and coverage@k
+    bootstrap: int = 1000  # resamples of the 95% intervals
+    seed: int = 13
+    max_users: int = 0  # > 0: score a fixed sample of this many users per split
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ks", tuple(sorted(int(k) for k in self.ks)))
+        if self.map_k < 1 or not self.ks or self.ks[0] < 1:
+            raise MusicrecError("evaluate: map_k and every k in ks must be >= 1")
+        if self.bootstrap < 1 or self.max_users < 0:
+            raise MusicrecError("evaluate: need bootstrap >= 1 and max_users >= 0")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser(
-        "evaluate", __doc__, ["evaluate"], ("split", "models", "reports", "per_user")
-    )
+    parser = stage_parser("evaluate", __doc__, ["evaluate"], ("split", "models", "per_user"))
     args = parser.parse_args(argv)
-    cfg = section(load_params(args.params), "evaluate")
-    ks = sorted(int(k) for k in cfg["ks"])
-    with (
-        stage_timer("evaluate", args.reports) as record,
-        tracked_run("evaluate", {"evaluate": cfg}) as tracker,
-    ):
+    params = load_params(args.params)
+    cfg = read_config(params, "evaluate", EvaluateConfig)
+    ks = list(cfg.ks)
+    with run_stage("evaluate", args, params, ("evaluate",)) as (record, tracker):
         model_dirs = discover_models(args.models)
         if not model_dirs:
             raise MusicrecError(f"evaluate: no model under {args.models}; run dvc repro")
@@ -120,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         means, intervals, per_user = evaluate_models(
             splits,
             models,
-            int(cfg["map_k"]),
+            cfg.map_k,
             ks,
-            int(cfg["bootstrap"]),
-            int(cfg["seed"]),
+            cfg.bootstrap,
+            cfg.seed,
             _song_targets(args.models / "wmf" / "song_targets.npy"),
-            int(cfg.get("max_users", 0)),
+            cfg.max_users,
         )
         write_json(args.reports / "metrics.json", means)
         tracker.log_metrics(means)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,17 +34,9 @@ from musicrec.audio_features import (
     load_mono_clip,
 )
 from musicrec.errors import MusicrecError
-from musicrec.io import (
-    atomic_path,
-    load_params,
-    read_tsv,
-    section,
-    stage_timer,
-    write_json,
-    write_tsv,
-)
+from musicrec.io import atomic_path, load_params, read_tsv, write_json, write_tsv
 from musicrec.parallel import map_unordered
-from musicrec.stage import stage_parser
+from musicrec.stage import DataConfig, Workers, read_config, run_stage, stage_parser
 
 
 def file_digest(path: Path) -> str:
@@ -207,6 +199,21 @@ def compute_features(
     return {"songs": n_songs, "computed": len(todo), "cached": n_songs - len(todo)}
 
 
+@dataclass(frozen=True)
+class FeaturesRun:
+    """How the ``features`` stage computes (in params.yaml beside :class:`FeatureConfig`'s
+    keys); none of it changes a feature."""
+
+    n_jobs: int = 1  # worker processes (local), or workers of a local Dask cluster
+    backend: str = "local"  # local | dask
+    scheduler: str = ""  # dask: the scheduler's address; "" starts a local cluster
+
+    def __post_init__(self) -> None:
+        Workers(self.n_jobs)
+        if self.backend not in ("local", "dask"):
+            raise MusicrecError(f"features.backend must be local or dask, not {self.backend!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(
         "features", __doc__, ["data.root", "features"], ("validated",), out=Path("data/features")
@@ -219,22 +226,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    root = Path(section(params, "data")["root"])
-    feat = dict(section(params, "features"))
-    n_jobs = int(feat.pop("n_jobs", 1))
-    backend = str(feat.pop("backend", "local"))
-    scheduler = str(feat.pop("scheduler", "") or "")
-    cfg = FeatureConfig(**feat)
-    with stage_timer("features") as record:
+    root = Path(read_config(params, "data", DataConfig).root)
+    cfg, run = read_config(params, "features", FeatureConfig, FeaturesRun)
+    with run_stage("features", args) as (record, _):
         summary = compute_features(
             root,
             read_tsv(args.validated / "songs.tsv"),
             cfg,
             args.out,
             args.cache,
-            n_jobs,
-            backend,
-            scheduler,
+            run.n_jobs,
+            run.backend,
+            run.scheduler,
         )
         record.update(summary)
     print(

@@ -42,6 +42,7 @@ from musicrec.errors import MusicrecError
 from musicrec.io import load_params, read_json, read_tsv, section
 from musicrec.metrics import top_k
 from musicrec.models.vectors import InterleavedModel, ModelVectors, load_model
+from musicrec.stage import DataConfig, read_config
 
 
 class UnknownIdError(MusicrecError):
@@ -178,7 +179,7 @@ class Recommender:
     def songs(self) -> pd.DataFrame:
         """``data/split/songs.tsv`` (song_id, role) with title and artist where known."""
         songs = read_tsv(self._need("data/split/songs.tsv"))[["song_id", "role"]]
-        root = section(self.params, "data").get("root", "data/synthetic")
+        root = read_config(self.params, "data", DataConfig).root
         metadata = self.project / root / "songs.csv"
         if metadata.exists():
             meta = pd.read_csv(metadata, dtype=str, keep_default_na=False)
@@ -370,7 +371,7 @@ class Recommender:
         if method == "wmf":
             from musicrec.models.factorization import WMFConfig, confidence, fold_in
 
-            cfg = WMFConfig(**section(self.params, "wmf"))
+            cfg = read_config(self.params, "wmf", WMFConfig)
             song_vectors = self.model("wmf").song_vectors
             plays = sp.csr_matrix(
                 (np.ones(len(seeds), np.float32), (np.zeros(len(seeds), int), seeds)),

@@ -394,7 +394,7 @@ def markdown_to_html(markdown: str, base: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("report", __doc__, [], ("reports", "split"))
+    parser = stage_parser("report", __doc__, [], ("split",))
     args = parser.parse_args(argv)
     markdown = build_report(args.reports, args.split)
     with atomic_path(args.reports / "report.md") as tmp:

@@ -23,8 +23,8 @@ import scipy.sparse as sp
 
 from musicrec.dataset import Splits, write_splits
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, read_tsv, section, stage_timer
-from musicrec.stage import stage_parser
+from musicrec.io import load_params, read_tsv
+from musicrec.stage import read_config, run_stage, stage_parser
 
 
 @dataclass(frozen=True)
@@ -124,8 +124,8 @@ def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> S
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("split", __doc__, ["split"], ("validated",), out=Path("data/split"))
     args = parser.parse_args(argv)
-    cfg = SplitConfig(**section(load_params(args.params), "split"))
-    with stage_timer("split") as record:
+    cfg = read_config(load_params(args.params), "split", SplitConfig)
+    with run_stage("split", args) as (record, _):
         plays = read_tsv(args.validated / "plays.tsv")
         songs = read_tsv(args.validated / "songs.tsv")
         summary = write_splits(make_splits(plays, list(songs["song_id"]), cfg), args.out)

@@ -23,8 +23,8 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, load_params, section, stage_timer, write_json
-from musicrec.stage import stage_parser
+from musicrec.io import atomic_path, load_params, write_json
+from musicrec.stage import DataConfig, Workers, read_config, run_stage, stage_parser
 from musicrec.synth_audio import LEAD_TIMBRES, STYLE_NAMES, STYLES, SongAttributes, render_song
 
 SYNTHETIC_ROOT = Path("data/synthetic")
@@ -320,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("synthesize", __doc__, ["data.root", "synthesize"], out=SYNTHETIC_ROOT)
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    data_root = Path(section(params, "data")["root"])
-    with stage_timer("synthesize") as record:
+    data_root = Path(read_config(params, "data", DataConfig).root)
+    cfg, workers = read_config(params, "synthesize", WorldConfig, Workers)
+    with run_stage("synthesize", args) as (record, _):
         if data_root.resolve() != args.out.resolve():
             # params point at a real data folder: no synthesis done for nothing.
             args.out.mkdir(parents=True, exist_ok=True)
@@ -331,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             record["skipped"] = f"data.root is {data_root}"
             print(f"synthesize: data.root is {data_root}, nothing to synthesize")
             return 0
-        cfg_params = dict(section(params, "synthesize"))
-        n_jobs = int(cfg_params.pop("n_jobs", 1))
-        summary = synthesize_world(WorldConfig(**cfg_params), args.out, n_jobs=n_jobs)
+        summary = synthesize_world(cfg, args.out, n_jobs=workers.n_jobs)
         record.update(summary)
         write_json(args.out / "truth" / "summary.json", summary)
     print(

@@ -30,8 +30,8 @@ from musicrec.audio import (
     unsupported_audio_files,
 )
 from musicrec.errors import MusicrecError, PlayLogError
-from musicrec.io import load_params, section, stage_timer, write_json, write_tsv
-from musicrec.stage import stage_parser
+from musicrec.io import load_params, write_json, write_tsv
+from musicrec.stage import DataConfig, Workers, read_config, read_shared, run_stage, stage_parser
 
 # A safe id: not empty, not '.' or '..', no path separator, no control character.
 SAFE_ID_REGEX = r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$"
@@ -448,24 +448,33 @@ def validate_dataset(
     )
 
 
+@dataclass(frozen=True)
+class ValidateConfig:
+    """``validate`` in params.yaml (``n_jobs``: :class:`musicrec.stage.Workers`)."""
+
+    min_seconds: float = 3.0  # shorter files are quarantined
+    silence_db: float = -60.0  # clips quieter than this (RMS, dBFS) are quarantined
+
+    def __post_init__(self) -> None:
+        if self.min_seconds < 0 or self.silence_db > 0:
+            raise MusicrecError("validate: need min_seconds >= 0 and silence_db <= 0 (dBFS)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(
         "validate",
         __doc__,
         ["data.root", "validate", "features.clip_seconds", "features.offset_seconds"],
-        ("reports",),
         out=Path("data/validated"),
     )
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    root = Path(section(params, "data")["root"])
-    cfg, feat = section(params, "validate"), section(params, "features")
-    clip = ClipSpec(feat["clip_seconds"], feat["offset_seconds"])
-    with stage_timer("validate", args.reports) as record:
+    root = Path(read_config(params, "data", DataConfig).root)
+    cfg, workers = read_config(params, "validate", ValidateConfig, Workers)
+    clip = read_shared(params, "features", ClipSpec)
+    with run_stage("validate", args) as (record, _):
         try:
-            result = validate_dataset(
-                root, clip, cfg["min_seconds"], cfg["silence_db"], cfg.get("n_jobs", 1)
-            )
+            result = validate_dataset(root, clip, cfg.min_seconds, cfg.silence_db, workers.n_jobs)
         except PlayLogError as exc:
             write_json(args.reports / "validation" / "ge_play_log.json", exc.ge_result)
             write_json(

@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from musicrec import registry
 from musicrec.dataset import Splits, load_splits
-from musicrec.io import load_params, section, stage_timer
+from musicrec.io import load_params
 from musicrec.models.vectors import ModelVectors, save_model
-from musicrec.stage import stage_parser
+from musicrec.stage import read_config, run_stage, stage_parser
 
 RANDOM_DIM = 32
 
@@ -44,13 +46,20 @@ def popularity_model(splits: Splits) -> ModelVectors:
     )
 
 
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """``baselines`` in params.yaml."""
+
+    seed: int = 5  # of the random model's vectors
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("baselines", __doc__, ["baselines"], ("split", "models"))
     args = parser.parse_args(argv)
-    seed = section(load_params(args.params), "baselines")["seed"]
-    with stage_timer("baselines"):
+    cfg = read_config(load_params(args.params), "baselines", BaselinesConfig)
+    with run_stage("baselines", args):
         splits = load_splits(args.split)
-        random = random_model(len(splits.users), len(splits.songs), seed)
+        random = random_model(len(splits.users), len(splits.songs), cfg.seed)
         save_model(random, args.models / "random", index=splits.index_digest)
         save_model(popularity_model(splits), args.models / "popularity", index=splits.index_digest)
     print(f"baselines: random and popularity -> {args.models}")

@@ -25,7 +25,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge
 
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, section, stage_timer
+from musicrec.io import load_params, section
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
@@ -41,7 +41,7 @@ from musicrec.models.training import (
     seed_everything,
     train,
 )
-from musicrec.tracking import tracked_run
+from musicrec.stage import read_config, run_stage
 
 _SOURCE = Path(__file__).read_text()
 
@@ -275,10 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = content_stage_parser("bow", __doc__, ["bow", "bow_mlp"])
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    cfg = BowConfig(**section(params, "bow"))
+    cfg = read_config(params, "bow", BowConfig)
     train_cfg = bow_mlp_training(section(params, "bow_mlp"))
-    sections = {k: section(params, k) for k in ("bow", "bow_mlp")}
-    with stage_timer("bow") as record, tracked_run("bow", sections) as tracker:
+    with run_stage("bow", args, params, ("bow", "bow_mlp")) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {"mfcc": np.load(args.features / "mfcc.npy", mmap_mode="r")}
         vocabulary = BagOfWords(cfg).fit(features["mfcc"], data.train_songs)
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             model.fit(features, data, args.checkpoints / model.name)
             save_content_model(args.models, model, features, data)
             histories[model.name] = getattr(model, "history", [])
-        publish_history("bow_mlp", histories["bow_mlp"], tracker)
+        publish_history("bow_mlp", histories["bow_mlp"], tracker, args.reports)
         record.update(epochs=len(histories["bow_mlp"]))
     print(f"bow: bow_linear and bow_mlp -> {args.models}")
     return 0

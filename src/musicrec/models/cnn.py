@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, section
+from musicrec.io import load_params
 from musicrec.models import distributed
 from musicrec.models.content import (
     ContentData,
@@ -50,6 +50,7 @@ from musicrec.models.training import (
     seed_everything,
     train,
 )
+from musicrec.stage import read_config
 
 _SOURCE = Path(__file__).read_text()
 
@@ -360,29 +361,39 @@ def _conf_block(
     return conf.astype(np.float32)
 
 
+@dataclass(frozen=True)
+class CNNRun:
+    """Which CNNs the ``cnn`` stage trains (``cnn.objectives``: one model per objective)."""
+
+    objectives: tuple[str, ...] = ("mse", "wpe")
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.objectives) - {"mse", "wpe"})
+        if unknown or not self.objectives:
+            raise MusicrecError(f"cnn.objectives: a list of mse and wpe, not {self.objectives}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = content_stage_parser("cnn", __doc__, ["cnn", "cnn_training"])
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    cnn_params = dict(section(params, "cnn"))
-    objectives = cnn_params.pop("objectives", ["mse", "wpe"])
-    cfg = CNNConfig(**cnn_params)
-    train_cfg = TrainConfig(**section(params, "cnn_training"))
-    sections = {k: section(params, k) for k in ("cnn", "cnn_training")}
-    if train_cfg.processes > 1 and not distributed.launched():
-        return distributed.relaunch("cnn", list(argv or []), train_cfg.processes)
-    with training_run("cnn", sections) as (record, tracker):
+    cfg, run = read_config(params, "cnn", CNNConfig, CNNRun)
+    train_cfg = read_config(params, "cnn_training", TrainConfig)
+    exit_code = distributed.relaunch_if_asked("cnn", argv, train_cfg.processes)
+    if exit_code is not None:
+        return exit_code
+    with training_run("cnn", args, params, ("cnn", "cnn_training")) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {"logmel": np.load(args.features / "logmel.npy", mmap_mode="r")}
-        for objective in objectives:
+        for objective in run.objectives:
             model = CNNModel(objective, cfg, train_cfg)
             model.fit(features, data, args.checkpoints / model.name)
             save_content_model(args.models, model, features, data)
-            publish_history(model.name, model.history, tracker)
+            publish_history(model.name, model.history, tracker, args.reports)
             record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
         record.update(distributed.describe())
     if not distributed.is_main():
         return 0
-    print(f"cnn: {', '.join('cnn_' + o for o in objectives)} -> {args.models}")
+    print(f"cnn: {', '.join('cnn_' + o for o in run.objectives)} -> {args.models}")
     return 0

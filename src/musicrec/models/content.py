@@ -21,12 +21,12 @@ import scipy.sparse as sp
 from musicrec import registry
 from musicrec.dataset import check_same_songs, load_splits
 from musicrec.errors import MusicrecError
-from musicrec.io import read_tsv, stage_timer
+from musicrec.io import read_tsv
 from musicrec.models import distributed
 from musicrec.models.training import write_loss_curve
 from musicrec.models.vectors import ModelVectors, load_model, save_model
-from musicrec.stage import stage_parser
-from musicrec.tracking import Tracker, tracked_run
+from musicrec.stage import run_stage, stage_parser
+from musicrec.tracking import Tracker
 
 
 @dataclass
@@ -191,27 +191,28 @@ def save_content_model(
 
 
 @contextmanager
-def training_run(stage: str, sections: dict) -> Iterator[tuple[dict, Tracker]]:
-    """The timing record and W&B tracker of a training stage, in process 0 only.
+def training_run(
+    stage: str, args: argparse.Namespace, params: dict, tracked: tuple[str, ...]
+) -> Iterator[tuple[dict, Tracker]]:
+    """:func:`musicrec.stage.run_stage` for a training stage: in process 0 only.
 
     Under torchrun every process trains, but only process 0 times the stage, tracks it and
     writes (:func:`save_content_model` and :func:`publish_history` check it too); the others
-    get a record nobody writes and a tracker that does nothing. Outside torchrun this is
-    ``stage_timer`` and ``tracked_run``.
+    get a record nobody writes and a tracker that does nothing.
     """
     with distributed.process_group():
         if not distributed.is_main():
             yield {}, Tracker(None)
             return
-        with stage_timer(stage) as record, tracked_run(stage, sections) as tracker:
+        with run_stage(stage, args, params, tracked) as (record, tracker):
             yield record, tracker
 
 
-def publish_history(name: str, history: list[dict], tracker) -> None:
-    """A trained model's per-epoch losses: ``reports/plots/<name>_loss.csv`` (a DVC plot, and
-    the report's training curves) and the stage's W&B run."""
+def publish_history(name: str, history: list[dict], tracker, reports: Path) -> None:
+    """A trained model's per-epoch losses: ``<reports>/plots/<name>_loss.csv`` (a DVC plot,
+    and the report's training curves) and the stage's W&B run."""
     if distributed.is_main():
-        write_loss_curve(history, Path("reports") / "plots" / f"{name}_loss.csv")
+        write_loss_curve(history, Path(reports) / "plots" / f"{name}_loss.csv")
         tracker.log_history(name, history)
 
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from musicrec import registry
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, section
+from musicrec.io import load_params
 from musicrec.models import distributed
 from musicrec.models.content import (
     ContentData,
@@ -64,6 +64,7 @@ from musicrec.models.training import (
     seed_everything,
     train,
 )
+from musicrec.stage import read_config
 
 _SOURCE = Path(__file__).read_text()
 KINDS = ("hldbn", "hldbn_nopretrain", "hybrid_dbn")
@@ -374,29 +375,39 @@ def fit_models(
         yield model
 
 
+@dataclass(frozen=True)
+class DBNRun:
+    """Which DBN models the ``dbn`` stage trains (``dbn.models``), in this order."""
+
+    models: tuple[str, ...] = KINDS
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.models) - set(KINDS))
+        if unknown or not self.models:
+            raise MusicrecError(f"dbn.models: a list of {', '.join(KINDS)}, not {self.models}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = content_stage_parser("dbn", __doc__, ["dbn", "dbn_training"])
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    dbn_params = dict(section(params, "dbn"))
-    kinds = dbn_params.pop("models", list(KINDS))
-    cfg = DBNConfig(**dbn_params)
-    train_cfg = TrainConfig(**section(params, "dbn_training"))
-    sections = {k: section(params, k) for k in ("dbn", "dbn_training")}
-    if train_cfg.processes > 1 and not distributed.launched():
-        return distributed.relaunch("dbn", list(argv or []), train_cfg.processes)
-    with training_run("dbn", sections) as (record, tracker):
+    cfg, run = read_config(params, "dbn", DBNConfig, DBNRun)
+    train_cfg = read_config(params, "dbn_training", TrainConfig)
+    exit_code = distributed.relaunch_if_asked("dbn", argv, train_cfg.processes)
+    if exit_code is not None:
+        return exit_code
+    with training_run("dbn", args, params, ("dbn", "dbn_training")) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {
             k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in ("logmel", "mfcc")
         }
-        for model in fit_models(kinds, cfg, train_cfg, features, data, args.checkpoints):
+        for model in fit_models(run.models, cfg, train_cfg, features, data, args.checkpoints):
             save_content_model(args.models, model, features, data)
-            publish_history(model.name, model.history, tracker)
+            publish_history(model.name, model.history, tracker, args.reports)
             record[f"{model.name}_epochs"] = len(model.history)
         record["device"] = str(pick_device(train_cfg.device))
         record.update(distributed.describe())
     if not distributed.is_main():
         return 0
-    print(f"dbn: {', '.join(kinds)} -> {args.models}")
+    print(f"dbn: {', '.join(run.models)} -> {args.models}")
     return 0

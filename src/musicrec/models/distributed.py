@@ -73,6 +73,14 @@ def relaunch(stage: str, argv: list[str], processes: int) -> int:
     return subprocess.run(command, check=False).returncode
 
 
+def relaunch_if_asked(stage: str, argv: list[str] | None, processes: int) -> int | None:
+    """With ``processes`` > 1 outside torchrun, run the stage under torchrun
+    (:func:`relaunch`) and return its exit code; else None: train in this process."""
+    if processes > 1 and not launched():
+        return relaunch(stage, list(argv or []), processes)
+    return None
+
+
 @contextmanager
 def process_group() -> Iterator[None]:
     """Join the process group when torchrun started this process; do nothing otherwise."""

@@ -26,7 +26,6 @@ the linear map that takes the original factors of the training songs to the refi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -35,7 +34,7 @@ import scipy.sparse as sp
 from musicrec import registry
 from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, section, stage_timer, write_json
+from musicrec.io import load_params, write_json
 from musicrec.models.factorization import WMFConfig, fit_wmf
 from musicrec.models.vectors import (
     InterleavedModel,
@@ -46,8 +45,7 @@ from musicrec.models.vectors import (
     save_model,
 )
 from musicrec.ranking import SplitTask, build_task, evaluate_on_task
-from musicrec.stage import stage_parser
-from musicrec.tracking import tracked_run
+from musicrec.stage import read_config, run_stage, stage_parser
 
 HYBRID_SPLITS = list(registry.SPLITS)
 
@@ -202,11 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("hybrid", __doc__, ["hybrid", "wmf"], ("split", "models"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    cfg = HybridConfig(**section(params, "hybrid"))
-    wmf_cfg = WMFConfig(**section(params, "wmf"))
+    cfg = read_config(params, "hybrid", HybridConfig)
+    wmf_cfg = read_config(params, "wmf", WMFConfig)
     hybrid_names = set(registry.models(stage="hybrid"))  # what this stage writes
-    sections = {"hybrid": section(params, "hybrid"), "wmf": section(params, "wmf")}
-    with stage_timer("hybrid") as record, tracked_run("hybrid", sections) as tracker:
+    with run_stage("hybrid", args, params, ("hybrid", "wmf")) as (record, tracker):
         splits = load_splits(args.split)
         wmf = load_model(args.models / "wmf", splits.index_digest)
         candidates = [
@@ -233,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             "weight": weight,
             "weight_validation_map": {f"{w:g}": v for w, v in weight_scores.items()},
         }
-        write_json(Path("reports") / "hybrid.json", choice)
+        write_json(args.reports / "hybrid.json", choice)
         tracker.log_metrics(choice)
         record.update(content_model=content.name, weight=weight)
     table = pd.Series(weight_scores, name="validation mAP").to_string()

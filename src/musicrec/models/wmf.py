@@ -16,17 +16,17 @@ from __future__ import annotations
 
 from musicrec import registry
 from musicrec.dataset import load_splits
-from musicrec.io import load_params, section, stage_timer
+from musicrec.io import load_params
 from musicrec.models.factorization import WMFConfig, fit_wmf, fold_in_new_users, song_targets
 from musicrec.models.vectors import ModelVectors, save_model
-from musicrec.stage import stage_parser
+from musicrec.stage import read_config, run_stage, stage_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("wmf", __doc__, ["wmf"], ("split", "models"))
     args = parser.parse_args(argv)
-    cfg = WMFConfig(**section(load_params(args.params), "wmf"))
-    with stage_timer("wmf") as record:
+    cfg = read_config(load_params(args.params), "wmf", WMFConfig)
+    with run_stage("wmf", args) as (record, _):
         splits = load_splits(args.split)
         users, songs = fit_wmf(splits.matrices["train"], cfg)
         targets = song_targets(songs, users, splits, cfg)
