@@ -148,9 +148,10 @@ def _delta(features: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 def _keep_freed_memory() -> None:
     """Let this process's allocator keep freed blocks of up to 32 MB instead of returning them.
 
-    A song's computation allocates and frees about 10 MB of frames and spectra. By default,
+    A song's computation allocates and frees megabytes of frames and spectra. By default,
     glibc hands such blocks back to the OS at each free and page-faults them in again for
-    the next song: 40% of the feature time here. ``mallopt`` (glibc only; elsewhere nothing
+    the next song, a large share of the feature time (``reports/benchmarks.md``, features
+    throughput). ``mallopt`` (glibc only; elsewhere nothing
     changes) makes them reusable, for at most 64 MB held; the results are the same. Set once
     per process, by the first song it computes (a worker, or ``serve`` for new songs).
     """

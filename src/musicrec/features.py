@@ -120,29 +120,13 @@ def compute_features(
     them.
     """
     paths = [resolve_audio(root, rel) for rel in songs["path"]]
-    local = backend == "local"
     cache = Path(cache_dir) / cfg.key()
     # A run killed while writing leaves its temporary behind; the entry itself was never made.
     for stale in cache.glob("*/.*.tmp*"):
         stale.unlink(missing_ok=True)
-    # Fewer entries than songs: some will be computed, so prepare for that now.
-    work_likely = sum(1 for _ in cache.glob("*/*.npy")) < len(paths)
-    # Local workers are sent the transforms, built here once, and so never import librosa or
-    # scipy.signal. A cluster's workers build their own: sent with each chunk, the 0.3 MB
-    # would be held by the scheduler for every task at once (1.6 GB for 100,000 songs).
-    with ThreadPoolExecutor(2) as background:
-        # Hashing (which frees the GIL) and building the transforms (about 2 s, mostly
-        # importing scipy.signal and librosa) run beside the workers' start-up.
-        digests_done = background.submit(lambda: [file_digest(p) for p in paths])
-        transforms_done = (
-            background.submit(feature_transforms, cfg) if local and work_likely else None
-        )
-        if local and n_jobs > 1 and work_likely:
-            Parallel(n_jobs=n_jobs)(delayed(_warm_up_worker)(cfg) for _ in range(n_jobs))
-        digests = digests_done.result()
-        transforms = transforms_done.result() if transforms_done else None
-    targets = [cache / d[:2] / f"{d}.npy" for d in digests]
+    targets, transforms = _cache_targets(paths, cfg, cache, n_jobs, backend)
     todo = [i for i, t in enumerate(targets) if not t.exists()]
+    local = backend == "local"
     if local and todo and transforms is None:
         transforms = feature_transforms(cfg)
     jobs = [
@@ -161,9 +145,38 @@ def compute_features(
             for row, (logmel, mfcc) in zip(rows, arrays or [], strict=False):
                 _write_cache_entry(targets[row], logmel, mfcc)
             bar.update(len(rows))
+    _stack(targets, songs, cfg, Path(out_dir))
+    return {"songs": len(songs), "computed": len(todo), "cached": len(songs) - len(todo)}
 
+
+def _cache_targets(
+    paths: list[Path], cfg: FeatureConfig, cache: Path, n_jobs: int, backend: str
+) -> tuple[list[Path], Transforms | None]:
+    """Each song's cache entry (named by its file's digest) and, when songs will be computed
+    locally, the transforms to send the workers, both made while the workers start."""
+    local = backend == "local"
+    # Fewer entries than songs: some will be computed, so prepare for that now.
+    work_likely = sum(1 for _ in cache.glob("*/*.npy")) < len(paths)
+    # Local workers are sent the transforms, built here once, and so never import librosa or
+    # scipy.signal. A cluster's workers build their own: sent with each chunk, the transforms
+    # would be held by the scheduler for every task at once.
+    with ThreadPoolExecutor(2) as background:
+        # Hashing (which frees the GIL) and building the transforms (mostly importing
+        # scipy.signal and librosa) run beside the workers' start-up.
+        digests_done = background.submit(lambda: [file_digest(p) for p in paths])
+        transforms_done = (
+            background.submit(feature_transforms, cfg) if local and work_likely else None
+        )
+        if local and n_jobs > 1 and work_likely:
+            Parallel(n_jobs=n_jobs)(delayed(_warm_up_worker)(cfg) for _ in range(n_jobs))
+        digests = digests_done.result()
+        transforms = transforms_done.result() if transforms_done else None
+    return [cache / d[:2] / f"{d}.npy" for d in digests], transforms
+
+
+def _stack(targets: list[Path], songs: pd.DataFrame, cfg: FeatureConfig, out_dir: Path) -> None:
+    """Stack the cache entries, in song order, into the stage's outputs (atomically)."""
     n_songs = len(songs)
-    out_dir = Path(out_dir)
     shapes = {
         "logmel": (n_songs, cfg.n_mels, cfg.n_frames),
         "mfcc": (n_songs, 3 * cfg.n_mfcc, cfg.n_frames),
@@ -172,7 +185,7 @@ def compute_features(
         tmp.mkdir()
         # Rows are appended in order to plain .npy files rather than set in a memory map:
         # a map's written pages count in the stage's resident memory, which then grows with
-        # the catalogue (1.1 GB at 100,000 short clips) though nothing needs them.
+        # the catalogue though nothing needs them.
         outputs = {name: files.enter_context(open(tmp / f"{name}.npy", "wb")) for name in shapes}
         for name, shape in shapes.items():
             header = {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
@@ -196,7 +209,6 @@ def compute_features(
                 "db_floor": DB_FLOOR,
             },
         )
-    return {"songs": n_songs, "computed": len(todo), "cached": n_songs - len(todo)}
 
 
 @dataclass(frozen=True)

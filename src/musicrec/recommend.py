@@ -299,8 +299,8 @@ class Recommender:
         _ = self.songs, self.users, self.song_index, self.user_index, self.train, self.warm_users
         for name in {self.best_model("all"), self.audio_model, "wmf"}:
             self.model(name)
-        # The first clip pays for building the feature transforms (librosa and scipy.signal
-        # imports, about 2 s): pay it now.
+        # The first clip pays for building the feature transforms (the librosa and
+        # scipy.signal imports): pay it now.
         self.predict_clip(np.zeros(self.feature_config.n_samples, np.float32))
         if (self.project / "data/models/content_profile").is_dir():
             self.model("content_profile")

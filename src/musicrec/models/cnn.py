@@ -145,6 +145,22 @@ def wpe_loss(
     return (conf * error.pow(2)).mean()
 
 
+@dataclass
+class _TrainingInputs:
+    """What a CNN's epochs draw from (:meth:`CNNModel._training_inputs`).
+
+    clips : np.ndarray [shape=(n_train_songs, n_mels, n_frames), float32] standardised.
+    targets : np.ndarray [shape=(n_train_songs, d)] their WMF factors.
+    train_plays : sp.csc_matrix [shape=(n_users, n_train_songs)] their training plays.
+    active_users : np.ndarray  indices of the users with training plays.
+    """
+
+    clips: np.ndarray
+    targets: np.ndarray
+    train_plays: object
+    active_users: np.ndarray
+
+
 class CNNModel(SongFactorModel):
     """``cnn_mse`` or ``cnn_wpe``: an :class:`AudioCNN` with its input and output scaling."""
 
@@ -183,7 +199,32 @@ class CNNModel(SongFactorModel):
 
     def fit(self, features: dict, data: ContentData, checkpoint_dir: Path) -> CNNModel:
         seed_everything(self.train_cfg.seed)
-        logmel = features["logmel"]
+        inputs = self._training_inputs(features["logmel"], data)
+        step_loss, validation_loss = self._losses(features["logmel"], data, inputs)
+        run_id = inputs_digest(
+            self.objective,
+            asdict(self.cfg),
+            asdict(self.train_cfg),
+            inputs.targets,
+            data.user_factors[inputs.active_users],
+            inputs.clips[:, :, :8],
+            _SOURCE,
+        )
+        self.history = train(
+            self.net,
+            self._epoch_batches(inputs),
+            step_loss,
+            validation_loss,
+            self.train_cfg,
+            checkpoint_dir,
+            run_id,
+            desc=self.name,
+        ).history
+        return self
+
+    def _training_inputs(self, logmel: np.ndarray, data: ContentData) -> _TrainingInputs:
+        """Fit the input and output scaling, build the network, and gather what an epoch
+        draws from: the standardised training clips in memory, their targets and plays."""
         # The training spectrograms fit in memory (float32); windows are cropped from them.
         # (train_songs is sorted, so the memory-mapped store is read front to back.)
         clips = np.asarray(logmel[data.train_songs], np.float32)
@@ -197,17 +238,54 @@ class CNNModel(SongFactorModel):
         }
         self._build(logmel.shape[1], targets.shape[1])
         clips = self._standardise(clips, out=clips)
-        width = self.cfg.window_frames
-        n_frames = clips.shape[2]
-        if n_frames < width:
+        if clips.shape[2] < self.cfg.window_frames:
             raise MusicrecError(
-                f"cnn: clips have {n_frames} frames, fewer than window_frames "
-                f"{width}; lower cnn.window_frames or lengthen the clips"
+                f"cnn: clips have {clips.shape[2]} frames, fewer than window_frames "
+                f"{self.cfg.window_frames}; lower cnn.window_frames or lengthen the clips"
             )
+        return _TrainingInputs(
+            clips,
+            targets,
+            data.train_plays[:, data.train_songs].tocsc(),
+            np.flatnonzero(np.diff(data.train_plays.tocsr().indptr) > 0),
+        )
+
+    def _epoch_batches(self, inputs: _TrainingInputs):
+        """``batches(rng)`` for :func:`train`: one epoch's loader of training windows."""
+        batch, width = self.train_cfg.batch_size, self.cfg.window_frames
+        n_frames = inputs.clips.shape[2]
+        n_sampled = min(self.cfg.wpe_users_per_batch, len(inputs.active_users))
+
+        def batches(rng):
+            # The epoch's plan (which song, where to crop, which users) is drawn here, in one
+            # process, so loader workers on a GPU machine cannot change what is trained on.
+            songs = np.repeat(np.arange(len(inputs.clips)), self.cfg.windows_per_song)
+            rng.shuffle(songs)
+            plan = []
+            for i in range(0, len(songs), batch):
+                idx = songs[i : i + batch]
+                starts = rng.integers(0, n_frames - width + 1, len(idx))
+                sampled = (
+                    rng.choice(inputs.active_users, n_sampled, replace=False)
+                    if self.objective == "wpe"
+                    else None
+                )
+                plan.append((idx, starts, sampled))
+            on_gpu = self.device.type == "cuda"
+            return torch.utils.data.DataLoader(
+                _WindowBatches(inputs.clips, plan, width, inputs.train_plays, self.cfg),
+                batch_size=None,
+                num_workers=self.train_cfg.loader_workers if on_gpu else 0,
+                pin_memory=on_gpu,
+            )
+
+        return batches
+
+    def _losses(self, logmel: np.ndarray, data: ContentData, inputs: _TrainingInputs):
+        """``step_loss(net, batch)`` and ``validation_loss(net)`` of this objective: MSE on
+        standardised factors, or WPE against the WMF user factors of sampled users."""
         users = torch.from_numpy(data.user_factors).to(self.device)
-        train_plays = data.train_plays[:, data.train_songs].tocsc()
-        active_users = np.flatnonzero(np.diff(data.train_plays.tocsr().indptr) > 0)
-        y_train = torch.from_numpy(targets).to(self.device)
+        y_train = torch.from_numpy(inputs.targets).to(self.device)
         val_windows = [
             torch.from_numpy(self._windows(self._standardise(np.asarray(logmel[r], np.float32))))
             for r in data.validation_songs
@@ -215,35 +293,10 @@ class CNNModel(SongFactorModel):
         val_conf = torch.from_numpy(
             confidence(
                 data.train_plays[:, data.validation_songs], self.cfg.wpe_alpha, self.cfg.wpe_eps
-            ).toarray()[active_users]
+            ).toarray()[inputs.active_users]
         )
         val_conf[val_conf == 0] = 1.0
         val_targets = torch.from_numpy(data.targets[data.validation_songs])
-        batch = self.train_cfg.batch_size
-        n_sampled = min(self.cfg.wpe_users_per_batch, len(active_users))
-
-        def batches(rng):
-            # The epoch's plan (which song, where to crop, which users) is drawn here, in one
-            # process, so loader workers on a GPU machine cannot change what is trained on.
-            songs = np.repeat(np.arange(len(clips)), self.cfg.windows_per_song)
-            rng.shuffle(songs)
-            plan = []
-            for i in range(0, len(songs), batch):
-                idx = songs[i : i + batch]
-                starts = rng.integers(0, n_frames - width + 1, len(idx))
-                sampled = (
-                    rng.choice(active_users, n_sampled, replace=False)
-                    if self.objective == "wpe"
-                    else None
-                )
-                plan.append((idx, starts, sampled))
-            on_gpu = self.device.type == "cuda"
-            return torch.utils.data.DataLoader(
-                _WindowBatches(clips, plan, width, train_plays, self.cfg),
-                batch_size=None,
-                num_workers=self.train_cfg.loader_workers if on_gpu else 0,
-                pin_memory=on_gpu,
-            )
 
         def step_loss(net, item):
             idx, x, sampled, block = item
@@ -263,28 +316,10 @@ class CNNModel(SongFactorModel):
                     (predicted - self._y_mean) / self._y_std,
                     (val_targets.to(self.device) - self._y_mean) / self._y_std,
                 ).item()
-            return wpe_loss(predicted, users[active_users], val_conf.to(self.device)).item()
+            active = users[inputs.active_users]
+            return wpe_loss(predicted, active, val_conf.to(self.device)).item()
 
-        run_id = inputs_digest(
-            self.objective,
-            asdict(self.cfg),
-            asdict(self.train_cfg),
-            targets,
-            data.user_factors[active_users],
-            clips[:, :, :8],
-            _SOURCE,
-        )
-        self.history = train(
-            self.net,
-            batches,
-            step_loss,
-            validation_loss,
-            self.train_cfg,
-            checkpoint_dir,
-            run_id,
-            desc=self.name,
-        ).history
-        return self
+        return step_loss, validation_loss
 
     def _build(self, n_mels: int, n_out: int) -> None:
         self.net = AudioCNN(n_mels, n_out, self.cfg).to(self.device)

@@ -200,49 +200,13 @@ class DBNModel(SongFactorModel):
             "f_std": train_f.std(axis=0) + 1e-6,
         }
         f_all = torch.from_numpy(self._standardise(f_all))
-        torch.manual_seed(self.cfg.seed)
-        if start_from is not None:
-            network = copy.deepcopy(start_from.model.network).cpu()
-        elif self.kind == "hldbn_nopretrain":
-            network = _network(f_all.shape[1], self.cfg.layers)
-        else:
-            dbn = DBN([f_all.shape[1], *self.cfg.layers])
-            dbn.pretrain(f_all[data.train_songs], self.cfg.pretraining())
-            network = dbn.to_network()
-        wmf = (data.user_factors, data.targets) if self.kind == "hybrid_dbn" else None
-        self.model = PreferenceModel(network, len(data.user_factors), self.cfg.layers[-1], wmf)
-        if start_from is not None:
-            with torch.no_grad():
-                self.model.beta.copy_(start_from.model.beta)
-                self.model.mu.copy_(start_from.model.mu)
-        self.model.to(self.device)
-        conf = confidence(data.train_plays, self.cfg.alpha, self.cfg.eps).tocsc()
-        f_device = f_all.to(self.device)
-        batch = self.train_cfg.batch_size
-        n_train = len(data.train_songs)
-
-        def weighted_error(
-            model: nn.Module, songs: np.ndarray
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            """The weighted error of ``songs`` and the prior (``model``: or its DDP wrapper)."""
-            dense = conf[:, songs].toarray()
-            played = torch.from_numpy(dense > 0).to(self.device)
-            c = torch.from_numpy(np.where(dense > 0, dense, 1.0)).to(self.device)  # unplayed: 1
-            index = torch.from_numpy(songs).to(self.device)
-            scores, prior = model(f_device[index], index)
-            error = played.float() - scores
-            return (c * error.pow(2)).sum(dim=0).mean(), prior  # per song, summed over users
+        self._build(f_all, data, start_from)
+        step_loss, validation_loss = self._losses(f_all.to(self.device), data)
+        batch, n_train = self.train_cfg.batch_size, len(data.train_songs)
 
         def batches(rng):
             order = rng.permutation(data.train_songs)
             return (order[i : i + batch] for i in range(0, n_train, batch))
-
-        def step_loss(model, songs):
-            error, prior = weighted_error(model, songs)
-            return error + self.cfg.lambda_beta / n_train * prior
-
-        def validation_loss(model):
-            return weighted_error(model, data.validation_songs)[0].item()
 
         run_id = inputs_digest(
             self.kind,
@@ -268,6 +232,53 @@ class DBNModel(SongFactorModel):
         self.model.cpu()
         self._fold_in_new_users(data, self._song_vectors(f_all.numpy(), data.songs))
         return self
+
+    def _build(self, f_all: torch.Tensor, data: ContentData, start_from: DBNModel | None) -> None:
+        """The network (pre-trained, fresh, or ``start_from``'s) and the preference model
+        around it, on the device; ``f_all`` [shape=(n_songs, n_inputs)] standardised."""
+        torch.manual_seed(self.cfg.seed)
+        if start_from is not None:
+            network = copy.deepcopy(start_from.model.network).cpu()
+        elif self.kind == "hldbn_nopretrain":
+            network = _network(f_all.shape[1], self.cfg.layers)
+        else:
+            dbn = DBN([f_all.shape[1], *self.cfg.layers])
+            dbn.pretrain(f_all[data.train_songs], self.cfg.pretraining())
+            network = dbn.to_network()
+        wmf = (data.user_factors, data.targets) if self.kind == "hybrid_dbn" else None
+        self.model = PreferenceModel(network, len(data.user_factors), self.cfg.layers[-1], wmf)
+        if start_from is not None:
+            with torch.no_grad():
+                self.model.beta.copy_(start_from.model.beta)
+                self.model.mu.copy_(start_from.model.mu)
+        self.model.to(self.device)
+
+    def _losses(self, f_device: torch.Tensor, data: ContentData):
+        """``step_loss(model, songs)`` and ``validation_loss(model)``: the confidence-weighted
+        squared error of a batch of songs over all users, plus the prior on ``beta_u``."""
+        conf = confidence(data.train_plays, self.cfg.alpha, self.cfg.eps).tocsc()
+        n_train = len(data.train_songs)
+
+        def weighted_error(
+            model: nn.Module, songs: np.ndarray
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            """The weighted error of ``songs`` and the prior (``model``: or its DDP wrapper)."""
+            dense = conf[:, songs].toarray()
+            played = torch.from_numpy(dense > 0).to(self.device)
+            c = torch.from_numpy(np.where(dense > 0, dense, 1.0)).to(self.device)  # unplayed: 1
+            index = torch.from_numpy(songs).to(self.device)
+            scores, prior = model(f_device[index], index)
+            error = played.float() - scores
+            return (c * error.pow(2)).sum(dim=0).mean(), prior  # per song, summed over users
+
+        def step_loss(model, songs):
+            error, prior = weighted_error(model, songs)
+            return error + self.cfg.lambda_beta / n_train * prior
+
+        def validation_loss(model):
+            return weighted_error(model, data.validation_songs)[0].item()
+
+        return step_loss, validation_loss
 
     def _fold_in_new_users(self, data: ContentData, songs: np.ndarray) -> None:
         """``beta_u`` (and ``gamma_u``) of held-out users from their seeds; songs fixed."""

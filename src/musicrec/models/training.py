@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +148,57 @@ def train(
     checkpoint_dir = Path(checkpoint_dir)
     # A change to this loop must not resume a checkpoint it wrote before: the id covers it too.
     run_id = f"{run_id}-{_LOOP_DIGEST}"
+    optimiser, scheduler = _optimiser(model, cfg, no_weight_decay)
+    last = checkpoint_dir / "last.pt"
+    progress = _resume(last, run_id, model, optimiser, scheduler, desc)
+    # Under torchrun: DDP averages the gradients of every process's share of the batches.
+    trained = distributed.wrap(model)
+    bar = tqdm(
+        range(progress.start, cfg.epochs),
+        desc=desc,
+        unit="epoch",
+        initial=progress.start,
+        total=cfg.epochs,
+        disable=not distributed.is_main(),
+    )
+    for epoch in bar:
+        if epoch - progress.best_epoch > cfg.patience and progress.best_epoch >= 0:
+            break
+        record = _epoch(epoch, trained, model, batches, step_loss, validation_loss, optimiser, cfg)
+        progress.history.append(record)
+        scheduler.step()
+        bar.set_postfix(train=f"{record['train_loss']:.4f}", val=f"{record['val_loss']:.4f}")
+        improved = record["val_loss"] < progress.best_score
+        if improved:
+            progress.best_score, progress.best_epoch = record["val_loss"], epoch
+        state = {
+            "run_id": run_id,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "config": asdict(cfg),
+            "history": progress.history,
+            "best_score": progress.best_score,
+            "best_epoch": progress.best_epoch,
+        }
+        if distributed.is_main():
+            if improved:
+                _save(state, checkpoint_dir / "best.pt")
+            _save(state, last)
+    distributed.barrier()  # process 0 has written best.pt
+    best = torch.load(checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(best["model"])
+    model.eval()
+    return TrainResult(
+        progress.best_epoch, progress.best_score, progress.history, progress.resumed_from
+    )
+
+
+def _optimiser(
+    model: torch.nn.Module, cfg: TrainConfig, no_weight_decay: tuple[str, ...]
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW (no decay on ``no_weight_decay``) and the learning-rate schedule of ``cfg``."""
     named = dict(model.named_parameters())
     groups = [
         {"params": [p for n, p in named.items() if n not in no_weight_decay]},
@@ -164,83 +215,74 @@ def train(
         if cfg.lr_schedule == "cosine"
         else (lambda e: 1.0),
     )
-    history: list[dict] = []
-    best_score, best_epoch, start, resumed_from = math.inf, -1, 0, None
-    last = checkpoint_dir / "last.pt"
+    return optimiser, scheduler
+
+
+@dataclass
+class _Progress:
+    """Where a training run stands: what a checkpoint restores."""
+
+    history: list[dict] = field(default_factory=list)
+    best_score: float = math.inf
+    best_epoch: int = -1
+    start: int = 0  # the next epoch to run
+    resumed_from: int | None = None
+
+
+def _resume(last: Path, run_id: str, model, optimiser, scheduler, desc: str) -> _Progress:
+    """Restore model, optimiser and schedule from ``last`` when it belongs to ``run_id``."""
     state = _load_checkpoint(last, desc) if last.exists() else None
-    if state is not None:
-        if state.get("run_id") == run_id:
-            model.load_state_dict(state["model"])
-            optimiser.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, best_score = state["history"], state["best_score"]
-            best_epoch, start = state["best_epoch"], state["epoch"] + 1
-            resumed_from = state["epoch"]
-            if distributed.is_main():
-                tqdm.write(f"{desc}: resuming after epoch {resumed_from + 1} from {last}")
-    # Under torchrun: DDP averages the gradients of every process's share of the batches.
-    trained = distributed.wrap(model)
-    bar = tqdm(
-        range(start, cfg.epochs),
-        desc=desc,
-        unit="epoch",
-        initial=start,
-        total=cfg.epochs,
-        disable=not distributed.is_main(),
-    )
-    for epoch in bar:
-        if epoch - best_epoch > cfg.patience and best_epoch >= 0:
-            break
-        epoch_start = time.perf_counter()
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        rng = np.random.default_rng([cfg.seed, epoch])
-        model.train()
-        losses = []
-        for batch in distributed.shard(batches(rng)):
-            optimiser.zero_grad(set_to_none=True)
-            loss = step_loss(trained, batch)
-            loss.backward()
-            optimiser.step()
-            losses.append(float(loss.detach()))
-        model.eval()
-        with torch.no_grad():
-            score = distributed.from_main(float(validation_loss(model)))
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": distributed.mean(float(np.mean(losses))),
-                "val_loss": score,
-                "learning_rate": optimiser.param_groups[0]["lr"],
-                # Wall seconds of the epoch, validation included (loss.item() waits for the
-                # GPU at every step, so this is the work done, not the work queued).
-                "seconds": time.perf_counter() - epoch_start,
-            }
-        )
-        scheduler.step()
-        bar.set_postfix(train=f"{history[-1]['train_loss']:.4f}", val=f"{score:.4f}")
-        state = {
-            "run_id": run_id,
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimiser.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "config": asdict(cfg),
-            "history": history,
-            "best_score": best_score,
-            "best_epoch": best_epoch,
-        }
-        if score < best_score:
-            best_score, best_epoch = score, epoch
-            state.update(best_score=best_score, best_epoch=best_epoch)
-            if distributed.is_main():
-                _save(state, checkpoint_dir / "best.pt")
-        if distributed.is_main():
-            _save(state, last)
-    distributed.barrier()  # process 0 has written best.pt
-    best = torch.load(checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(best["model"])
+    if state is None or state.get("run_id") != run_id:
+        return _Progress()
+    model.load_state_dict(state["model"])
+    optimiser.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if distributed.is_main():
+        tqdm.write(f"{desc}: resuming after epoch {state['epoch'] + 1} from {last}")
+    return _Progress(
+        state["history"], state["best_score"], state["best_epoch"], state["epoch"] + 1,
+        state["epoch"],
+    )  # fmt: skip
+
+
+def _epoch(
+    epoch: int,
+    trained: torch.nn.Module,
+    model: torch.nn.Module,
+    batches: Callable[[np.random.Generator], Iterable],
+    step_loss: Callable[[torch.nn.Module, object], torch.Tensor],
+    validation_loss: Callable[[torch.nn.Module], float],
+    optimiser: torch.optim.Optimizer,
+    cfg: TrainConfig,
+) -> dict:
+    """One epoch of training (``trained``: ``model`` or its DDP wrapper), then validation.
+
+    Both seeds derive from ``cfg.seed`` and the epoch alone, so a resumed run draws what an
+    uninterrupted one would.
+    """
+    epoch_start = time.perf_counter()
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    rng = np.random.default_rng([cfg.seed, epoch])
+    model.train()
+    losses = []
+    for batch in distributed.shard(batches(rng)):
+        optimiser.zero_grad(set_to_none=True)
+        loss = step_loss(trained, batch)
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
     model.eval()
-    return TrainResult(best_epoch, best_score, history, resumed_from)
+    with torch.no_grad():
+        score = distributed.from_main(float(validation_loss(model)))
+    return {
+        "epoch": epoch,
+        "train_loss": distributed.mean(float(np.mean(losses))),
+        "val_loss": score,
+        "learning_rate": optimiser.param_groups[0]["lr"],
+        # Wall seconds of the epoch, validation included (loss.item() waits for the GPU at
+        # every step, so this is the work done, not the work queued).
+        "seconds": time.perf_counter() - epoch_start,
+    }
 
 
 def write_loss_curve(history: list[dict], path: Path) -> None:
