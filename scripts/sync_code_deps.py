@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.lock:
         return 0
     lock_path = REPO / "dvc.lock"
+    yaml = YAML()  # dvc.lock in dvc's own layout: lists not indented under their key
+    yaml.width = 100
     lock = yaml.load(lock_path)
     for stage in registry.STAGES:
         wanted = [d for d in dag["stages"][stage.name]["deps"] if d.startswith("src/")]
