@@ -30,17 +30,11 @@ import torch
 from torch import nn
 
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params
-from musicrec.models import distributed
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
-    content_stage_parser,
-    load_content_data,
-    publish_history,
-    save_content_model,
+    run_training_stage,
     target_scaling,
-    training_run,
 )
 from musicrec.models.factorization import confidence
 from musicrec.models.training import (
@@ -409,26 +403,15 @@ class CNNRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = content_stage_parser("cnn", __doc__, ["cnn", "cnn_training"])
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    cfg, run = read_config(params, "cnn", CNNConfig, CNNRun)
-    train_cfg = read_config(params, "cnn_training", TrainConfig)
-    exit_code = distributed.relaunch_if_asked("cnn", argv, train_cfg.processes)
-    if exit_code is not None:
-        return exit_code
-    with training_run("cnn", args, params, ("cnn", "cnn_training")) as (record, tracker):
-        data = load_content_data(args.split, args.models / "wmf", args.features)
-        features = {"logmel": np.load(args.features / "logmel.npy", mmap_mode="r")}
-        for objective in run.objectives:
-            model = CNNModel(objective, cfg, train_cfg)
-            model.fit(features, data, args.checkpoints / model.name)
-            save_content_model(args.models, model, features, data)
-            publish_history(model.name, model.history, tracker, args.reports)
-            record[f"{model.name}_epochs"] = len(model.history)
-        record["device"] = str(pick_device(train_cfg.device))
-        record.update(distributed.describe())
-    if not distributed.is_main():
-        return 0
-    print(f"cnn: {', '.join('cnn_' + o for o in run.objectives)} -> {args.models}")
-    return 0
+    def configure(params: dict):
+        cfg, run = read_config(params, "cnn", CNNConfig, CNNRun)
+        train_cfg = read_config(params, "cnn_training", TrainConfig)
+
+        def fit_all(features: dict, data: ContentData, checkpoints: Path):
+            for objective in run.objectives:
+                model = CNNModel(objective, cfg, train_cfg)
+                yield model.fit(features, data, checkpoints / model.name)
+
+        return train_cfg, fit_all
+
+    return run_training_stage("cnn", __doc__, argv, ("logmel",), configure)

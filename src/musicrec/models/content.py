@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +21,9 @@ import scipy.sparse as sp
 from musicrec import registry
 from musicrec.dataset import check_same_songs, load_splits
 from musicrec.errors import MusicrecError
-from musicrec.io import read_tsv
+from musicrec.io import load_params, read_tsv
 from musicrec.models import distributed
-from musicrec.models.training import write_loss_curve
+from musicrec.models.training import TrainConfig, pick_device, write_loss_curve
 from musicrec.models.vectors import ModelVectors, load_model, save_model
 from musicrec.stage import run_stage, stage_parser
 from musicrec.tracking import Tracker
@@ -233,3 +233,40 @@ def content_stage_parser(name: str, doc: str, sections: list[str]) -> argparse.A
         help="training checkpoints, resumed after an interruption (default: .cache/checkpoints)",
     )
     return parser
+
+
+def run_training_stage(
+    stage: str,
+    doc: str,
+    argv: list[str] | None,
+    feature_names: tuple[str, ...],
+    configure: Callable[[dict], tuple[TrainConfig, Callable[..., Iterable[SongFactorModel]]]],
+) -> int:
+    """The ``main`` of a stage that trains content models with :func:`train` (``cnn``, ``dbn``).
+
+    ``configure(params)`` reads the stage's sections (``<stage>`` and ``<stage>_training``)
+    and returns the training config and ``fit_all(features, data, checkpoints)``, which yields
+    each model once fitted. Each is saved, its losses published and its epochs recorded;
+    ``<stage>_training.processes`` > 1 reruns the stage under torchrun first.
+    """
+    parser = content_stage_parser(stage, doc, [stage, f"{stage}_training"])
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    train_cfg, fit_all = configure(params)
+    exit_code = distributed.relaunch_if_asked(stage, argv, train_cfg.processes)
+    if exit_code is not None:
+        return exit_code
+    names = []
+    with training_run(stage, args, params, (stage, f"{stage}_training")) as (record, tracker):
+        data = load_content_data(args.split, args.models / "wmf", args.features)
+        features = {k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in feature_names}
+        for model in fit_all(features, data, args.checkpoints):
+            save_content_model(args.models, model, features, data)
+            publish_history(model.name, model.history, tracker, args.reports)
+            record[f"{model.name}_epochs"] = len(model.history)
+            names.append(model.name)
+        record["device"] = str(pick_device(train_cfg.device))
+        record.update(distributed.describe())
+    if distributed.is_main():
+        print(f"{stage}: {', '.join(names)} -> {args.models}")
+    return 0

@@ -44,16 +44,10 @@ from torch import nn
 
 from musicrec import registry
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params
-from musicrec.models import distributed
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
-    content_stage_parser,
-    load_content_data,
-    publish_history,
-    save_content_model,
-    training_run,
+    run_training_stage,
 )
 from musicrec.models.factorization import WMFConfig, confidence, fold_in
 from musicrec.models.rbm import DBN, PretrainConfig
@@ -399,26 +393,13 @@ class DBNRun:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = content_stage_parser("dbn", __doc__, ["dbn", "dbn_training"])
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
-    cfg, run = read_config(params, "dbn", DBNConfig, DBNRun)
-    train_cfg = read_config(params, "dbn_training", TrainConfig)
-    exit_code = distributed.relaunch_if_asked("dbn", argv, train_cfg.processes)
-    if exit_code is not None:
-        return exit_code
-    with training_run("dbn", args, params, ("dbn", "dbn_training")) as (record, tracker):
-        data = load_content_data(args.split, args.models / "wmf", args.features)
-        features = {
-            k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in ("logmel", "mfcc")
-        }
-        for model in fit_models(run.models, cfg, train_cfg, features, data, args.checkpoints):
-            save_content_model(args.models, model, features, data)
-            publish_history(model.name, model.history, tracker, args.reports)
-            record[f"{model.name}_epochs"] = len(model.history)
-        record["device"] = str(pick_device(train_cfg.device))
-        record.update(distributed.describe())
-    if not distributed.is_main():
-        return 0
-    print(f"dbn: {', '.join(run.models)} -> {args.models}")
-    return 0
+    def configure(params: dict):
+        cfg, run = read_config(params, "dbn", DBNConfig, DBNRun)
+        train_cfg = read_config(params, "dbn_training", TrainConfig)
+
+        def fit_all(features: dict, data: ContentData, checkpoints: Path):
+            return fit_models(run.models, cfg, train_cfg, features, data, checkpoints)
+
+        return train_cfg, fit_all
+
+    return run_training_stage("dbn", __doc__, argv, ("logmel", "mfcc"), configure)
