@@ -8,7 +8,8 @@ import soundfile as sf
 
 from musicrec.errors import MusicrecError
 from musicrec.synth_audio import STYLE_NAMES, SongAttributes, render_song
-from musicrec.synthesize import WorldConfig, affinity, make_world
+from musicrec.synthesize import WorldConfig, make_world
+from musicrec.taste import affinity
 
 SMALL = dict(n_songs=80, n_users=150, mean_songs_per_user=10, hidden_dims=4, seed=3)
 
@@ -67,7 +68,7 @@ def test_plays_do_not_depend_on_the_block_of_users_drawn_at_once():
 
 def test_songs_are_drawn_in_proportion_to_exp_logit():
     # Gumbel top-1 over many users with the same taste gives softmax frequencies.
-    from musicrec.synthesize import _draw_listened
+    from musicrec.taste import _draw_listened
 
     logits = np.array([0.0, 1.0, 2.0, -1.0, 0.5])
     users = np.ones((20000, 1))

@@ -26,6 +26,7 @@ from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, write_json
 from musicrec.stage import DataConfig, Workers, read_config, run_stage, stage_parser
 from musicrec.synth_audio import LEAD_TIMBRES, STYLE_NAMES, STYLES, SongAttributes, render_song
+from musicrec.taste import BLOCK_CELLS, Taste, draw_listening
 
 SYNTHETIC_ROOT = Path("data/synthetic")
 
@@ -77,92 +78,6 @@ def audible_features(songs: pd.DataFrame) -> np.ndarray:
     ).astype(float)
     cont = (cont - cont.mean(0)) / (cont.std(0) + 1e-9)
     return np.hstack([style, timbre.astype(float), cont])
-
-
-# (user, song) cells per block of users when drawing plays: the taste matrix is never held whole.
-BLOCK_CELLS = 1 << 21
-
-
-def _cell_moments(left: np.ndarray, right: np.ndarray) -> tuple[float, float]:
-    """Mean and standard deviation over every cell of ``left @ right.T``, without forming it.
-
-    Over all (row, column) pairs, E[l.r] = E[l].E[r] and E[(l.r)^2] = sum_ij E[l_i l_j] E[r_i r_j]:
-    two small second-moment matrices replace the n_left x n_right product.
-    """
-    mean = float(left.mean(0) @ right.mean(0))
-    second = float(np.sum((left.T @ left / len(left)) * (right.T @ right / len(right))))
-    return mean, float(np.sqrt(max(second - mean**2, 0.0))) + 1e-12
-
-
-def affinity(
-    truth: dict[str, np.ndarray], part: str, users: np.ndarray, songs: np.ndarray
-) -> np.ndarray:
-    """A user's standardised affinity for songs, from the factors in ``truth/ground_truth.npz``.
-
-    Parameters
-    ----------
-    truth : dict of np.ndarray
-        As returned by :func:`make_world`.
-    part : {"audible", "hidden", "total"}
-        The audible or hidden part of taste (each standardised over every (user, song) cell), or
-        their mix weighted by ``audio_share`` (what plays were drawn from, before popularity).
-    users, songs : np.ndarray [shape=(n,)] of int
-        Indices of the cells; broadcast against each other as numpy indexing does.
-
-    Returns
-    -------
-    np.ndarray [shape=broadcast shape of users and songs]
-    """
-    users, songs = np.broadcast_arrays(np.asarray(users), np.asarray(songs))
-    if part == "total":
-        share = float(truth["audio_share"])
-        return np.sqrt(share) * affinity(truth, "audible", users, songs) + np.sqrt(
-            1 - share
-        ) * affinity(truth, "hidden", users, songs)
-    taste, song, (mean, std) = (
-        truth[f"taste_{part}"],
-        truth[f"song_{part}"],
-        truth[f"moments_{part}"],
-    )
-    return (np.einsum("...d,...d->...", taste[users], song[songs]) - mean) / std
-
-
-def _draw_listened(
-    logit_parts: tuple[np.ndarray, np.ndarray, np.ndarray],
-    n_listened: np.ndarray,
-    rng: np.random.Generator,
-    block_cells: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Which songs each user plays: a draw without replacement, P(song) proportional to exp(logit).
-
-    The logit of user u for song s is ``user_vectors[u] . song_vectors[s] + song_bias[s]``. Gumbel
-    top-k (exactly a draw without replacement): the k largest ``logit - log(E)``, E ~ Exp(1).
-    Users are taken in blocks of about ``block_cells`` cells, so memory grows with the catalogue
-    and not with users x songs; the random stream is drawn block after block in user order, so the
-    result does not depend on the block size. Time is users x songs: every song gets a key.
-
-    Returns
-    -------
-    rows, cols : np.ndarray [shape=(n_listened.sum(),)]
-        User and song indices, each user's songs in decreasing key order.
-    """
-    user_vectors, song_vectors, song_bias = logit_parts
-    n_users, n_songs = len(user_vectors), len(song_vectors)
-    step = max(1, block_cells // n_songs)
-    rows, cols = [], []
-    for start in range(0, n_users, step):
-        stop = min(start + step, n_users)
-        logits = user_vectors[start:stop] @ song_vectors.T + song_bias
-        # float64: float32 draws hit exactly 0 about once in 2^24 cells, an infinite key.
-        keys = logits - np.log(rng.standard_exponential(logits.shape))
-        counts = n_listened[start:stop]
-        kmax = int(counts.max())
-        top = np.argpartition(-keys, kmax - 1, axis=1)[:, :kmax]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, 1), 1), 1)
-        keep = np.arange(kmax)[None, :] < counts[:, None]
-        rows.append(np.nonzero(keep)[0] + start)
-        cols.append(top[keep])
-    return np.concatenate(rows), np.concatenate(cols)
 
 
 def make_world(
@@ -224,56 +139,25 @@ def make_world(
         (cfg.n_songs, cfg.hidden_dims)
     )
 
-    phi = audible_features(songs)
-    n_styles = len(STYLE_NAMES)
-    # A user loves a few styles (sparse Dirichlet) and has milder views on everything else.
-    style_taste = rng.dirichlet(np.full(n_styles, 0.3), size=cfg.n_users) * 3.0
-    other_taste = rng.normal(0, 0.5, (cfg.n_users, phi.shape[1] - n_styles))
-    taste_audible = np.hstack([style_taste, other_taste])
-    taste_hidden = rng.standard_normal((cfg.n_users, cfg.hidden_dims))
     # Popularity is heavy-tailed and partly hidden (marketing, charts), partly energy.
     energy = songs["energy"].to_numpy()
-    popularity = cfg.popularity_spread * (
-        0.85 * rng.standard_normal(cfg.n_songs) + 0.5 * (energy - energy.mean()) / energy.std()
+    plays, truth = draw_listening(
+        audible_features(songs),
+        len(STYLE_NAMES),
+        song_hidden,
+        0.5 * (energy - energy.mean()) / energy.std(),
+        songs["song_id"].to_numpy(),
+        Taste(
+            cfg.n_users,
+            cfg.mean_songs_per_user,
+            cfg.audio_share,
+            cfg.taste_sharpness,
+            cfg.popularity_spread,
+        ),
+        rng,
+        block_cells,
     )
-    truth = {
-        "taste_audible": taste_audible,
-        "song_audible": phi,
-        "moments_audible": np.array(_cell_moments(taste_audible, phi)),
-        "taste_hidden": taste_hidden,
-        "song_hidden": song_hidden,
-        "moments_hidden": np.array(_cell_moments(taste_hidden, song_hidden)),
-        "popularity": popularity,
-        "audio_share": np.array(cfg.audio_share),
-        "taste_sharpness": np.array(cfg.taste_sharpness),
-    }
-
-    # How many songs each user plays: log-normal, so a few users play very many.
-    activity = rng.lognormal(np.log(cfg.mean_songs_per_user) - 0.5 * 0.8**2, 0.8, cfg.n_users)
-    n_listened = np.clip(np.round(activity), 3, cfg.n_songs // 2).astype(int)
-    # logit = sharpness * affinity(total) + popularity, written as one product plus a song bias.
-    weights = [
-        cfg.taste_sharpness * np.sqrt(share) / truth[f"moments_{part}"][1]
-        for part, share in (("audible", cfg.audio_share), ("hidden", 1 - cfg.audio_share))
-    ]
-    user_vectors = np.hstack([weights[0] * taste_audible, weights[1] * taste_hidden])
-    song_vectors = np.hstack([phi, song_hidden])
-    offset = weights[0] * truth["moments_audible"][0] + weights[1] * truth["moments_hidden"][0]
-    rows, cols = _draw_listened(
-        (user_vectors, song_vectors, popularity - offset), n_listened, rng, block_cells
-    )
-    # Over-dispersed counts: negative binomial whose mean grows with affinity.
-    mean_extra = np.exp(0.6 + 0.7 * affinity(truth, "total", rows, cols))
-    dispersion = 0.8
-    counts = 1 + rng.negative_binomial(dispersion, dispersion / (dispersion + mean_extra))
-    plays = pd.DataFrame(
-        {
-            "user_id": [f"U{u:06d}" for u in rows],
-            "song_id": songs["song_id"].to_numpy()[cols],
-            "play_count": counts.astype(np.int64),
-        }
-    )
-    return songs, plays, {k: np.asarray(v, np.float32) for k, v in truth.items()}
+    return songs, plays, truth
 
 
 def _render_and_write(rows: list[dict], audio_dir: Path, cfg: WorldConfig) -> int:
