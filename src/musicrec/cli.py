@@ -21,6 +21,7 @@ TOOLS = {
     "new-song": ("musicrec.recommend:main_new_song", "listeners and similar songs for audio"),
     "similar": ("musicrec.recommend:main_similar", "songs most like a catalogue song"),
     "serve": ("musicrec.serve", "the recommend operations over HTTP (JSON, OpenAPI)"),
+    "real-world": ("musicrec.real_world", "build the real-audio world from Debian's game music"),
 }
 COMMANDS = {**STAGES, **TOOLS}
 
