@@ -281,6 +281,9 @@ def middle_excerpt(path: Path, cfg: RealWorldConfig) -> np.ndarray | None:
     return np.clip(y, -1.0, 1.0).astype(np.float32)
 
 
+# Fewer songs leave the splits (cold, warm, validation) nothing to hold out.
+MIN_SONGS = 10
+
 DESCRIPTORS = (
     "log_tempo",
     "brightness",
@@ -414,7 +417,7 @@ def build_world(
             )
         )
         keep = np.array([d is not None for d in described])
-        if keep.sum() < 20:
+        if keep.sum() < MIN_SONGS:
             raise MusicrecError(
                 f"real-world: only {int(keep.sum())} tracks of at least "
                 f"{cfg.min_track_seconds:g} s; lower --min-track-seconds or add sources"
