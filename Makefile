@@ -15,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
-.PHONY: install repro test test-fast lint format clean
+.PHONY: install repro real-world repro-real test test-fast lint format clean
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ $(STAMP): pyproject.toml
 # The whole pipeline on the embedded synthetic world (or the data folder params.yaml names).
 repro: $(STAMP)
 	bash scripts/repro.sh
+
+# The public real-audio world (README "The real-audio world"): built from Debian's game music
+# (downloads about 700 MB of packages once, into .cache/real_world), then run as a DVC experiment.
+real-world: $(STAMP)
+	$(BIN)/musicrec real-world --out data/real_world
+
+repro-real: real-world
+	PATH="$(CURDIR)/$(BIN):$$PATH" dvc exp run -S data.root=data/real_world
 
 test: $(STAMP)
 	bash scripts/test_setup.sh
