@@ -22,6 +22,7 @@ TOOLS = {
     "similar": ("musicrec.recommend:main_similar", "songs most like a catalogue song"),
     "serve": ("musicrec.serve", "the recommend operations over HTTP (JSON, OpenAPI)"),
     "real-world": ("musicrec.real_world", "build the real-audio world from Debian's game music"),
+    "ingest": ("musicrec.ingest", "Taste Profile triplets + MSD track list + previews -> data"),
 }
 COMMANDS = {**STAGES, **TOOLS}
 
