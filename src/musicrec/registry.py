@@ -69,6 +69,7 @@ STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
 # Model families (DESIGN.md section 1).
 REFERENCE = "reference"  # a yardstick: knows nothing, or saw the held-out plays
+BASELINE = "baseline"  # deployable, not personalised: what any model must beat
 COLLABORATIVE = "collaborative"
 CONTENT = "content"  # song vectors from audio
 HYBRID = "hybrid"
@@ -81,8 +82,8 @@ class ModelSpec:
 
     name : its folder under ``data/models/`` and its key in ``metrics.json``.
     stage : the stage that writes it.
-    family : :data:`REFERENCE`, :data:`COLLABORATIVE`, :data:`CONTENT`, :data:`HYBRID` or
-        :data:`NEW_USER`.
+    family : :data:`REFERENCE`, :data:`BASELINE`, :data:`COLLABORATIVE`, :data:`CONTENT`,
+        :data:`HYBRID` or :data:`NEW_USER`.
     recommends : whether ``recommend`` may pick it as the best model (references such as
         ``upper_bound``, which saw held-out plays, and ``random`` may not).
     predictor : ``"module:Class"`` of the fitted model kept in ``<folder>/predictor/`` (the
@@ -109,8 +110,10 @@ _DBN = "musicrec.models.dbn:DBNModel"
 
 MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("random", "baselines", REFERENCE, recommends=False),
-    # Sees every play, held-out ones included: a non-personalised reference.
-    ModelSpec("popularity", "baselines", REFERENCE),
+    # Counts the training plays only: what a real system could run.
+    ModelSpec("popularity", "baselines", BASELINE),
+    # Sees every play, held-out ones included: a reference, never a recommendation.
+    ModelSpec("popularity_oracle", "baselines", REFERENCE, recommends=False),
     ModelSpec("wmf", "wmf", COLLABORATIVE),
     ModelSpec("upper_bound", "wmf", REFERENCE, recommends=False),
     ModelSpec("bow_linear", "bow", CONTENT, predictor=_BOW),
@@ -141,6 +144,11 @@ def yardsticks() -> tuple[str, ...]:
     """Models that are references, not recommenders (``recommends`` False): ``recommend``
     never picks them as the best model."""
     return tuple(m.name for m in MODELS if not m.recommends)
+
+
+def deployable() -> tuple[str, ...]:
+    """Models a real system could run (everything but the references), in registry order."""
+    return tuple(m.name for m in MODELS if m.family != REFERENCE)
 
 
 def models(
