@@ -205,3 +205,50 @@ def factor_agreement(predicted: np.ndarray, targets: np.ndarray, songs: np.ndarr
     norms = np.linalg.norm(p, axis=1) * np.linalg.norm(t, axis=1)
     cosine = np.mean((p * t).sum(axis=1) / np.maximum(norms, 1e-12))
     return {"r2": round(float(r2), 6), "cosine": round(float(cosine), 6)}
+
+
+def holdout_task(
+    splits: Splits, share: float, seed: int, max_users: int = 0
+) -> tuple[sp.csr_matrix, SplitTask]:
+    """A validation task made of training plays only: ``share`` of each warm user's training
+    plays (at least one kept) is held out, drawn from ``seed``.
+
+    Returns
+    -------
+    fit_plays : sp.csr_matrix [shape=(n_users, n_songs)]
+        The training plays less the held-out ones: what a model is fitted on.
+    task : SplitTask
+        Warm users ranking the warm songs, their ``fit_plays`` excluded, the held-out plays
+        relevant (a sample of ``max_users`` users when > 0).
+    """
+    rng = np.random.default_rng([seed, 17])
+    train = splits.matrices["train"].tocoo()
+    key = rng.random(train.nnz)
+    # Each user's plays in a random order; the first share of them (rounded, at most all but
+    # one) is held out, as the split holds out warm_test.
+    order = np.lexsort((key, train.row))
+    rank = np.empty(train.nnz, np.int64)
+    starts = np.searchsorted(train.row[order], train.row[order], side="left")
+    rank[order] = np.arange(train.nnz) - starts
+    per_user = np.bincount(train.row, minlength=train.shape[0])[train.row]
+    held_out = rank < np.minimum(np.round(share * per_user), per_user - 1)
+
+    def part(mask: np.ndarray) -> sp.csr_matrix:
+        return sp.csr_matrix(
+            (train.data[mask], (train.row[mask], train.col[mask])), shape=train.shape
+        )
+
+    fit_plays = part(~held_out)
+    warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
+    warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
+    task = build_task(
+        "validation", warm_users, warm_songs, fit_plays, part(held_out), max_users, seed
+    )
+    return fit_plays, task
+
+
+def mean_map(model: ModelVectors, task: SplitTask, k: int, seed: int) -> float:
+    """mAP@k over the task's users (ties broken from ``seed``); NaN where it has none."""
+    if len(task.users) == 0:
+        return float("nan")
+    return float(np.nanmean(evaluate_on_task(model, task, k, [10], seed)[registry.map_key(k)]))

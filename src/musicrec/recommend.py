@@ -369,9 +369,9 @@ class Recommender:
             notes.append("no seed song has training plays, so WMF fold-in cannot use them")
             method = "content_profile"
         if method == "wmf":
-            from musicrec.models.factorization import WMFConfig, confidence, fold_in
+            from musicrec.models.factorization import confidence, fitted_config, fold_in
 
-            cfg = read_config(self.params, "wmf", WMFConfig)
+            cfg = fitted_config(self._need("data/models/wmf/config.json").parent)
             song_vectors = self.model("wmf").song_vectors
             plays = sp.csr_matrix(
                 (np.ones(len(seeds), np.float32), (np.zeros(len(seeds), int), seeds)),

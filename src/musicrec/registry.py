@@ -53,6 +53,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("features", "musicrec.features", "log-mel and MFCC features, cached per song"),
     Stage("split", "musicrec.split", "cold / warm / all / cold_user evaluation splits"),
     Stage("baselines", "musicrec.models.baselines", "random and popularity references"),
+    Stage("tune", "musicrec.models.tune", "WMF's settings chosen on validation (Optuna TPE)"),
     Stage("wmf", "musicrec.models.wmf", "weighted matrix factorisation and the upper bound"),
     Stage("bow", "musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
     Stage("cnn", "musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),

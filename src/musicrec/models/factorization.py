@@ -13,9 +13,11 @@ import contextlib
 import ctypes
 import glob
 import importlib.util
+import json
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -97,7 +99,9 @@ def load_cuda_libraries() -> list[str]:
     return sorted(loaded)
 
 
-def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarray]:
+def fit_wmf(
+    counts: sp.csr_matrix, cfg: WMFConfig, show_progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Fit WMF to a users x songs count matrix.
 
     Returns
@@ -122,7 +126,7 @@ def fit_wmf(counts: sp.csr_matrix, cfg: WMFConfig) -> tuple[np.ndarray, np.ndarr
             use_gpu=implicit.gpu.HAS_CUDA,
             calculate_training_loss=False,
         )
-        model.fit(confidence(counts, cfg.alpha, cfg.eps), show_progress=True)
+        model.fit(confidence(counts, cfg.alpha, cfg.eps), show_progress=show_progress)
     if implicit.gpu.HAS_CUDA:
         model = model.to_cpu()
     users = np.asarray(model.user_factors, np.float32).copy()
@@ -200,3 +204,12 @@ def fold_in_new_users(
     users = user_factors.copy()
     users[new_users] = fold_in(song_factors, seeds, cfg)
     return users
+
+
+def fitted_config(model_dir: Path) -> WMFConfig:
+    """The settings a ``wmf`` model folder was fitted with (its ``config.json``): what a
+    refit or a fold-in must use to match it."""
+    path = Path(model_dir) / "config.json"
+    if not path.exists():
+        raise MusicrecError(f"{path}: not found; rerun the wmf stage (dvc repro wmf)")
+    return WMFConfig(**json.loads(path.read_text()))

@@ -35,7 +35,7 @@ from musicrec import registry
 from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, write_json
-from musicrec.models.factorization import WMFConfig, fit_wmf
+from musicrec.models.factorization import WMFConfig, fit_wmf, fitted_config
 from musicrec.models.vectors import (
     InterleavedModel,
     ModelVectors,
@@ -44,7 +44,7 @@ from musicrec.models.vectors import (
     save_interleaved,
     save_model,
 )
-from musicrec.ranking import SplitTask, build_task, evaluate_on_task
+from musicrec.ranking import build_task, mean_map
 from musicrec.stage import read_config, run_stage, stage_parser
 
 HYBRID_SPLITS = list(registry.SPLITS)
@@ -71,13 +71,6 @@ class HybridConfig:
             raise MusicrecError("hybrid.max_users: 0 (every user) or a positive sample size")
 
 
-def _mean_map(model: ModelVectors, task: SplitTask, k: int, seed: int) -> float:
-    """mAP@k over the task's users; NaN where the task has none (a tiny catalogue)."""
-    if len(task.users) == 0:
-        return float("nan")
-    return float(np.nanmean(evaluate_on_task(model, task, k, [10], seed)[registry.map_key(k)]))
-
-
 def _best(scores: dict):
     """The key with the highest score, NaN counting as the lowest (ties: the first)."""
     return max(scores, key=lambda key: -np.inf if np.isnan(scores[key]) else scores[key])
@@ -94,7 +87,7 @@ def pick_content_model(
     task = build_task(
         "validation", warm_users, validation, sp.csr_matrix(train.shape), train, max_users, seed
     )
-    scores = {m.name: _mean_map(m, task, k, seed) for m in candidates}
+    scores = {m.name: mean_map(m, task, k, seed) for m in candidates}
     return next(m for m in candidates if m.name == _best(scores)), scores
 
 
@@ -135,7 +128,7 @@ def choose_weight(
         cfg.seed,
     )
     results = {
-        w: _mean_map(
+        w: mean_map(
             ModelVectors("w", "", ["all"], users, w * songs + (1 - w) * content_songs),
             task,
             cfg.map_k,
@@ -197,13 +190,13 @@ def build_hybrids(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("hybrid", __doc__, ["hybrid", "wmf"], ("split", "models"))
+    parser = stage_parser("hybrid", __doc__, ["hybrid"], ("split", "models"))
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = read_config(params, "hybrid", HybridConfig)
-    wmf_cfg = read_config(params, "wmf", WMFConfig)
+    wmf_cfg = fitted_config(args.models / "wmf")  # the refit uses the tuned settings
     hybrid_names = set(registry.models(stage="hybrid"))  # what this stage writes
-    with run_stage("hybrid", args, params, ("hybrid", "wmf")) as (record, tracker):
+    with run_stage("hybrid", args, params, ("hybrid",)) as (record, tracker):
         splits = load_splits(args.split)
         wmf = load_model(args.models / "wmf", splits.index_digest)
         candidates = [

@@ -97,13 +97,15 @@ def save_model(
     extras: dict[str, np.ndarray] | None = None,
     predictor=None,
     index: str | None = None,
+    config: dict | None = None,
 ) -> None:
     """Write a model's folder atomically.
 
     ``extras`` are further arrays saved as ``<key>.npy``; a ``predictor`` (anything with a
     ``save(directory)`` method) is saved into ``predictor/``; ``index`` (else
     ``model.index``) is the ids digest of the split the model was fitted on
-    (``Splits.index_digest``).
+    (``Splits.index_digest``); ``config``, the settings it was fitted with, is saved as
+    ``config.json`` for the tools that refit or extend it (``wmf``'s, for fold-in).
     """
     index = index or model.index
     with atomic_path(Path(out_dir)) as tmp:
@@ -114,6 +116,8 @@ def save_model(
         np.save(tmp / "song_vectors.npy", model.song_vectors.astype(np.float32))
         for key, array in (extras or {}).items():
             np.save(tmp / f"{key}.npy", array)
+        if config is not None:
+            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         meta = {
             "name": model.name,
             "description": model.description,

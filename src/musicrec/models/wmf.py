@@ -1,6 +1,8 @@
 """Stage ``wmf``: weighted matrix factorisation of play counts (Hu, Koren, Volinsky 2008).
 
 The factorisation itself (confidence, ALS, fold-in) is :mod:`musicrec.models.factorization`.
+The settings are params.yaml's ``wmf`` section with the values the ``tune`` stage chose on
+validation (``data/tune/wmf.json``); ``data/models/wmf/config.json`` records what was used.
 
 Two models come out of one stage:
 
@@ -14,9 +16,12 @@ Two models come out of one stage:
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+from pathlib import Path
+
 from musicrec import registry
 from musicrec.dataset import load_splits
-from musicrec.io import load_params
+from musicrec.io import load_params, read_json
 from musicrec.models.factorization import WMFConfig, fit_wmf, fold_in_new_users, song_targets
 from musicrec.models.vectors import ModelVectors, save_model
 from musicrec.stage import read_config, run_stage, stage_parser
@@ -24,8 +29,15 @@ from musicrec.stage import read_config, run_stage, stage_parser
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("wmf", __doc__, ["wmf"], ("split", "models"))
+    parser.add_argument(
+        "--tune",
+        type=Path,
+        default=Path("data/tune/wmf.json"),
+        help="the values the tune stage chose (default: data/tune/wmf.json)",
+    )
     args = parser.parse_args(argv)
-    cfg = read_config(load_params(args.params), "wmf", WMFConfig)
+    # params.yaml's wmf section with the values the tune stage chose on validation.
+    cfg = replace(read_config(load_params(args.params), "wmf", WMFConfig), **read_json(args.tune))
     with run_stage("wmf", args) as (record, _):
         splits = load_splits(args.split)
         users, songs = fit_wmf(splits.matrices["train"], cfg)
@@ -42,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             args.models / "wmf",
             extras={"song_targets": targets},
             index=splits.index_digest,
+            config=asdict(cfg),
         )
         users, songs = fit_wmf(splits.matrices["all"], cfg)
         save_model(

@@ -1,0 +1,134 @@
+"""Stage ``tune``: WMF's hyperparameters chosen on validation, before ``wmf`` fits them.
+
+WMF's defaults (factors, regularisation, the confidence's ``alpha`` and ``eps``, iterations)
+were fitted to one world; on another they can cost a third of the warm-song mAP. This stage
+holds out ``tune.holdout`` of each warm user's *training* plays (the test plays are never
+seen: :func:`musicrec.ranking.holdout_task`), fits WMF on the rest, and scores mAP@k of the
+held-out plays among the warm songs. Optuna's TPE sampler, seeded, proposes ``tune.trials``
+settings within the search space of params.yaml; the first trial is params.yaml's ``wmf``
+section itself, so the choice is never worse than the defaults on validation. The same seed
+and data give the same choice.
+
+Outputs: ``data/tune/wmf.json`` (the chosen values, which the ``wmf`` stage uses; with
+``tune.trials: 0`` they are params.yaml's own), and ``reports/tuning/wmf.json`` (every trial:
+values, validation mAP, seconds).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from musicrec.dataset import Splits, load_splits
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path, load_params, write_json
+from musicrec.models.factorization import WMFConfig, fit_wmf
+from musicrec.models.vectors import ModelVectors
+from musicrec.ranking import holdout_task, mean_map
+from musicrec.stage import read_config, run_stage, stage_parser
+
+TUNED = ("factors", "regularization", "alpha", "eps", "iterations")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """``tune`` in params.yaml: the budget, the validation task and the search space."""
+
+    trials: int = 24  # settings tried (0: no search, params.yaml's wmf is used as it is)
+    seed: int = 0
+    holdout: float = 0.2  # share of each warm user's training plays held out
+    map_k: int = 500
+    max_users: int = 0  # > 0: score a fixed sample of users per trial
+    factors: tuple[int, ...] = (8, 16, 32, 64)  # choices
+    regularization: tuple[float, float] = (0.01, 10.0)  # log-uniform range
+    alpha: tuple[float, float] = (0.5, 20.0)  # log-uniform range
+    eps: tuple[float, float] = (0.1, 10.0)  # log-uniform range
+    iterations: tuple[int, int] = (5, 30)  # integer range
+
+    def __post_init__(self) -> None:
+        if self.trials < 0 or not 0 < self.holdout < 1 or self.max_users < 0:
+            raise MusicrecError("tune: need trials >= 0, 0 < holdout < 1 and max_users >= 0")
+        ranges = (self.regularization, self.alpha, self.eps, self.iterations)
+        if not self.factors or any(len(r) != 2 or not 0 < r[0] <= r[1] for r in ranges):
+            raise MusicrecError("tune: each range is [low, high] with 0 < low <= high")
+
+
+def tune_wmf(splits: Splits, base: WMFConfig, cfg: TuneConfig) -> tuple[WMFConfig, list[dict]]:
+    """The WMF config with the best validation mAP, and the trace of every trial.
+
+    Returns
+    -------
+    chosen : WMFConfig
+        ``base`` with the tuned fields replaced (``base`` itself when ``cfg.trials`` is 0).
+    trace : list of dict
+        Per trial: its values, ``validation_map`` and ``seconds``.
+    """
+    if cfg.trials == 0:
+        return base, []
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fit_plays, task = holdout_task(splits, cfg.holdout, cfg.seed, cfg.max_users)
+    trace: list[dict] = []
+
+    def objective(trial) -> float:
+        values = {
+            "factors": trial.suggest_categorical("factors", list(cfg.factors)),
+            "regularization": trial.suggest_float("regularization", *cfg.regularization, log=True),
+            "alpha": trial.suggest_float("alpha", *cfg.alpha, log=True),
+            "eps": trial.suggest_float("eps", *cfg.eps, log=True),
+            "iterations": trial.suggest_int("iterations", *cfg.iterations),
+        }
+        start = time.perf_counter()
+        users, songs = fit_wmf(fit_plays, replace(base, **values), show_progress=False)
+        model = ModelVectors("trial", "", ["warm"], users, songs)
+        score = mean_map(model, task, cfg.map_k, cfg.seed)
+        trace.append(
+            {
+                "trial": trial.number,
+                **values,
+                "validation_map": score,
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+        )
+        return score
+
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed)
+    )
+    defaults = {name: getattr(base, name) for name in TUNED}
+    if base.factors in cfg.factors:  # params.yaml's values first: never worse than them
+        study.enqueue_trial(defaults)
+    study.optimize(objective, n_trials=cfg.trials, show_progress_bar=True)
+    return replace(base, **study.best_trial.params), trace
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = stage_parser("tune", __doc__, ["tune", "wmf"], ("split",), out=Path("data/tune"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = read_config(params, "tune", TuneConfig)
+    base = read_config(params, "wmf", WMFConfig)
+    with run_stage("tune", args, params, ("tune", "wmf")) as (record, tracker):
+        chosen, trace = tune_wmf(load_splits(args.split), base, cfg)
+        best = max(trace, key=lambda t: t["validation_map"]) if trace else None
+        summary = {
+            "chosen": {name: getattr(chosen, name) for name in TUNED},
+            "validation_map": best["validation_map"] if best else None,
+            "params_yaml_map": trace[0]["validation_map"] if trace else None,
+            "trials": len(trace),
+        }
+        with atomic_path(args.out) as tmp:
+            tmp.mkdir()
+            write_json(tmp / "wmf.json", summary["chosen"])
+        write_json(args.reports / "tuning" / "wmf.json", {**summary, "trace": trace})
+        tracker.log_metrics({"tune_wmf": summary})
+        record.update(trials=len(trace), seconds_per_trial=_median_seconds(trace))
+    print(f"tune: WMF {summary['chosen']} (validation mAP {summary['validation_map']})")
+    return 0
+
+
+def _median_seconds(trace: list[dict]) -> float | None:
+    seconds = sorted(t["seconds"] for t in trace)
+    return seconds[len(seconds) // 2] if seconds else None
