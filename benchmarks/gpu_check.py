@@ -215,9 +215,9 @@ def build_world(work: Path, params: dict, prepared: Path | None, figures: dict) 
     with working_directory(work):
         seconds["synthesize"] = stage("synthesize")
         if prepared is None:
-            for name in ("validate", "split", "wmf"):
+            for name in ("validate", "split", "tune", "wmf"):
                 seconds[name] = stage(name)
-            source = "validate, split and wmf run here"
+            source = "validate, split, tune and wmf run here"
         else:
             for relative in PREPARED:
                 shutil.copytree(prepared / relative, work / relative)

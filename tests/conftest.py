@@ -174,7 +174,17 @@ def as_nobody(function) -> str:
     return message
 
 
-TRAINED_STAGES = ("validate", "features", "split", "baselines", "wmf", "cnn", "hybrid", "evaluate")
+TRAINED_STAGES = (
+    "validate",
+    "features",
+    "split",
+    "baselines",
+    "tune",
+    "wmf",
+    "cnn",
+    "hybrid",
+    "evaluate",
+)
 
 
 @pytest.fixture(scope="session")
