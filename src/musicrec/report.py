@@ -192,9 +192,15 @@ def hybrid_choice_section(choice: dict) -> str:
     return (
         f"Content model: `{choice['content_model']}`, the best cold-like ranking of the "
         f"validation slice (mAP@500: {models}). `hybrid_weighted` gives CF the weight "
-        f"w = {choice['weight']:g}, the best on the validation task built from training plays "
-        f"(mAP@500 per w: {weights})."
+        f"{choice['weight']} ({_rule_kind(choice)}), the best on the validation task built from "
+        f"training plays, which mixes warm and cold-like songs as `all` does (mAP@500 per "
+        f"rule: {weights})."
     )
+
+
+def _rule_kind(choice: dict) -> str:
+    kind = choice.get("weight_rule", {}).get("kind", "global")
+    return "one weight for every song" if kind == "global" else "per song, from its listeners"
 
 
 def plot_recall(means: dict, ks: list[int], path: Path) -> None:

@@ -9,7 +9,13 @@ import pytest
 
 from musicrec.errors import MusicrecError
 from musicrec.models.factorization import WMFConfig, fit_wmf
-from musicrec.models.hybrid import HybridConfig, build_hybrids, choose_weight, pick_content_model
+from musicrec.models.hybrid import (
+    HybridConfig,
+    WeightRule,
+    build_hybrids,
+    choose_weight,
+    pick_content_model,
+)
 from musicrec.models.vectors import (
     InterleavedModel,
     ModelVectors,
@@ -70,11 +76,20 @@ def test_build_hybrids_writes_what_each_strategy_means(block_world):
         "c", "", ["cold"], wmf.user_vectors, rng.normal(size=wmf.song_vectors.shape)
     )
     cfg = HybridConfig(switch_min_plays=3)
-    weighted, switching, mixed, profile = build_hybrids(splits, wmf, content, 0.7, cfg)
+    rule = WeightRule("global", 0.7)
+    weighted, switching, mixed, profile = build_hybrids(splits, wmf, content, rule, cfg)
     np.testing.assert_allclose(
-        weighted.song_vectors, 0.7 * wmf.song_vectors + 0.3 * content.song_vectors, rtol=1e-6
+        weighted.song_vectors, 0.7 * wmf.song_vectors + 0.3 * content.song_vectors, atol=1e-6
     )
     plays = np.diff(splits.matrices["train"].tocsc().indptr)
+    # Per song: w_v = n_v / (n_v + k) from the song's training listeners; cold songs content.
+    soft = build_hybrids(splits, wmf, content, WeightRule("per_song", 4.0), cfg)[0]
+    w = (plays / (plays + 4.0))[:, None]
+    np.testing.assert_allclose(
+        soft.song_vectors, w * wmf.song_vectors + (1 - w) * content.song_vectors, atol=1e-6
+    )
+    cold = splits.songs["role"].to_numpy() == "cold"
+    np.testing.assert_allclose(soft.song_vectors[cold], content.song_vectors[cold], rtol=1e-6)
     few = plays < 3
     assert few.any() and (~few).any()
     np.testing.assert_array_equal(switching.song_vectors[few], content.song_vectors[few])
@@ -90,17 +105,22 @@ def test_build_hybrids_writes_what_each_strategy_means(block_world):
 
 def test_noise_content_gets_no_weight_and_informative_content_some(block_world):
     splits, wmf, wmf_cfg, group = block_world
-    cfg = HybridConfig(weights=(0.0, 0.5, 1.0))
+    cfg = HybridConfig(weights=(0.0, 0.5, 1.0), per_song_k=())
     rng = np.random.default_rng(2)
     noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors, rng.normal(size=(120, 4)))
     weight, scores = choose_weight(splits, wmf, noise, wmf_cfg, cfg)
-    assert weight == 1.0 and scores[1.0] > scores[0.0]
+    one, zero = WeightRule("global", 1.0), WeightRule("global", 0.0)
+    assert weight == one and scores[one] > scores[zero]
     # Content that knows each song's group: the mean WMF vector of the group's warm songs.
     warm = splits.songs["role"].to_numpy() == "warm"
     centres = np.stack([wmf.song_vectors[warm & (group == g)].mean(axis=0) for g in (0, 1)])
     informed = ModelVectors("group", "", ["cold"], wmf.user_vectors, centres[group])
     weight, scores = choose_weight(splits, wmf, informed, wmf_cfg, cfg)
-    assert weight < 1.0 and scores[weight] > scores[1.0]
+    assert weight.value < 1.0 and scores[weight] > scores[one]
+    # With the per-song rule among the candidates, every rule is scored and the best kept.
+    both, all_scores = choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=(1.0,)))
+    assert len(all_scores) == 1 + len(HybridConfig().per_song_k)
+    assert all_scores[both] == max(all_scores.values())
     best, by_name = pick_content_model(splits, [noise, informed], 500, 0)
     assert best.name == "group" and by_name["group"] > by_name["noise"]
 
@@ -123,18 +143,16 @@ def test_max_users_validates_on_a_sample_that_still_finds_the_informative_conten
     warm = splits.songs["role"].to_numpy() == "warm"
     centres = np.stack([wmf.song_vectors[warm & (group == g)].mean(axis=0) for g in (0, 1)])
     informed = ModelVectors("group", "", ["cold"], wmf.user_vectors, centres[group])
-    grid = (0.0, 0.5, 1.0)
+    grid, one = (0.0, 0.5, 1.0), WeightRule("global", 1.0)
     # A sample as large as the users is every user: the same choice and scores.
-    full = choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid))
-    assert (
-        choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid, max_users=10**6))
-        == full
-    )
+    full = choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid, per_song_k=()))
+    everyone = HybridConfig(weights=grid, per_song_k=(), max_users=10**6)
+    assert choose_weight(splits, wmf, informed, wmf_cfg, everyone) == full
     # On a sample, informative content still earns a weight and is picked over noise.
     weight, scores = choose_weight(
-        splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid, max_users=100)
+        splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid, per_song_k=(), max_users=100)
     )
-    assert weight < 1.0 and scores[weight] > scores[1.0] and scores != full[1]
+    assert weight.value < 1.0 and scores[weight] > scores[one] and scores != full[1]
     best, _ = pick_content_model(splits, [noise, informed], 500, 0, max_users=100)
     assert best.name == "group"
 

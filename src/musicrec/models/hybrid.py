@@ -5,8 +5,11 @@ ranking of the validation slice is best: each user ranks the validation songs by
 their training plays there being the relevant ones, which no content model trained on. Both
 score with the WMF user factors, so their scores share one scale.
 
-- ``hybrid_weighted``: ``w * CF + (1 - w) * content``, i.e. song vectors
-  ``w v_wmf + (1 - w) v_hat``; ``w`` is chosen on the validation task below.
+- ``hybrid_weighted``: ``w_v * CF + (1 - w_v) * content``, i.e. song vectors
+  ``w_v v_wmf + (1 - w_v) v_hat``. The weight is one of two rules, chosen on the validation
+  task below: one ``w`` for every song (``hybrid.weights``), or a per-song weight that grows
+  with the song's training listeners, ``w_v = n_v / (n_v + k)`` (``hybrid.per_song_k``): the
+  switching rule made soft, CF for songs many have played, content for the new ones.
 - ``hybrid_switching``: the content vector for songs with fewer than ``switch_min_plays``
   training plays (cold songs have none), the CF vector otherwise.
 - ``hybrid_mixed``: the two ranked lists interleaved, CF first
@@ -17,10 +20,12 @@ score with the WMF user factors, so their scores share one scale.
 **Choosing w without touching the test.** The validation task is an ``all`` split in miniature
 built from training plays only: WMF is refitted without the validation songs' plays (they become
 cold) and without ``validation_holdout`` of every user's other training plays; users rank all
-warm songs, the held-out plays and the validation songs' plays being relevant. The content
+warm songs, the held-out plays and the validation songs' plays being relevant: warm and
+cold-like candidates mixed, as the ``all`` split mixes them, and scored as it is. The content
 model's vectors live in the original WMF space, so they are carried into the refit's space by
 the linear map that takes the original factors of the training songs to the refitted ones
-(least squares). ``w`` maximises mAP@500 on that task over a grid.
+(least squares). The rule with the best mAP@500 on that task is kept (``reports/hybrid.json``
+lists every candidate's score).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class HybridConfig:
     """``hybrid`` params."""
 
     weights: tuple[float, ...] = (0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    per_song_k: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0)  # w_v = n_v / (n_v + k)
     switch_min_plays: int = 5
     validation_holdout: float = 0.2
     map_k: int = 500
@@ -63,12 +69,45 @@ class HybridConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        object.__setattr__(self, "per_song_k", tuple(float(k) for k in self.per_song_k))
         if not self.weights or min(self.weights) < 0 or max(self.weights) > 1:
             raise MusicrecError("hybrid.weights: a non-empty grid of values in [0, 1]")
+        if any(k <= 0 for k in self.per_song_k):
+            raise MusicrecError("hybrid.per_song_k: values > 0 (an empty list: one w only)")
         if self.switch_min_plays < 1 or not 0 < self.validation_holdout < 1:
             raise MusicrecError("hybrid: need switch_min_plays >= 1, 0 < validation_holdout < 1")
         if self.max_users < 0:
             raise MusicrecError("hybrid.max_users: 0 (every user) or a positive sample size")
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """How ``hybrid_weighted`` weighs CF against content: one ``w`` for every song
+    (``kind="global"``), or ``w_v = n_v / (n_v + k)`` from a song's training listeners
+    ``n_v`` (``kind="per_song"``, ``value`` = k)."""
+
+    kind: str
+    value: float
+
+    def label(self) -> str:
+        if self.kind == "global":
+            return f"w = {self.value:g}"
+        return f"w_v = n_v / (n_v + {self.value:g})"
+
+    def song_weights(self, listeners: np.ndarray) -> np.ndarray:
+        """The CF weight of each song [shape=(n_songs, 1)], from its training listeners."""
+        n = np.asarray(listeners, np.float64).reshape(-1, 1)
+        return np.full_like(n, self.value) if self.kind == "global" else n / (n + self.value)
+
+
+def candidate_rules(cfg: HybridConfig) -> list[WeightRule]:
+    return [WeightRule("global", w) for w in cfg.weights] + [
+        WeightRule("per_song", k) for k in cfg.per_song_k
+    ]
+
+
+def _listeners(plays: sp.spmatrix) -> np.ndarray:
+    return np.diff(sp.csc_matrix(plays).indptr)
 
 
 def _best(scores: dict):
@@ -97,8 +136,9 @@ def choose_weight(
     content: ModelVectors,
     wmf_cfg: WMFConfig,
     cfg: HybridConfig,
-) -> tuple[float, dict[float, float]]:
-    """``w`` of ``hybrid_weighted`` on the validation task of the module docstring."""
+) -> tuple[WeightRule, dict[WeightRule, float]]:
+    """The weight rule of ``hybrid_weighted`` on the validation task of the module docstring,
+    and every candidate's validation mAP."""
     rng = np.random.default_rng(cfg.seed)
     train = splits.matrices["train"].tocoo()
     validation = splits.songs["validation"].to_numpy()
@@ -127,15 +167,12 @@ def choose_weight(
         cfg.max_users,
         cfg.seed,
     )
-    results = {
-        w: mean_map(
-            ModelVectors("w", "", ["all"], users, w * songs + (1 - w) * content_songs),
-            task,
-            cfg.map_k,
-            cfg.seed,
-        )
-        for w in cfg.weights
-    }
+    listeners = _listeners(refit_train)
+    results = {}
+    for rule in candidate_rules(cfg):
+        w = rule.song_weights(listeners)
+        mixed = ModelVectors("w", "", ["all"], users, w * songs + (1 - w) * content_songs)
+        results[rule] = mean_map(mixed, task, cfg.map_k, cfg.seed)
     return _best(results), results
 
 
@@ -143,11 +180,12 @@ def build_hybrids(
     splits: Splits,
     wmf: ModelVectors,
     content: ModelVectors,
-    weight: float,
+    rule: WeightRule,
     cfg: HybridConfig,
 ) -> list[ModelVectors | InterleavedModel]:
     """The three hybrids and the new-user content profile."""
-    plays = np.diff(splits.matrices["train"].tocsc().indptr)
+    plays = _listeners(splits.matrices["train"])
+    weight = rule.song_weights(plays).astype(np.float32)
     switched = np.where(
         (plays < cfg.switch_min_plays)[:, None], content.song_vectors, wmf.song_vectors
     )
@@ -160,7 +198,7 @@ def build_hybrids(
     return [
         ModelVectors(
             "hybrid_weighted",
-            f"{weight:.2f} x CF + {1 - weight:.2f} x content ({source})",
+            f"CF weighted by {rule.label()}, content by 1 - that ({source})",
             HYBRID_SPLITS,
             wmf.user_vectors,
             weight * wmf.song_vectors + (1 - weight) * content.song_vectors,
@@ -211,21 +249,23 @@ def main(argv: list[str] | None = None) -> int:
         content, content_scores = pick_content_model(
             splits, candidates, cfg.map_k, cfg.seed, cfg.max_users
         )
-        weight, weight_scores = choose_weight(splits, wmf, content, wmf_cfg, cfg)
-        for model in build_hybrids(splits, wmf, content, weight, cfg):
+        rule, rule_scores = choose_weight(splits, wmf, content, wmf_cfg, cfg)
+        for model in build_hybrids(splits, wmf, content, rule, cfg):
             if isinstance(model, InterleavedModel):
                 save_interleaved(model, args.models / model.name, splits.index_digest)
             else:
                 save_model(model, args.models / model.name, index=splits.index_digest)
+        scores = {r.label(): v for r, v in rule_scores.items()}
         choice = {
             "content_model": content.name,
             "content_validation_map": content_scores,
-            "weight": weight,
-            "weight_validation_map": {f"{w:g}": v for w, v in weight_scores.items()},
+            "weight": rule.label(),
+            "weight_rule": {"kind": rule.kind, "value": rule.value},
+            "weight_validation_map": scores,
         }
         write_json(args.reports / "hybrid.json", choice)
         tracker.log_metrics(choice)
-        record.update(content_model=content.name, weight=weight)
-    table = pd.Series(weight_scores, name="validation mAP").to_string()
-    print(f"hybrid: content {content.name}, w = {weight:g}\n{table}")
+        record.update(content_model=content.name, weight=rule.label())
+    table = pd.Series(scores, name="validation mAP").to_string()
+    print(f"hybrid: content {content.name}, {rule.label()}\n{table}")
     return 0
