@@ -103,24 +103,27 @@ def test_build_hybrids_writes_what_each_strategy_means(block_world):
     assert profile.splits == ["cold_user"]
 
 
-def test_noise_content_gets_no_weight_and_informative_content_some(block_world):
+def test_informative_content_earns_more_than_noise_and_songs_cf_has_learnt_stay_cf(block_world):
     splits, wmf, wmf_cfg, group = block_world
-    cfg = HybridConfig(weights=(0.0, 0.5, 1.0), per_song_k=())
+    cfg = HybridConfig(weights=(0.0, 0.5, 1.0))
     rng = np.random.default_rng(2)
-    noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors, rng.normal(size=(120, 4)))
-    weight, scores = choose_weight(splits, wmf, noise, wmf_cfg, cfg)
-    one, zero = WeightRule("global", 1.0), WeightRule("global", 0.0)
-    assert weight == one and scores[one] > scores[zero]
+    scale = wmf.song_vectors.std()  # noise on the scale of real predicted factors
+    noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors, scale * rng.normal(size=(120, 4)))
     # Content that knows each song's group: the mean WMF vector of the group's warm songs.
     warm = splits.songs["role"].to_numpy() == "warm"
     centres = np.stack([wmf.song_vectors[warm & (group == g)].mean(axis=0) for g in (0, 1)])
     informed = ModelVectors("group", "", ["cold"], wmf.user_vectors, centres[group])
-    weight, scores = choose_weight(splits, wmf, informed, wmf_cfg, cfg)
-    assert weight.value < 1.0 and scores[weight] > scores[one]
-    # With the per-song rule among the candidates, every rule is scored and the best kept.
-    both, all_scores = choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=(1.0,)))
-    assert len(all_scores) == 1 + len(HybridConfig().per_song_k)
-    assert all_scores[both] == max(all_scores.values())
+    _, noise_scores = choose_weight(splits, wmf, noise, wmf_cfg, cfg)
+    rule, scores = choose_weight(splits, wmf, informed, wmf_cfg, cfg)
+    assert scores[rule] == max(scores.values())
+    assert len(scores) == 3 + len(cfg.per_song_k)  # every rule is scored
+    assert max(scores.values()) > max(noise_scores.values())
+    # Informed content helps the cold-like validation songs: some weight leaves pure CF.
+    assert rule != WeightRule("global", 1.0)
+    # A per-song weight hands a song CF has learnt (many listeners) to CF.
+    assert WeightRule("per_song", 5.0).song_weights(np.array([0, 5, 495]))[:, 0].tolist() == [
+        0.0, 0.5, 0.99,
+    ]  # fmt: skip
     best, by_name = pick_content_model(splits, [noise, informed], 500, 0)
     assert best.name == "group" and by_name["group"] > by_name["noise"]
 
@@ -160,7 +163,8 @@ def test_max_users_validates_on_a_sample_that_still_finds_the_informative_conten
 @pytest.mark.parametrize(
     "bad",
     [
-        dict(weights=()),
+        dict(weights=(), per_song_k=()),
+        dict(per_song_k=(0.0,)),
         dict(weights=(1.5,)),
         dict(switch_min_plays=0),
         dict(validation_holdout=1.0),
