@@ -19,6 +19,7 @@ from musicrec.models.bow import BowConfig, BowModel, bow_mlp_training
 from musicrec.models.cnn import CNNConfig, CNNModel, wpe_loss
 from musicrec.models.content import ContentData
 from musicrec.models.dbn import DBNConfig, DBNModel
+from musicrec.models.ridge import RidgeConfig, RidgeModel
 from musicrec.models.training import TrainConfig, train
 
 N_SONGS, N_USERS, N_FRAMES, DIM = 56, 40, 48, 4
@@ -79,6 +80,7 @@ BOW_CFG = BowConfig(vocabulary_size=8, frames_per_song=24, pca_components=4, hid
 DBN_CFG = DBNConfig(layers=(16, 4), pretrain_epochs=5, pretrain_batch_size=8, lambda_beta=0.1)
 
 MODELS = {
+    "stats_ridge": lambda: RidgeModel(RidgeConfig()),
     "bow_linear": lambda: BowModel("linear", BOW_CFG, TRAIN_CFG),
     "bow_mlp": lambda: BowModel("mlp", BOW_CFG, TRAIN_CFG),
     "cnn_mse": lambda: CNNModel("mse", CNN_CFG, TRAIN_CFG),

@@ -106,6 +106,20 @@ def target_scaling(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), scale.astype(np.float32)
 
 
+def song_feature_vectors(features: dict, rows: np.ndarray) -> np.ndarray:
+    """``f_v``: mean and std over frames of log-mel and MFCC(+deltas), one row per song.
+
+    Returns
+    -------
+    np.ndarray [shape=(len(rows), 2 * (n_mels + 3 * n_mfcc)), float32]
+    """
+    out = []
+    for r in rows:
+        frames = np.vstack([np.asarray(features[k][r], np.float32) for k in ("logmel", "mfcc")])
+        out.append(np.concatenate([frames.mean(axis=1), frames.std(axis=1)]))
+    return np.asarray(out, np.float32)
+
+
 class SongFactorModel(ABC):
     """A model that predicts song vectors from a song's features.
 

@@ -48,6 +48,7 @@ from musicrec.models.content import (
     ContentData,
     SongFactorModel,
     run_training_stage,
+    song_feature_vectors,
 )
 from musicrec.models.factorization import WMFConfig, confidence, fold_in
 from musicrec.models.rbm import DBN, PretrainConfig
@@ -99,20 +100,6 @@ class DBNConfig:
             weight_decay=self.pretrain_weight_decay,
             seed=self.seed,
         )
-
-
-def song_feature_vectors(features: dict, rows: np.ndarray) -> np.ndarray:
-    """``f_v``: mean and std over frames of log-mel and MFCC(+deltas), one row per song.
-
-    Returns
-    -------
-    np.ndarray [shape=(len(rows), 2 * (n_mels + 3 * n_mfcc)), float32]
-    """
-    out = []
-    for r in rows:
-        frames = np.vstack([np.asarray(features[k][r], np.float32) for k in ("logmel", "mfcc")])
-        out.append(np.concatenate([frames.mean(axis=1), frames.std(axis=1)]))
-    return np.asarray(out, np.float32)
 
 
 class PreferenceModel(nn.Module):
