@@ -159,6 +159,13 @@ def findings_section(means: dict, intervals: dict) -> str:
         lines.append(
             f"- Cold songs, HLDBN against the best CNN: {text} ({words[verdict]}): {paper}."
         )
+    learnt = _best(means, [m for m in CONTENT_MODELS if m != "stats_ridge"], "cold")
+    if learnt and "cold" in means.get("stats_ridge", {}):
+        text, verdict = _versus(means, intervals, learnt, "stats_ridge", "cold")
+        lines.append(
+            f"- Cold songs, the best learnt audio model against ridge on the clip's plain "
+            f"statistics: {text} ({words[verdict]})."
+        )
     if "hldbn" in means and "hldbn_nopretrain" in means:
         text, verdict = _versus(means, intervals, "hldbn", "hldbn_nopretrain", "cold")
         lines.append(f"- Pre-training, cold songs: {text} ({words[verdict]}).")
