@@ -134,20 +134,14 @@ def working_directory(path: Path) -> Iterator[None]:
         os.chdir(before)
 
 
-def sha1_of(path: Path) -> str:
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def world_fingerprint(root: Path) -> dict:
     """Hashes of a world's play log and of its first audio files (sorted by name)."""
+    from musicrec.io import file_digest
+
     audio = sorted((root / "audio").iterdir())[:5]
     return {
-        "plays.tsv": sha1_of(root / "plays.tsv"),
-        "audio": {p.name: sha1_of(p) for p in audio},
+        "plays.tsv": file_digest(root / "plays.tsv", hashlib.sha1()),
+        "audio": {p.name: file_digest(p, hashlib.sha1()) for p in audio},
     }
 
 

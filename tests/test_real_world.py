@@ -14,6 +14,7 @@ import soundfile as sf
 from musicrec import real_world
 from musicrec.audio import ClipSpec
 from musicrec.errors import MusicrecError
+from musicrec.io import file_digest
 from musicrec.real_world import RealWorldConfig, Source
 from musicrec.taste import affinity
 from musicrec.validate import validate_dataset
@@ -51,7 +52,7 @@ def _package(tmp_path, name: str, tracks: dict[str, float]) -> tuple[Source, obj
     source = Source(
         name,
         "1.0-1",
-        real_world.sha256_of(deb),
+        file_digest(deb),
         f"{name} band",
         2020,
         rf"\./usr/share/games/{name}/music/([^/]+)/[^/]+\.ogg$",

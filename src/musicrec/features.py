@@ -34,18 +34,9 @@ from musicrec.audio_features import (
     load_mono_clip,
 )
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, load_params, read_tsv, write_json, write_tsv
+from musicrec.io import atomic_path, file_digest, load_params, read_tsv, write_json, write_tsv
 from musicrec.parallel import map_unordered
 from musicrec.stage import DataConfig, Workers, read_config, run_stage, stage_parser
-
-
-def file_digest(path: Path) -> str:
-    """Content hash of a file, streamed (the cache key: renaming a file does not recompute)."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _compute_chunk(
@@ -163,7 +154,10 @@ def _cache_targets(
     with ThreadPoolExecutor(2) as background:
         # Hashing (which frees the GIL) and building the transforms (mostly importing
         # scipy.signal and librosa) run beside the workers' start-up.
-        digests_done = background.submit(lambda: [file_digest(p) for p in paths])
+        # The cache key: content, not name (renaming a file does not recompute it).
+        digests_done = background.submit(
+            lambda: [file_digest(p, hashlib.blake2b(digest_size=16)) for p in paths]
+        )
         transforms_done = (
             background.submit(feature_transforms, cfg) if local and work_likely else None
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -191,3 +192,15 @@ def replace_section(path: Path, name: str, body: str, title: str = "# Benchmarks
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def file_digest(path: Path, digest=None) -> str:
+    """The hex digest of a file's bytes, streamed in 1 MB blocks (memory stays flat).
+
+    ``digest`` is a fresh ``hashlib`` object (default SHA-256).
+    """
+    digest = digest if digest is not None else hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -31,7 +31,6 @@ Use it (README "The real-audio world")::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import shutil
 import subprocess
@@ -46,7 +45,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, write_json
+from musicrec.io import atomic_path, file_digest, write_json
 from musicrec.taste import Taste, draw_listening
 
 
@@ -184,14 +183,6 @@ def deb_name(source: Source) -> str:
     return f"{source.package}_{source.version.replace(':', '%3a')}_all.deb"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fetch(source: Source, cache: Path) -> Path:
     """The package's ``.deb`` in ``cache``, downloaded with ``apt-get download`` if absent,
     and checked against its pinned SHA-256."""
@@ -216,7 +207,7 @@ def fetch(source: Source, cache: Path) -> Path:
                 f"({done.stderr.strip()[-300:]}); check the network and `apt-get update`, or "
                 f"put {deb.name} into {cache}"
             )
-    found = sha256_of(deb)
+    found = file_digest(deb)
     if found != source.sha256:
         raise MusicrecError(
             f"real-world: {deb} has SHA-256 {found}, not the pinned {source.sha256}: it is "
