@@ -52,7 +52,7 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     assert json.loads((project / "reports" / "hybrid.json").read_text())["content_model"]
     # Tracking (offline here): one W&B run per tracked stage; the evaluate run holds the metrics.
     runs = list((project / "wandb").glob("offline-run-*"))
-    assert len(runs) == 6  # bow, cnn, dbn, hybrid, evaluate, report
+    assert len(runs) == 8  # tune, ridge, bow, cnn, dbn, hybrid, evaluate, report
     saved = [json.loads(p.read_text()) for p in project.glob("wandb/*/files/musicrec_metrics.json")]
     assert metrics in saved
     html = (project / "reports" / "report.html").read_text()
@@ -63,12 +63,16 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     assert stages_run(again.stdout) == set()
 
     params = yaml.safe_load((project / "params.yaml").read_text())
+    # No search: wmf's own section is used as it is (tune.trials 0), with 6 factors.
     params["wmf"]["factors"] = 6
+    params["tune"]["trials"] = 0
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     changed = run(["dvc", "repro"], project)
     # The content models regress WMF's factors, so they follow it.
     assert stages_run(changed.stdout) == {
+        "tune",
         "wmf",
+        "ridge",
         "bow",
         "cnn",
         "dbn",
