@@ -227,24 +227,30 @@ def holdout_task(
     # Each user's plays in a random order; the first share of them (rounded, at most all but
     # one) is held out, as the split holds out warm_test.
     order = np.lexsort((key, train.row))
+    rows = train.row[order]
     rank = np.empty(train.nnz, np.int64)
-    starts = np.searchsorted(train.row[order], train.row[order], side="left")
-    rank[order] = np.arange(train.nnz) - starts
+    rank[order] = np.arange(train.nnz) - np.searchsorted(rows, rows, side="left")
     per_user = np.bincount(train.row, minlength=train.shape[0])[train.row]
     held_out = rank < np.minimum(np.round(share * per_user), per_user - 1)
-
-    def part(mask: np.ndarray) -> sp.csr_matrix:
-        return sp.csr_matrix(
-            (train.data[mask], (train.row[mask], train.col[mask])), shape=train.shape
-        )
-
-    fit_plays = part(~held_out)
+    fit_plays = plays_part(train, ~held_out)
     warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
     task = build_task(
-        "validation", warm_users, warm_songs, fit_plays, part(held_out), max_users, seed
+        "validation",
+        warm_users,
+        warm_songs,
+        fit_plays,
+        plays_part(train, held_out),
+        max_users,
+        seed,
     )
     return fit_plays, task
+
+
+def plays_part(plays: sp.coo_matrix, mask: np.ndarray) -> sp.csr_matrix:
+    """The entries of ``plays`` where ``mask`` [shape=(plays.nnz,)] holds, same shape: one
+    side of a held-out split of a play matrix."""
+    return sp.csr_matrix((plays.data[mask], (plays.row[mask], plays.col[mask])), shape=plays.shape)
 
 
 def mean_map(model: ModelVectors, task: SplitTask, k: int, seed: int) -> float:

@@ -55,7 +55,7 @@ from musicrec.models.vectors import (
     save_interleaved,
     save_model,
 )
-from musicrec.ranking import build_task, mean_map
+from musicrec.ranking import build_task, mean_map, plays_part
 from musicrec.stage import read_config, run_stage, stage_parser
 
 HYBRID_SPLITS = list(registry.SPLITS)
@@ -163,14 +163,10 @@ def choose_weight(
     keep = np.where(
         validation[train.col], draw < kept_share[train.col], draw >= cfg.validation_holdout
     )
-    shape = train.shape
-
-    def part(mask):
-        return sp.csr_matrix((train.data[mask], (train.row[mask], train.col[mask])), shape=shape)
-
-    refit_train = part(keep)
+    refit_train = plays_part(train, keep)
     users, songs = fit_wmf(refit_train, wmf_cfg)
-    fitted = np.flatnonzero(np.diff(refit_train.tocsc().indptr) > 0)
+    listeners = _listeners(refit_train)
+    fitted = np.flatnonzero(listeners > 0)
     # The linear map from the original factor space to the refit's, on the songs both fitted.
     rotation, *_ = np.linalg.lstsq(wmf.song_vectors[fitted], songs[fitted], rcond=None)
     # A content model's vectors of the songs it trained on were fitted to WMF factors of all
@@ -185,11 +181,10 @@ def choose_weight(
         warm_users,
         warm_songs,
         refit_train,
-        part(~keep),
+        plays_part(train, ~keep),
         cfg.max_users,
         cfg.seed,
     )
-    listeners = _listeners(refit_train)
     results = {}
     for rule in candidate_rules(cfg):
         w = rule.song_weights(listeners)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import median_high
 
 from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
@@ -52,6 +53,11 @@ class TuneConfig:
         ranges = (self.regularization, self.alpha, self.eps, self.iterations)
         if not self.factors or any(len(r) != 2 or not 0 < r[0] <= r[1] for r in ranges):
             raise MusicrecError("tune: each range is [low, high] with 0 < low <= high")
+
+
+def tuned_values(wmf: WMFConfig) -> dict:
+    """The fields of ``wmf`` that the search sets (``TUNED``)."""
+    return {name: getattr(wmf, name) for name in TUNED}
 
 
 def tune_wmf(splits: Splits, base: WMFConfig, cfg: TuneConfig) -> tuple[WMFConfig, list[dict]]:
@@ -97,7 +103,7 @@ def tune_wmf(splits: Splits, base: WMFConfig, cfg: TuneConfig) -> tuple[WMFConfi
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed)
     )
-    defaults = {name: getattr(base, name) for name in TUNED}
+    defaults = tuned_values(base)
     if base.factors in cfg.factors:  # params.yaml's values first: never worse than them
         study.enqueue_trial(defaults)
     study.optimize(objective, n_trials=cfg.trials, show_progress_bar=True)
@@ -113,10 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     with run_stage("tune", args, params, ("tune", "wmf")) as (record, tracker):
         chosen, trace = tune_wmf(load_splits(args.split), base, cfg)
         best = max(trace, key=lambda t: t["validation_map"]) if trace else None
+        # The trial of params.yaml's own values (the first, unless its factors are outside
+        # the search space): None when the search never tried them.
+        defaults = tuned_values(base)
+        own = next((t for t in trace if all(t[k] == v for k, v in defaults.items())), None)
         summary = {
-            "chosen": {name: getattr(chosen, name) for name in TUNED},
+            "chosen": tuned_values(chosen),
             "validation_map": best["validation_map"] if best else None,
-            "params_yaml_map": trace[0]["validation_map"] if trace else None,
+            "params_yaml_map": own["validation_map"] if own else None,
             "trials": len(trace),
         }
         with atomic_path(args.out) as tmp:
@@ -124,11 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             write_json(tmp / "wmf.json", summary["chosen"])
         write_json(args.reports / "tuning" / "wmf.json", {**summary, "trace": trace})
         tracker.log_metrics({"tune_wmf": summary})
-        record.update(trials=len(trace), seconds_per_trial=_median_seconds(trace))
+        seconds = [t["seconds"] for t in trace]
+        record.update(trials=len(trace), seconds_per_trial=median_high(seconds) if trace else None)
     print(f"tune: WMF {summary['chosen']} (validation mAP {summary['validation_map']})")
     return 0
-
-
-def _median_seconds(trace: list[dict]) -> float | None:
-    seconds = sorted(t["seconds"] for t in trace)
-    return seconds[len(seconds) // 2] if seconds else None
