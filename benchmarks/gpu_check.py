@@ -250,10 +250,12 @@ def train_models(work: Path, params: dict, device: str, tag: str) -> dict:
     ``work/data/models_<tag>``. Returns per-model timing figures."""
     import numpy as np
 
+    from musicrec.audio import ClipSpec
     from musicrec.models.cnn import CNNConfig, CNNModel
     from musicrec.models.content import load_content_data, save_content_model
     from musicrec.models.dbn import DBNConfig, fit_models
     from musicrec.models.training import TrainConfig
+    from musicrec.stage import read_shared
 
     data_dir = work / "data"
     data = load_content_data(data_dir / "split", data_dir / "models" / "wmf", data_dir / "features")
@@ -270,7 +272,12 @@ def train_models(work: Path, params: dict, device: str, tag: str) -> dict:
 
     def fitted():  # as the stages fit them: cnn's objectives, then dbn's kinds
         for name in MODELS[:2]:
-            model = CNNModel(name.removeprefix("cnn_"), CNNConfig(**cnn_params), cnn_train)
+            model = CNNModel(
+                name.removeprefix("cnn_"),
+                CNNConfig(**cnn_params),
+                cnn_train,
+                read_shared(params, "features", ClipSpec).clips,
+            )
             yield model.fit(features, data, checkpoints / name)
         dbn_cfg = DBNConfig(**dbn_params)
         yield from fit_models(MODELS[2:], dbn_cfg, dbn_train, features, data, checkpoints)

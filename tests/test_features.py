@@ -8,11 +8,14 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from musicrec.audio import ClipSpec
 from musicrec.audio_features import (
     DB_FLOOR,
     FeatureConfig,
+    compute_clips_features,
     compute_song_features,
     librosa_features,
+    load_mono_clips,
 )
 from musicrec.errors import MusicrecError
 from musicrec.features import compute_features
@@ -72,15 +75,71 @@ def test_deltas_are_librosas_savgol_at_the_edges_and_inside(n_frames):
 def test_mono_and_stereo_files_are_read_as_the_mean_of_their_channels(tmp_path):
     import soundfile as sf
 
-    from musicrec.audio_features import load_mono_clip
-
     rng = np.random.default_rng(1)
     stereo = (rng.standard_normal((CFG.n_samples, 2)) * 0.1).astype(np.float32)
     for name, samples in (("mono", stereo[:, :1]), ("stereo", stereo)):
         sf.write(tmp_path / f"{name}.wav", samples, CFG.sample_rate, subtype="FLOAT")
-        y = load_mono_clip(tmp_path / f"{name}.wav", CFG)
-        assert y.dtype == np.float32 and y.flags.c_contiguous
-        assert np.array_equal(y, samples.mean(axis=1))
+        y = load_mono_clips(tmp_path / f"{name}.wav", CFG)
+        assert y.dtype == np.float32 and y.shape == (1, CFG.n_samples)
+        assert np.array_equal(y[0], samples.mean(axis=1))
+
+
+@pytest.mark.parametrize(
+    ("spec", "duration", "expected"),
+    [
+        # Dieleman's middle 30 s of a 4-min track, as three clips side by side.
+        (ClipSpec(10.0, clips=3, clip_position="middle"), 240.0, [105.0, 115.0, 125.0]),
+        # A 30-s preview: all of it.
+        (ClipSpec(10.0, clips=3, clip_position="middle"), 30.0, [0.0, 10.0, 20.0]),
+        # Too short for three distinct clips: they overlap, evenly spread.
+        (ClipSpec(10.0, clips=3, clip_position="middle"), 20.0, [0.0, 5.0, 10.0]),
+        (ClipSpec(10.0, clips=3, clip_position="middle"), 10.0, [0.0, 0.0, 0.0]),
+        # From an offset, moved earlier when the file ends before the span does.
+        (ClipSpec(10.0, offset_seconds=5.0, clips=2), 60.0, [5.0, 15.0]),
+        (ClipSpec(10.0, offset_seconds=50.0, clips=2), 60.0, [40.0, 50.0]),
+        (ClipSpec(10.0, offset_seconds=5.0), 12.0, [2.0]),
+    ],
+)
+def test_clips_sit_where_the_params_say(spec, duration, expected):
+    windows = spec.windows(duration)
+    assert [start for start, _ in windows] == pytest.approx(expected)
+    assert all(length == min(10.0, duration) for _, length in windows)
+
+
+def test_a_songs_clips_are_read_from_their_places_and_computed_side_by_side(tmp_path):
+    cfg = FeatureConfig(clip_seconds=2.0, clips=3, clip_position="middle")
+    # 10 s whose samples tell the time: the middle 6 s are 2-4, 4-6 and 6-8 s.
+    seconds = np.arange(10 * 22050, dtype=np.float32) / 22050
+    sf.write(tmp_path / "clock.wav", seconds / 100, 22050, subtype="FLOAT")
+    clips = load_mono_clips(tmp_path / "clock.wav", cfg)
+    assert clips.shape == (3, 44100)
+    np.testing.assert_allclose(clips[:, 0] * 100, [2.0, 4.0, 6.0], atol=1e-4)
+
+    logmel, mfcc = compute_clips_features(clips, cfg)
+    assert logmel.shape == (cfg.n_mels, cfg.song_frames) and cfg.song_frames == 3 * cfg.n_frames
+    for i, clip in enumerate(clips):
+        one_logmel, one_mfcc = compute_song_features(clip, cfg)
+        part = slice(i * cfg.n_frames, (i + 1) * cfg.n_frames)
+        assert np.array_equal(logmel[:, part], one_logmel)
+        assert np.array_equal(mfcc[:, part], one_mfcc)
+
+
+def test_a_file_too_short_for_distinct_clips_repeats_its_one_clip(tmp_path, monkeypatch):
+    import musicrec.audio_features as audio_features
+
+    cfg = FeatureConfig(clip_seconds=2.0, clips=3, clip_position="middle")
+    sf.write(tmp_path / "short.wav", np.sin(np.arange(44100) / 5.0) / 4, 22050, subtype="FLOAT")
+    computed = []
+    real = audio_features.compute_song_features
+    monkeypatch.setattr(
+        audio_features,
+        "compute_song_features",
+        lambda *a, **k: computed.append(1) or real(*a, **k),
+    )
+    logmel, _ = compute_clips_features(load_mono_clips(tmp_path / "short.wav", cfg), cfg)
+    assert len(computed) == 1  # the same clip three times is computed once
+    thirds = np.split(logmel, 3, axis=1)
+    assert np.array_equal(thirds[0], thirds[1]) and np.array_equal(thirds[0], thirds[2])
 
 
 def test_silence_gives_the_floor_and_shapes_are_as_documented():
@@ -108,6 +167,9 @@ def test_louder_signal_has_higher_log_mel_by_its_gain_in_db():
         dict(clip_seconds=0.01),
         dict(sample_rate=100),
         dict(offset_seconds=-1.0),
+        dict(clips=0),
+        dict(clip_position="end"),
+        dict(clip_position="middle", offset_seconds=5.0),
     ],
 )
 def test_bad_params_raise_one_clear_error_before_compute(bad):

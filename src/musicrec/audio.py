@@ -19,21 +19,52 @@ from musicrec.io import safe_join
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "opus", "mp3")
 
 
+CLIP_POSITIONS = ("start", "middle")
+
+
 @dataclass(frozen=True)
 class ClipSpec:
-    """Which part of each file becomes the song's clip (``features`` params).
+    """Which parts of each file become the song's clips (``features`` params).
 
-    If a file is shorter than ``offset_seconds + clip_seconds`` the clip starts earlier, as late
-    as the file allows; a file shorter than the clip is zero-padded at the end.
+    ``clips`` clips of ``clip_seconds`` each are cut, side by side, from one span of
+    ``clips * clip_seconds``: from ``offset_seconds`` (``clip_position: start``) or centred in
+    the file (``middle``, where ``offset_seconds`` must stay 0). A file shorter than the span
+    gives a shorter span (moved earlier when it starts at an offset) over which the clips
+    overlap, evenly spread; a file shorter than one clip gives clips of the whole file,
+    zero-padded at the end.
     """
 
     clip_seconds: float
     offset_seconds: float = 0.0
+    clips: int = 1
+    clip_position: str = "start"
 
-    def window(self, duration: float) -> tuple[float, float]:
-        """Return ``(start, length)`` in seconds of the clip inside a file of ``duration``."""
-        start = min(self.offset_seconds, max(0.0, duration - self.clip_seconds))
-        return start, min(self.clip_seconds, duration - start)
+    def __post_init__(self) -> None:
+        if self.clips < 1 or self.clip_position not in CLIP_POSITIONS:
+            raise MusicrecError(
+                f"features params: need clips >= 1 (got {self.clips}) and clip_position one of "
+                f"{', '.join(CLIP_POSITIONS)} (got {self.clip_position!r})"
+            )
+        if self.clip_position == "middle" and self.offset_seconds:
+            raise MusicrecError(
+                "features params: offset_seconds applies to clip_position: start; with middle the "
+                "clips are centred in each file (set offset_seconds: 0)"
+            )
+
+    def span(self, duration: float) -> tuple[float, float]:
+        """Return ``(start, length)`` in seconds of the part of a file of ``duration`` that
+        the clips are cut from (all that is read)."""
+        wanted = self.clips * self.clip_seconds
+        latest = max(0.0, duration - wanted)
+        start = latest / 2 if self.clip_position == "middle" else min(self.offset_seconds, latest)
+        return start, min(wanted, duration - start)
+
+    def windows(self, duration: float) -> list[tuple[float, float]]:
+        """``(start, length)`` in seconds of each clip, in order, inside a file of ``duration``."""
+        start, length = self.span(duration)
+        clip = min(self.clip_seconds, length)
+        step = (length - clip) / (self.clips - 1) if self.clips > 1 else 0.0
+        return [(start + i * step, clip) for i in range(self.clips)]
 
 
 def find_audio_files(root: Path, song_ids: list[str]) -> dict[str, list[str]]:
@@ -92,16 +123,19 @@ def resolve_audio(root: Path, relative: str) -> Path:
     return safe_join(Path(root) / "audio", relative.removeprefix("audio/"))
 
 
-def read_clip(path: Path, clip: ClipSpec) -> tuple[np.ndarray, int]:
-    """Read the clip's samples, all channels, at the file's own rate.
+def read_clip(
+    path: Path, clip: ClipSpec, info: sf._SoundFileInfo | None = None
+) -> tuple[np.ndarray, int]:
+    """Read the samples of the clips' span (:meth:`ClipSpec.span`), all channels, at the
+    file's own rate.
 
     Returns
     -------
     y : np.ndarray [shape=(n_samples, n_channels), dtype=float32]
     sr : int
     """
-    info = sf.info(str(path))
-    start, length = clip.window(info.duration)
+    info = info or sf.info(str(path))
+    start, length = clip.span(info.duration)
     y, sr = sf.read(
         str(path),
         start=int(start * info.samplerate),
@@ -113,10 +147,10 @@ def read_clip(path: Path, clip: ClipSpec) -> tuple[np.ndarray, int]:
 
 
 def probe_audio(path: Path, clip: ClipSpec) -> dict:
-    """Measure what validation judges: decodable, duration, level and finiteness of the clip.
+    """Measure what validation judges: decodable, duration, level and finiteness of the clips.
 
     Returns a dict with ``decode_error`` (None when the file decodes), ``duration_s``,
-    ``sample_rate``, ``channels``, ``rms_db`` (of the clip) and ``finite``.
+    ``sample_rate``, ``channels``, ``rms_db`` (of the clips' span) and ``finite``.
     """
     out = {
         "decode_error": None,
@@ -143,7 +177,7 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
     if y.size == 0:
         out["decode_error"] = "no samples could be read"
         return out
-    start, length = clip.window(out["duration_s"])
+    start, length = clip.span(out["duration_s"])
     if y.shape[0] < int(round(length * out["sample_rate"])):
         # The header promised more than the file holds (a truncated MP3 decodes up to where it
         # was cut): the real length is what validation judges.

@@ -1,13 +1,18 @@
 """Log-mel and MFCC features of one clip: the params, the transforms and the computation.
 
 A library: the ``features`` stage computes every song with it, and ``recommend`` a new song.
-Each clip (``clip_seconds`` from ``offset_seconds``, resampled to ``sample_rate``, mixed to
-mono) becomes
+A song is ``clips`` clips of ``clip_seconds`` (where in the file: :class:`musicrec.audio.ClipSpec`),
+each resampled to ``sample_rate`` and mixed to mono. Each clip becomes
 
 - ``logmel`` [shape=(n_mels, n_frames)]: mel power in dB relative to full scale, floored at
   -100 dB (silence gives the floor), and
 - ``mfcc`` [shape=(3 * n_mfcc, n_frames)]: MFCCs of that log-mel, then their first and second
-  deltas.
+  deltas,
+
+and a song's features are its clips' side by side along time,
+[shape=(n_mels, clips * n_frames)] and [shape=(3 * n_mfcc, clips * n_frames)]: a model that
+pools over frames reads them as one, and one that crops windows (the CNN) keeps each window
+inside one clip.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from musicrec.audio import ClipSpec, read_clip
 from musicrec.errors import MusicrecError
@@ -40,8 +46,11 @@ class FeatureConfig:
     n_mfcc: int = 20
     clip_seconds: float = 10.0
     offset_seconds: float = 0.0
+    clips: int = 1
+    clip_position: str = "start"
 
     def __post_init__(self) -> None:
+        self.clip_spec  # noqa: B018 (checks clips, clip_position and offset_seconds)
         problems = []
         if self.sample_rate < 4000:
             problems.append("sample_rate must be >= 4000")
@@ -62,7 +71,17 @@ class FeatureConfig:
 
     @property
     def n_frames(self) -> int:
+        """Frames of one clip."""
         return 1 + self.n_samples // self.hop_length  # librosa's centred framing
+
+    @property
+    def song_frames(self) -> int:
+        """Frames of a song's features: its clips side by side."""
+        return self.clips * self.n_frames
+
+    @property
+    def clip_spec(self) -> ClipSpec:
+        return ClipSpec(self.clip_seconds, self.offset_seconds, self.clips, self.clip_position)
 
     def key(self) -> str:
         """A short hash of the params and of the code's version, naming the cache folder they
@@ -71,14 +90,15 @@ class FeatureConfig:
         return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def load_mono_clip(path: Path, cfg: FeatureConfig) -> np.ndarray:
-    """Read a file's clip, mix it to mono, resample it and pad it to the clip length.
+def load_mono_clips(path: Path, cfg: FeatureConfig) -> np.ndarray:
+    """Read a file's clips, mixed to mono, resampled and each padded to the clip length.
 
     Returns
     -------
-    y : np.ndarray [shape=(cfg.n_samples,), dtype=float32]
+    y : np.ndarray [shape=(cfg.clips, cfg.n_samples), dtype=float32]
     """
-    y, sr = read_clip(path, ClipSpec(cfg.clip_seconds, cfg.offset_seconds))
+    spec, info = cfg.clip_spec, sf.info(str(path))
+    y, sr = read_clip(path, spec, info)  # the span the clips are cut from, read once
     # A mono file's one column is its mean (exactly); numpy's strided mean over a single
     # column costs more than decoding the file.
     y = np.ascontiguousarray(y[:, 0]) if y.shape[1] == 1 else y.mean(axis=1)
@@ -86,8 +106,40 @@ def load_mono_clip(path: Path, cfg: FeatureConfig) -> np.ndarray:
         import librosa  # only here: a worker whose files are at the feature rate never loads it
 
         y = librosa.resample(y, orig_sr=sr, target_sr=cfg.sample_rate, res_type="soxr_hq")
-    y = y[: cfg.n_samples].astype(np.float32)
-    return np.pad(y, (0, cfg.n_samples - len(y)))
+    y = y.astype(np.float32)
+    windows = spec.windows(info.duration)
+    first = windows[0][0]
+    out = np.zeros((cfg.clips, cfg.n_samples), np.float32)
+    for i, (start, _) in enumerate(windows):
+        offset = int(round((start - first) * cfg.sample_rate))
+        clip = y[offset : offset + cfg.n_samples]
+        out[i, : len(clip)] = clip
+    return out
+
+
+def compute_clips_features(
+    clips: np.ndarray, cfg: FeatureConfig, transforms: Transforms | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A song's features: :func:`compute_song_features` of each of its clips
+    [shape=(n_clips, n_samples)], side by side along time.
+
+    A clip equal to an earlier one (a file too short for distinct clips) is not computed
+    again.
+
+    Returns
+    -------
+    logmel : np.ndarray [shape=(n_mels, n_clips * n_frames), dtype=float32]
+    mfcc : np.ndarray [shape=(3 * n_mfcc, n_clips * n_frames), dtype=float32]
+    """
+    done: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = []
+    per_clip = []
+    for clip in np.atleast_2d(clips):
+        same = next((f for c, f in done if np.array_equal(c, clip)), None)
+        if same is None:
+            same = compute_song_features(clip, cfg, transforms)
+            done.append((clip, same))
+        per_clip.append(same)
+    return tuple(np.hstack(part) for part in zip(*per_clip, strict=True))
 
 
 @dataclass(frozen=True)

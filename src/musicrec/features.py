@@ -1,7 +1,7 @@
 """Stage ``features``: log-mel spectrograms and MFCCs with deltas for every usable song.
 
-Each song's clip becomes a log-mel [shape=(n_mels, n_frames)] and MFCCs with deltas
-[shape=(3 * n_mfcc, n_frames)], computed by :mod:`musicrec.audio_features`.
+Each song's clips become a log-mel [shape=(n_mels, clips * n_frames)] and MFCCs with deltas
+[shape=(3 * n_mfcc, clips * n_frames)], computed by :mod:`musicrec.audio_features`.
 
 Songs are computed in parallel (``n_jobs`` processes, or a Dask cluster with
 ``features.backend: dask``) into a per-song cache keyed by the audio file's content and the
@@ -29,9 +29,9 @@ from musicrec.audio_features import (
     FEATURE_CODE_VERSION,
     FeatureConfig,
     Transforms,
-    compute_song_features,
+    compute_clips_features,
     feature_transforms,
-    load_mono_clip,
+    load_mono_clips,
 )
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, file_digest, load_params, read_tsv, write_json, write_tsv
@@ -53,7 +53,7 @@ def _compute_chunk(
     out = []
     with threadpool_limits(limits=1, user_api="blas"):
         for path in paths:
-            logmel, mfcc = compute_song_features(load_mono_clip(path, cfg), cfg, transforms)
+            logmel, mfcc = compute_clips_features(load_mono_clips(path, cfg), cfg, transforms)
             out.append((logmel.astype(np.float16), mfcc.astype(np.float16)))
     return out
 
@@ -172,8 +172,8 @@ def _stack(targets: list[Path], songs: pd.DataFrame, cfg: FeatureConfig, out_dir
     """Stack the cache entries, in song order, into the stage's outputs (atomically)."""
     n_songs = len(songs)
     shapes = {
-        "logmel": (n_songs, cfg.n_mels, cfg.n_frames),
-        "mfcc": (n_songs, 3 * cfg.n_mfcc, cfg.n_frames),
+        "logmel": (n_songs, cfg.n_mels, cfg.song_frames),
+        "mfcc": (n_songs, 3 * cfg.n_mfcc, cfg.song_frames),
     }
     with atomic_path(out_dir) as tmp, ExitStack() as files:
         tmp.mkdir()

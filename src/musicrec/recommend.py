@@ -434,7 +434,7 @@ class Recommender:
         """
         import soundfile as sf
 
-        from musicrec.audio_features import load_mono_clip
+        from musicrec.audio_features import load_mono_clips
 
         name = name or str(audio)
         self.predictor(self.audio_model)  # missing artifacts first: they are the bigger problem
@@ -442,7 +442,7 @@ class Recommender:
         try:
             with open(audio, "rb"):  # libsndfile calls a permission problem a "System error"
                 pass
-            clip = load_mono_clip(Path(audio), self.feature_config)
+            clip = load_mono_clips(Path(audio), self.feature_config)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             raise MusicrecError(
                 f"{name}: cannot be read as audio ({type(exc).__name__}: {exc}); supported "
@@ -453,13 +453,16 @@ class Recommender:
         return self.predict_clip(clip), time.perf_counter() - start
 
     def predict_clip(self, clip: np.ndarray) -> np.ndarray:
-        """The audio model's vector [shape=(d,)] for a mono clip [shape=(n_samples,)].
+        """The audio model's vector [shape=(d,)] for a song's mono clips
+        [shape=(clips, n_samples)] (one clip [shape=(n_samples,)] stands for all of them).
 
         The features are rounded to float16, as the ``features`` stage stores them.
         """
-        from musicrec.audio_features import compute_song_features
+        from musicrec.audio_features import compute_clips_features
 
-        logmel, mfcc = compute_song_features(clip, self.feature_config)
+        cfg = self.feature_config
+        clips = np.broadcast_to(clip, (cfg.clips, cfg.n_samples))
+        logmel, mfcc = compute_clips_features(clips, cfg)
         features = {
             "logmel": logmel[None].astype(np.float16),
             "mfcc": mfcc[None].astype(np.float16),

@@ -464,7 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = stage_parser(
         "validate",
         __doc__,
-        ["data.root", "validate", "features.clip_seconds", "features.offset_seconds"],
+        [
+            "data.root",
+            "validate",
+            "features.clip_seconds",
+            "features.offset_seconds",
+            "features.clips",
+            "features.clip_position",
+        ],
         out=Path("data/validated"),
     )
     args = parser.parse_args(argv)

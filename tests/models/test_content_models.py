@@ -85,6 +85,8 @@ MODELS = {
     "bow_mlp": lambda: BowModel("mlp", BOW_CFG, TRAIN_CFG),
     "cnn_mse": lambda: CNNModel("mse", CNN_CFG, TRAIN_CFG),
     "cnn_wpe": lambda: CNNModel("wpe", CNN_CFG, TRAIN_CFG),
+    # Each song's 48 frames as two clips of 24 (features.clips: 2).
+    "cnn_mse_two_clips": lambda: CNNModel("mse", CNN_CFG, TRAIN_CFG, clips=2),
     "hldbn": lambda: DBNModel("hldbn", DBN_CFG, TRAIN_CFG),
     "hldbn_nopretrain": lambda: DBNModel("hldbn_nopretrain", DBN_CFG, TRAIN_CFG),
     "hybrid_dbn": lambda: DBNModel("hybrid_dbn", DBN_CFG, TRAIN_CFG),
@@ -100,7 +102,7 @@ def tiny_content():
 def test_fit_predict_save_load_gives_the_same_predictions(name, tiny_content, tmp_path):
     features, data, kind = tiny_content
     model = MODELS[name]().fit(features, data, tmp_path / "checkpoints")
-    assert model.name == name
+    assert name.startswith(model.name)
     predicted = model.predict(features, data.songs)
     users = model.user_vectors(data)
     assert predicted.shape[0] == N_SONGS and predicted.dtype == np.float32
@@ -372,3 +374,31 @@ def test_a_new_song_is_predicted_from_its_features_alone(name, tiny_content, tmp
         assert np.all(new[:, d:] == 0) and np.any(catalogue[:, d:] != 0)  # no y_v of song 0
     else:
         np.testing.assert_allclose(new, catalogue, atol=1e-5)
+
+
+def test_cnn_windows_span_every_clip_and_never_cross_from_one_to_the_next():
+    model = CNNModel("mse", CNN_CFG, TRAIN_CFG, clips=3)
+    # Three clips of 40 frames; clip i holds the value i everywhere.
+    spectrogram = np.repeat(np.arange(3.0), 40)[None, :].repeat(16, axis=0)
+    windows = model._windows(spectrogram)
+    per_window = windows.reshape(len(windows), -1)
+    assert (per_window.min(axis=1) == per_window.max(axis=1)).all()  # one clip each
+    # Half-window hop over 40 frames: starts 0, 8, 16, 24 (the last one flush with the end).
+    assert list(per_window[:, 0]) == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+
+
+def test_cnn_training_crops_stay_inside_one_clip(tiny_content):
+    features, data, _ = tiny_content
+    model = CNNModel("mse", CNN_CFG, TRAIN_CFG, clips=2)
+    inputs = model._training_inputs(features["logmel"], data)
+    loader = model._epoch_batches(inputs)(np.random.default_rng(0))
+    starts = np.concatenate([starts for _, starts, _ in loader.dataset.plan])
+    width, clip_frames = CNN_CFG.window_frames, N_FRAMES // 2
+    assert ((starts % clip_frames) + width <= clip_frames).all()
+    assert {0, 1} == set(starts // clip_frames)  # both clips are cropped from
+
+
+def test_cnn_refuses_features_whose_frames_do_not_split_into_its_clips(tiny_content):
+    features, data, _ = tiny_content
+    with pytest.raises(MusicrecError, match="not a multiple of features.clips 5"):
+        CNNModel("mse", CNN_CFG, TRAIN_CFG, clips=5)._training_inputs(features["logmel"], data)

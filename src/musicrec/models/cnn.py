@@ -4,8 +4,9 @@ Input: a window of about 3 s of a song's log-mel spectrogram, the mel bins as ch
 standardised per bin with training statistics. Three 1-D convolutions over time (batch norm,
 ReLU, max-pooling between them), then global temporal pooling (mean, max and L2 norm over
 time, concatenated), a dense ReLU layer with dropout and a linear output of the WMF factor size.
-Training crops windows at random from the training songs; a song's prediction is the mean of
-its predictions over windows spanning the clip (half-window hop).
+Training crops windows at random from the training songs (a random clip, then a random place
+in it); a song's prediction is the mean of its predictions over windows spanning each of its
+clips (half-window hop), all clips together (``features.clips``).
 
 Two objectives, two models:
 
@@ -29,6 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from musicrec.audio import ClipSpec
 from musicrec.errors import MusicrecError
 from musicrec.models.content import (
     ContentData,
@@ -44,7 +46,7 @@ from musicrec.models.training import (
     seed_everything,
     train,
 )
-from musicrec.stage import read_config
+from musicrec.stage import read_config, read_shared
 
 _SOURCE = Path(__file__).read_text()
 
@@ -143,13 +145,14 @@ def wpe_loss(
 class _TrainingInputs:
     """What a CNN's epochs draw from (:meth:`CNNModel._training_inputs`).
 
-    clips : np.ndarray [shape=(n_train_songs, n_mels, n_frames), float32] standardised.
+    spectra : np.ndarray [shape=(n_train_songs, n_mels, clips * n_frames), float32]
+        standardised.
     targets : np.ndarray [shape=(n_train_songs, d)] their WMF factors.
     train_plays : sp.csc_matrix [shape=(n_users, n_train_songs)] their training plays.
     active_users : np.ndarray  indices of the users with training plays.
     """
 
-    clips: np.ndarray
+    spectra: np.ndarray
     targets: np.ndarray
     train_plays: object
     active_users: np.ndarray
@@ -158,10 +161,11 @@ class _TrainingInputs:
 class CNNModel(SongFactorModel):
     """``cnn_mse`` or ``cnn_wpe``: an :class:`AudioCNN` with its input and output scaling."""
 
-    def __init__(self, objective: str, cfg: CNNConfig, train_cfg: TrainConfig):
+    def __init__(self, objective: str, cfg: CNNConfig, train_cfg: TrainConfig, clips: int = 1):
         if objective not in ("mse", "wpe"):
             raise MusicrecError(f"cnn: objective must be mse or wpe, not {objective!r}")
         self.objective, self.cfg, self.train_cfg = objective, cfg, train_cfg
+        self.clips = clips  # a song's features are this many clips side by side
         self.name = f"cnn_{objective}"
         self.description = f"CNN on log-mel windows, {objective.upper()} objective"
         self.net: AudioCNN | None = None
@@ -175,15 +179,20 @@ class CNNModel(SongFactorModel):
         return np.divide(out, self.scales["mel_std"][:, None], out=out)
 
     def _windows(self, spectrogram: np.ndarray) -> np.ndarray:
-        """Windows spanning a clip with a half-window hop [shape=(n, n_mels, window)]."""
-        n_frames, width = spectrogram.shape[1], self.cfg.window_frames
-        if n_frames < width:
-            spectrogram = np.pad(spectrogram, ((0, 0), (0, width - n_frames)), mode="edge")
-            n_frames = width
-        starts = list(range(0, n_frames - width + 1, max(1, width // 2)))
-        if starts[-1] != n_frames - width:
-            starts.append(n_frames - width)
-        return np.stack([spectrogram[:, s : s + width] for s in starts])
+        """Windows spanning each of a song's clips with a half-window hop, no window across
+        two clips [shape=(n, n_mels, window)]."""
+        width = self.cfg.window_frames
+        windows = []
+        for clip in np.split(spectrogram, self.clips, axis=1):
+            n_frames = clip.shape[1]
+            if n_frames < width:
+                clip = np.pad(clip, ((0, 0), (0, width - n_frames)), mode="edge")
+                n_frames = width
+            starts = list(range(0, n_frames - width + 1, max(1, width // 2)))
+            if starts[-1] != n_frames - width:
+                starts.append(n_frames - width)
+            windows += [clip[:, s : s + width] for s in starts]
+        return np.stack(windows)
 
     def _forward(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
         """Predicted factors on the WMF scale (``net``: the network or its DDP wrapper)."""
@@ -201,7 +210,8 @@ class CNNModel(SongFactorModel):
             asdict(self.train_cfg),
             inputs.targets,
             data.user_factors[inputs.active_users],
-            inputs.clips[:, :, :8],
+            inputs.spectra[:, :, :8],
+            self.clips,
             _SOURCE,
         )
         self.history = train(
@@ -219,26 +229,32 @@ class CNNModel(SongFactorModel):
     def _training_inputs(self, logmel: np.ndarray, data: ContentData) -> _TrainingInputs:
         """Fit the input and output scaling, build the network, and gather what an epoch
         draws from: the standardised training clips in memory, their targets and plays."""
+        if logmel.shape[2] % self.clips:
+            raise MusicrecError(
+                f"cnn: the features have {logmel.shape[2]} frames a song, not a multiple of "
+                f"features.clips {self.clips}; run dvc repro features"
+            )
         # The training spectrograms fit in memory (float32); windows are cropped from them.
         # (train_songs is sorted, so the memory-mapped store is read front to back.)
-        clips = np.asarray(logmel[data.train_songs], np.float32)
+        spectra = np.asarray(logmel[data.train_songs], np.float32)
         targets = data.targets[data.train_songs]
         y_mean, y_std = target_scaling(targets)
         self.scales = {
-            "mel_mean": clips.mean(axis=(0, 2)),
-            "mel_std": clips.std(axis=(0, 2)) + 1e-6,
+            "mel_mean": spectra.mean(axis=(0, 2)),
+            "mel_std": spectra.std(axis=(0, 2)) + 1e-6,
             "y_mean": y_mean,
             "y_std": y_std,
         }
         self._build(logmel.shape[1], targets.shape[1])
-        clips = self._standardise(clips, out=clips)
-        if clips.shape[2] < self.cfg.window_frames:
+        spectra = self._standardise(spectra, out=spectra)
+        if spectra.shape[2] // self.clips < self.cfg.window_frames:
             raise MusicrecError(
-                f"cnn: clips have {clips.shape[2]} frames, fewer than window_frames "
-                f"{self.cfg.window_frames}; lower cnn.window_frames or lengthen the clips"
+                f"cnn: clips have {spectra.shape[2] // self.clips} frames, fewer than "
+                f"window_frames {self.cfg.window_frames}; lower cnn.window_frames or lengthen "
+                "the clips (features.clip_seconds)"
             )
         return _TrainingInputs(
-            clips,
+            spectra,
             targets,
             data.train_plays[:, data.train_songs].tocsc(),
             np.flatnonzero(np.diff(data.train_plays.tocsr().indptr) > 0),
@@ -247,18 +263,20 @@ class CNNModel(SongFactorModel):
     def _epoch_batches(self, inputs: _TrainingInputs):
         """``batches(rng)`` for :func:`train`: one epoch's loader of training windows."""
         batch, width = self.train_cfg.batch_size, self.cfg.window_frames
-        n_frames = inputs.clips.shape[2]
+        clip_frames = inputs.spectra.shape[2] // self.clips
         n_sampled = min(self.cfg.wpe_users_per_batch, len(inputs.active_users))
 
         def batches(rng):
             # The epoch's plan (which song, where to crop, which users) is drawn here, in one
             # process, so loader workers on a GPU machine cannot change what is trained on.
-            songs = np.repeat(np.arange(len(inputs.clips)), self.cfg.windows_per_song)
+            songs = np.repeat(np.arange(len(inputs.spectra)), self.cfg.windows_per_song)
             rng.shuffle(songs)
             plan = []
             for i in range(0, len(songs), batch):
                 idx = songs[i : i + batch]
-                starts = rng.integers(0, n_frames - width + 1, len(idx))
+                starts = rng.integers(0, clip_frames - width + 1, len(idx))
+                if self.clips > 1:  # (drawn after, so one clip crops as it always did)
+                    starts += clip_frames * rng.integers(0, self.clips, len(idx))
                 sampled = (
                     rng.choice(inputs.active_users, n_sampled, replace=False)
                     if self.objective == "wpe"
@@ -267,7 +285,7 @@ class CNNModel(SongFactorModel):
                 plan.append((idx, starts, sampled))
             on_gpu = self.device.type == "cuda"
             return torch.utils.data.DataLoader(
-                _WindowBatches(inputs.clips, plan, width, inputs.train_plays, self.cfg),
+                _WindowBatches(inputs.spectra, plan, width, inputs.train_plays, self.cfg),
                 batch_size=None,
                 num_workers=self.train_cfg.loader_workers if on_gpu else 0,
                 pin_memory=on_gpu,
@@ -339,6 +357,7 @@ class CNNModel(SongFactorModel):
             json.dumps(
                 {
                     "objective": self.objective,
+                    "clips": self.clips,
                     "cnn": asdict(self.cfg),
                     "train": {**asdict(self.train_cfg), "device": "cpu"},
                 }
@@ -348,7 +367,12 @@ class CNNModel(SongFactorModel):
     @classmethod
     def load(cls, directory: Path) -> CNNModel:
         meta = json.loads((directory / "config.json").read_text())
-        model = cls(meta["objective"], CNNConfig(**meta["cnn"]), TrainConfig(**meta["train"]))
+        model = cls(
+            meta["objective"],
+            CNNConfig(**meta["cnn"]),
+            TrainConfig(**meta["train"]),
+            meta.get("clips", 1),
+        )
         with np.load(directory / "scales.npz") as scales:
             model.scales = {k: scales[k] for k in scales.files}
         model._build(len(model.scales["mel_mean"]), len(model.scales["y_mean"]))
@@ -361,8 +385,9 @@ class _WindowBatches(torch.utils.data.Dataset):
     """Batch ``i`` of an epoch's plan: windows cropped from the standardised clips and, for
     WPE, the confidences of the sampled users for the batch's songs."""
 
-    def __init__(self, clips: np.ndarray, plan: list, width: int, plays, cfg: CNNConfig):
-        self.clips, self.plan, self.width, self.plays, self.cfg = clips, plan, width, plays, cfg
+    def __init__(self, spectra: np.ndarray, plan: list, width: int, plays, cfg: CNNConfig):
+        self.spectra, self.plan, self.width = spectra, plan, width
+        self.plays, self.cfg = plays, cfg
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -370,7 +395,7 @@ class _WindowBatches(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         idx, starts, sampled = self.plan[i]
         x = np.stack(
-            [self.clips[s, :, o : o + self.width] for s, o in zip(idx, starts, strict=True)]
+            [self.spectra[s, :, o : o + self.width] for s, o in zip(idx, starts, strict=True)]
         )
         block = (
             torch.from_numpy(_conf_block(self.plays, sampled, idx, self.cfg))
@@ -406,10 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     def configure(params: dict):
         cfg, run = read_config(params, "cnn", CNNConfig, CNNRun)
         train_cfg = read_config(params, "cnn_training", TrainConfig)
+        clips = read_shared(params, "features", ClipSpec).clips
 
         def fit_all(features: dict, data: ContentData, checkpoints: Path):
             for objective in run.objectives:
-                model = CNNModel(objective, cfg, train_cfg)
+                model = CNNModel(objective, cfg, train_cfg, clips)
                 yield model.fit(features, data, checkpoints / model.name)
 
         return train_cfg, fit_all
