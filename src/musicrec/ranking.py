@@ -84,6 +84,17 @@ def build_task(
     )
 
 
+def songs_task(
+    name: str, plays: sp.csr_matrix, songs: np.ndarray, max_users: int = 0, seed: int = 0
+) -> SplitTask:
+    """A cold-like task: every user with ``plays`` [shape=(n_users, n_songs)] on ``songs``
+    ranks those songs, nothing excluded (a sample of ``max_users`` of them when > 0). The
+    validation songs' task, on which content models are tuned and chosen."""
+    return build_task(
+        name, np.arange(plays.shape[0]), songs, sp.csr_matrix(plays.shape), plays, max_users, seed
+    )
+
+
 def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, SplitTask]:
     """The four evaluation tasks of DESIGN.md section 4 (table in the module docstring).
 

@@ -37,6 +37,7 @@ def tiny_params(base: Path = REPO_PARAMS, **overrides: dict) -> dict:
     params["features"].update(clip_seconds=3.0, n_jobs=1)
     params["wmf"].update(factors=8, iterations=5)
     params["tune"].update(trials=4, factors=[4, 8], iterations=[3, 8])
+    params["tune_content"].update(bow_mlp=2, dbn=2, width=[16, 32])
     params["evaluate"].update(bootstrap=100, ks=[5, 10, 50])
     params["bow"].update(vocabulary_size=32, frames_per_song=40, pca_components=16, hidden_units=32)
     params["bow_mlp"].update(epochs=10, patience=3)

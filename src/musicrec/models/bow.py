@@ -15,7 +15,7 @@ Both predict factors for every song; ``evaluate`` ranks songs for each user with
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +28,17 @@ from musicrec.errors import MusicrecError
 from musicrec.io import load_params, section
 from musicrec.models.content import (
     ContentData,
+    ContentTuneConfig,
     SongFactorModel,
     content_stage_parser,
     load_content_data,
     publish_history,
+    publish_tuning,
     save_content_model,
     target_scaling,
+    training_values,
+    tune_content_model,
+    with_training_values,
 )
 from musicrec.models.training import (
     TrainConfig,
@@ -272,22 +277,37 @@ def bow_mlp_training(values: dict) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = content_stage_parser("bow", __doc__, ["bow", "bow_mlp"])
+    parser = content_stage_parser("bow", __doc__, ["bow", "bow_mlp", "tune_content"])
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = read_config(params, "bow", BowConfig)
     train_cfg = bow_mlp_training(section(params, "bow_mlp"))
-    with run_stage("bow", args, params, ("bow", "bow_mlp")) as (record, tracker):
+    tune_cfg = read_config(params, "tune_content", ContentTuneConfig)
+    with run_stage("bow", args, params, ("bow", "bow_mlp", "tune_content")) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {"mfcc": np.load(args.features / "mfcc.npy", mmap_mode="r")}
         vocabulary = BagOfWords(cfg).fit(features["mfcc"], data.train_songs)
-        histories = {}
-        for kind in ("linear", "mlp"):
-            model = BowModel(kind, cfg, train_cfg, vocabulary)
-            model.fit(features, data, args.checkpoints / model.name)
-            save_content_model(args.models, model, features, data)
-            histories[model.name] = getattr(model, "history", [])
-        publish_history("bow_mlp", histories["bow_mlp"], tracker, args.reports)
-        record.update(epochs=len(histories["bow_mlp"]))
+        linear = BowModel("linear", cfg, train_cfg, vocabulary)
+        save_content_model(
+            args.models, linear.fit(features, data, args.checkpoints / "bow_linear"), features, data
+        )
+
+        def make_mlp(values: dict) -> BowModel:
+            width_cfg = replace(cfg, hidden_units=values["width"])
+            return BowModel("mlp", width_cfg, with_training_values(train_cfg, values), vocabulary)
+
+        mlp, tuning = tune_content_model(
+            make_mlp,
+            training_values(train_cfg, cfg.hidden_units),
+            tune_cfg.bow_mlp,
+            features,
+            data,
+            tune_cfg,
+            args.checkpoints / "bow_mlp",
+        )
+        save_content_model(args.models, mlp, features, data)
+        publish_history("bow_mlp", mlp.history, tracker, args.reports)
+        publish_tuning("bow_mlp", tuning, tracker, args.reports)
+        record.update(epochs=len(mlp.history), tuning_trials=tuning["trials"])
     print(f"bow: bow_linear and bow_mlp -> {args.models}")
     return 0

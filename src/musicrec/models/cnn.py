@@ -22,7 +22,7 @@ runs are seeded and deterministic.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +34,13 @@ from musicrec.audio import ClipSpec
 from musicrec.errors import MusicrecError
 from musicrec.models.content import (
     ContentData,
+    ContentTuneConfig,
     SongFactorModel,
     run_training_stage,
     target_scaling,
+    training_values,
+    tune_content_model,
+    with_training_values,
 )
 from musicrec.models.factorization import confidence
 from musicrec.models.training import (
@@ -432,11 +436,27 @@ def main(argv: list[str] | None = None) -> int:
         cfg, run = read_config(params, "cnn", CNNConfig, CNNRun)
         train_cfg = read_config(params, "cnn_training", TrainConfig)
         clips = read_shared(params, "features", ClipSpec).clips
+        tune_cfg = read_config(params, "tune_content", ContentTuneConfig)
 
         def fit_all(features: dict, data: ContentData, checkpoints: Path):
             for objective in run.objectives:
-                model = CNNModel(objective, cfg, train_cfg, clips)
-                yield model.fit(features, data, checkpoints / model.name)
+
+                def make(values: dict, objective: str = objective) -> CNNModel:
+                    width_cfg = replace(cfg, dense_units=values["width"])
+                    training = with_training_values(train_cfg, values)
+                    return CNNModel(objective, width_cfg, training, clips)
+
+                model, tuning = tune_content_model(
+                    make,
+                    training_values(train_cfg, cfg.dense_units),
+                    tune_cfg.cnn,
+                    features,
+                    data,
+                    tune_cfg,
+                    checkpoints / f"cnn_{objective}",
+                )
+                model.tuning = tuning  # published by run_training_stage
+                yield model
 
         return train_cfg, fit_all
 

@@ -9,10 +9,12 @@ songs for each user by ``u_u' v_hat`` with the WMF user factors ``u_u``.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +23,12 @@ import scipy.sparse as sp
 from musicrec import registry
 from musicrec.dataset import check_same_songs, load_splits
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, read_tsv
+from musicrec.io import load_params, read_tsv, write_json
 from musicrec.models import distributed
+from musicrec.models.search import search, summary
 from musicrec.models.training import TrainConfig, pick_device, write_loss_curve
 from musicrec.models.vectors import ModelVectors, load_model, save_model
+from musicrec.ranking import mean_map, songs_task
 from musicrec.stage import run_stage, stage_parser
 from musicrec.tracking import Tracker
 
@@ -170,6 +174,119 @@ class SongFactorModel(ABC):
         """Rebuild a fitted model from ``save``'s folder."""
 
 
+@dataclass(frozen=True)
+class ContentTuneConfig:
+    """``tune_content`` in params.yaml: how many settings each content model's search tries
+    (0: params.yaml's own) and the shared search space of their training settings."""
+
+    seed: int = 0
+    map_k: int = 500
+    bow_mlp: int = 8  # trials of bow_mlp's search
+    dbn: int = 6  # trials of hldbn's search (its choice serves all three DBN models)
+    cnn: int = 0  # trials of each CNN's search: opt-in, a trial trains a CNN
+    learning_rate: tuple[float, float] = (1e-4, 1e-2)  # log-uniform range
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)  # log-uniform range
+    width: tuple[int, ...] = (64, 128, 256, 512)  # choices: hidden units of the model's net
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "width", tuple(int(w) for w in self.width))
+        ranges = (self.learning_rate, self.weight_decay)
+        if min(self.bow_mlp, self.dbn, self.cnn) < 0 or self.map_k < 1 or not self.width:
+            raise MusicrecError("tune_content: need trials >= 0, map_k >= 1 and some widths")
+        if any(len(r) != 2 or not 0 < r[0] <= r[1] for r in ranges) or min(self.width) < 1:
+            raise MusicrecError("tune_content: each range is [low, high] with 0 < low <= high")
+
+    def space(self) -> dict[str, tuple]:
+        return {
+            "learning_rate": ("log", *self.learning_rate),
+            "weight_decay": ("log", *self.weight_decay),
+            "width": ("choice", self.width),
+        }
+
+
+def training_values(train_cfg: TrainConfig, width: int) -> dict:
+    """params.yaml's own values of :meth:`ContentTuneConfig.space` for a model whose network
+    is ``width`` wide: the search's first trial."""
+    return {
+        "learning_rate": train_cfg.learning_rate,
+        "weight_decay": train_cfg.weight_decay,
+        "width": width,
+    }
+
+
+def with_training_values(train_cfg: TrainConfig, values: dict) -> TrainConfig:
+    """``train_cfg`` with a trial's learning rate and weight decay."""
+    return replace(
+        train_cfg, learning_rate=values["learning_rate"], weight_decay=values["weight_decay"]
+    )
+
+
+def validation_songs_map(
+    model: SongFactorModel, features: dict, data: ContentData, k: int, seed: int
+) -> float:
+    """mAP@k of a fitted content model on the validation songs, cold-like: every user with
+    training plays on them ranks them by the model's scores (``hybrid`` chooses its content
+    model on the same task)."""
+    predicted = model.predict(features, data.validation_songs)
+    songs = np.zeros((len(data.targets), predicted.shape[1]), np.float32)
+    songs[data.validation_songs] = predicted
+    vectors = ModelVectors(model.name, "", ["cold"], model.user_vectors(data), songs)
+    task = songs_task("validation", data.train_plays, data.validation_songs, 0, seed)
+    return mean_map(vectors, task, k, seed)
+
+
+def tune_content_model(
+    make: Callable[[dict], SongFactorModel],
+    own: dict,
+    trials: int,
+    features: dict,
+    data: ContentData,
+    cfg: ContentTuneConfig,
+    checkpoint_dir: Path,
+) -> tuple[SongFactorModel, dict]:
+    """Search a content model's training settings on the validation songs and fit it with
+    the chosen ones.
+
+    Parameters
+    ----------
+    make : callable
+        Values of ``cfg.space()`` (``learning_rate``, ``weight_decay``, ``width``) -> an
+        unfitted model with them.
+    own : dict
+        params.yaml's own values, the search's first trial.
+    trials : int
+        Settings tried; 0 fits ``make(own)`` without a search.
+    checkpoint_dir : Path
+        Each setting trains with its own checkpoints under it (an interrupted search resumes).
+
+    Returns
+    -------
+    model : SongFactorModel
+        Fitted with the chosen values: the very model its trial scored.
+    record : dict
+        :func:`musicrec.models.search.summary` of the search, for ``reports/tuning``.
+    """
+
+    def fit(values: dict) -> SongFactorModel:
+        name = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+        return make(values).fit(features, data, Path(checkpoint_dir) / name)
+
+    best: dict = {"score": -np.inf}  # the best model so far: the search's choice is kept
+
+    def objective(values: dict) -> float:
+        model = fit(values)
+        score = validation_songs_map(model, features, data, cfg.map_k, cfg.seed)
+        if score > best["score"]:
+            best.update(score=score, values=values, model=model)
+        return score
+
+    if not trials:
+        return fit(own), summary(own, own, [])
+    chosen, trace = search(cfg.space(), objective, trials, cfg.seed, own)
+    model = best["model"] if best.get("values") == chosen else fit(chosen)
+    return model, summary(chosen, own, trace)
+
+
 def load_predictor(directory: Path) -> SongFactorModel:
     """Load the ``predictor/`` folder of ``data/models/<name>/`` with the class the registry
     names for model ``<name>`` (:mod:`musicrec.registry`)."""
@@ -230,6 +347,14 @@ def publish_history(name: str, history: list[dict], tracker, reports: Path) -> N
         tracker.log_history(name, history)
 
 
+def publish_tuning(name: str, record: dict, tracker, reports: Path) -> None:
+    """A content model's search (:func:`tune_content_model`): ``<reports>/tuning/<name>.json``
+    and the stage's W&B run."""
+    if distributed.is_main():
+        write_json(Path(reports) / "tuning" / f"{name}.json", record)
+        tracker.log_metrics({f"tune_{name}": {k: v for k, v in record.items() if k != "trace"}})
+
+
 def content_stage_parser(name: str, doc: str, sections: list[str]) -> argparse.ArgumentParser:
     """The command line of a content-model stage: the usual folders plus features and
     checkpoints."""
@@ -258,12 +383,14 @@ def run_training_stage(
 ) -> int:
     """The ``main`` of a stage that trains content models with :func:`train` (``cnn``, ``dbn``).
 
-    ``configure(params)`` reads the stage's sections (``<stage>`` and ``<stage>_training``)
+    ``configure(params)`` reads the stage's sections (``<stage>``, ``<stage>_training`` and
+    ``tune_content``)
     and returns the training config and ``fit_all(features, data, checkpoints)``, which yields
     each model once fitted. Each is saved, its losses published and its epochs recorded;
     ``<stage>_training.processes`` > 1 reruns the stage under torchrun first.
     """
-    parser = content_stage_parser(stage, doc, [stage, f"{stage}_training"])
+    sections = (stage, f"{stage}_training", "tune_content")
+    parser = content_stage_parser(stage, doc, list(sections))
     args = parser.parse_args(argv)
     params = load_params(args.params)
     train_cfg, fit_all = configure(params)
@@ -271,12 +398,14 @@ def run_training_stage(
     if exit_code is not None:
         return exit_code
     names = []
-    with training_run(stage, args, params, (stage, f"{stage}_training")) as (record, tracker):
+    with training_run(stage, args, params, sections) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
         features = {k: np.load(args.features / f"{k}.npy", mmap_mode="r") for k in feature_names}
         for model in fit_all(features, data, args.checkpoints):
             save_content_model(args.models, model, features, data)
             publish_history(model.name, model.history, tracker, args.reports)
+            if getattr(model, "tuning", None) is not None:
+                publish_tuning(model.name, model.tuning, tracker, args.reports)
             record[f"{model.name}_epochs"] = len(model.history)
             names.append(model.name)
         record["device"] = str(pick_device(train_cfg.device))

@@ -34,7 +34,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +46,13 @@ from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.models.content import (
     ContentData,
+    ContentTuneConfig,
     SongFactorModel,
     run_training_stage,
     song_feature_vectors,
+    training_values,
+    tune_content_model,
+    with_training_values,
 )
 from musicrec.models.factorization import WMFConfig, confidence, fold_in
 from musicrec.models.rbm import DBN, PretrainConfig
@@ -353,18 +357,21 @@ def fit_models(
     features: dict,
     data: ContentData,
     checkpoint_dir: Path,
+    done: dict[str, DBNModel] | None = None,
 ) -> Iterator[DBNModel]:
-    """Fit the models of ``kinds`` in order, yielding each as soon as it is fitted.
+    """Fit the models of ``kinds`` in order, yielding each as soon as it is fitted (those
+    in ``done``, fitted already, as they are).
 
     ``hybrid_dbn`` starts from ``hldbn``'s network and user vectors when ``hldbn`` was fitted
     before it (see :meth:`DBNModel.fit`). Checkpoints go to ``checkpoint_dir/<kind>``.
     """
-    fitted: dict[str, DBNModel] = {}
+    fitted: dict[str, DBNModel] = dict(done or {})
     for kind in kinds:
-        start = fitted.get("hldbn") if kind == "hybrid_dbn" else None
-        model = DBNModel(kind, cfg, train_cfg)
-        fitted[kind] = model.fit(features, data, Path(checkpoint_dir) / kind, start_from=start)
-        yield model
+        if kind not in fitted:
+            start = fitted.get("hldbn") if kind == "hybrid_dbn" else None
+            model = DBNModel(kind, cfg, train_cfg)
+            fitted[kind] = model.fit(features, data, Path(checkpoint_dir) / kind, start_from=start)
+        yield fitted[kind]
 
 
 @dataclass(frozen=True)
@@ -383,9 +390,36 @@ def main(argv: list[str] | None = None) -> int:
     def configure(params: dict):
         cfg, run = read_config(params, "dbn", DBNConfig, DBNRun)
         train_cfg = read_config(params, "dbn_training", TrainConfig)
+        tune_cfg = read_config(params, "tune_content", ContentTuneConfig)
 
         def fit_all(features: dict, data: ContentData, checkpoints: Path):
-            return fit_models(run.models, cfg, train_cfg, features, data, checkpoints)
+            if "hldbn" not in run.models:  # the search is hldbn's
+                return fit_models(run.models, cfg, train_cfg, features, data, checkpoints)
+
+            def make(values: dict) -> DBNModel:
+                width_cfg = replace(cfg, layers=(values["width"], *cfg.layers[1:]))
+                return DBNModel("hldbn", width_cfg, with_training_values(train_cfg, values))
+
+            hldbn, tuning = tune_content_model(
+                make,
+                training_values(train_cfg, cfg.layers[0]),
+                tune_cfg.dbn,
+                features,
+                data,
+                tune_cfg,
+                checkpoints / "hldbn",
+            )
+            hldbn.tuning = tuning  # published by run_training_stage
+            # The choice serves the other DBN models too (they share hldbn's network).
+            return fit_models(
+                run.models,
+                hldbn.cfg,
+                hldbn.train_cfg,
+                features,
+                data,
+                checkpoints,
+                {"hldbn": hldbn},
+            )
 
         return train_cfg, fit_all
 

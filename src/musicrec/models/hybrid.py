@@ -55,7 +55,7 @@ from musicrec.models.vectors import (
     save_interleaved,
     save_model,
 )
-from musicrec.ranking import build_task, mean_map, plays_part
+from musicrec.ranking import build_task, mean_map, plays_part, songs_task
 from musicrec.stage import read_config, run_stage, stage_parser
 
 HYBRID_SPLITS = list(registry.SPLITS)
@@ -132,11 +132,7 @@ def pick_content_model(
     """The content model that ranks the validation songs best (cold-like), and every score
     (over a sample of ``max_users`` users when > 0)."""
     validation = np.flatnonzero(splits.songs["validation"].to_numpy())
-    warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
-    train = splits.matrices["train"]
-    task = build_task(
-        "validation", warm_users, validation, sp.csr_matrix(train.shape), train, max_users, seed
-    )
+    task = songs_task("validation", splits.matrices["train"], validation, max_users, seed)
     scores = {m.name: mean_map(m, task, k, seed) for m in candidates}
     return next(m for m in candidates if m.name == _best(scores)), scores
 

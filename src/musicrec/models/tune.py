@@ -16,7 +16,6 @@ values, validation mAP, seconds).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import median_high
@@ -25,6 +24,7 @@ from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, write_json
 from musicrec.models.factorization import WMFConfig, fit_wmf
+from musicrec.models.search import search, summary
 from musicrec.models.vectors import ModelVectors
 from musicrec.ranking import holdout_task, mean_map
 from musicrec.stage import read_config, run_stage, stage_parser
@@ -72,42 +72,23 @@ def tune_wmf(splits: Splits, base: WMFConfig, cfg: TuneConfig) -> tuple[WMFConfi
     """
     if cfg.trials == 0:
         return base, []
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     fit_plays, task = holdout_task(splits, cfg.holdout, cfg.seed, cfg.max_users)
-    trace: list[dict] = []
+    space = {
+        "factors": ("choice", cfg.factors),
+        "regularization": ("log", *cfg.regularization),
+        "alpha": ("log", *cfg.alpha),
+        "eps": ("log", *cfg.eps),
+        "iterations": ("int", *cfg.iterations),
+    }
 
-    def objective(trial) -> float:
-        values = {
-            "factors": trial.suggest_categorical("factors", list(cfg.factors)),
-            "regularization": trial.suggest_float("regularization", *cfg.regularization, log=True),
-            "alpha": trial.suggest_float("alpha", *cfg.alpha, log=True),
-            "eps": trial.suggest_float("eps", *cfg.eps, log=True),
-            "iterations": trial.suggest_int("iterations", *cfg.iterations),
-        }
-        start = time.perf_counter()
+    def objective(values: dict) -> float:
         users, songs = fit_wmf(fit_plays, replace(base, **values), show_progress=False)
-        model = ModelVectors("trial", "", ["warm"], users, songs)
-        score = mean_map(model, task, cfg.map_k, cfg.seed)
-        trace.append(
-            {
-                "trial": trial.number,
-                **values,
-                "validation_map": score,
-                "seconds": round(time.perf_counter() - start, 3),
-            }
+        return mean_map(
+            ModelVectors("trial", "", ["warm"], users, songs), task, cfg.map_k, cfg.seed
         )
-        return score
 
-    study = optuna.create_study(
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed)
-    )
-    defaults = tuned_values(base)
-    if base.factors in cfg.factors:  # params.yaml's values first: never worse than them
-        study.enqueue_trial(defaults)
-    study.optimize(objective, n_trials=cfg.trials, show_progress_bar=True)
-    return replace(base, **study.best_trial.params), trace
+    best, trace = search(space, objective, cfg.trials, cfg.seed, tuned_values(base))
+    return replace(base, **best), trace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,23 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     base = read_config(params, "wmf", WMFConfig)
     with run_stage("tune", args, params, ("tune", "wmf")) as (record, tracker):
         chosen, trace = tune_wmf(load_splits(args.split), base, cfg)
-        best = max(trace, key=lambda t: t["validation_map"]) if trace else None
-        # The trial of params.yaml's own values (the first, unless its factors are outside
-        # the search space): None when the search never tried them.
-        defaults = tuned_values(base)
-        own = next((t for t in trace if all(t[k] == v for k, v in defaults.items())), None)
-        summary = {
-            "chosen": tuned_values(chosen),
-            "validation_map": best["validation_map"] if best else None,
-            "params_yaml_map": own["validation_map"] if own else None,
-            "trials": len(trace),
-        }
+        result = summary(tuned_values(chosen), tuned_values(base), trace)
         with atomic_path(args.out) as tmp:
             tmp.mkdir()
-            write_json(tmp / "wmf.json", summary["chosen"])
-        write_json(args.reports / "tuning" / "wmf.json", {**summary, "trace": trace})
-        tracker.log_metrics({"tune_wmf": summary})
+            write_json(tmp / "wmf.json", result["chosen"])
+        write_json(args.reports / "tuning" / "wmf.json", result)
+        tracker.log_metrics({"tune_wmf": {k: v for k, v in result.items() if k != "trace"}})
         seconds = [t["seconds"] for t in trace]
         record.update(trials=len(trace), seconds_per_trial=median_high(seconds) if trace else None)
-    print(f"tune: WMF {summary['chosen']} (validation mAP {summary['validation_map']})")
+    print(f"tune: WMF {result['chosen']} (validation mAP {result['validation_map']})")
     return 0
