@@ -33,3 +33,27 @@ def test_hldbn_ahead_agrees_and_overlapping_intervals_are_said_to_overlap():
 
 def test_no_models_no_findings():
     assert findings_section({"random": {"cold": {"map@500": 0.03}}}, {}) == ""
+
+
+def test_the_tuning_section_shows_each_search_against_params_own_settings(tmp_path):
+    from musicrec.io import write_json
+    from musicrec.report import tuning_section
+
+    write_json(
+        tmp_path / "bow_mlp.json",
+        {
+            "chosen": {"learning_rate": 0.00123456, "width": 128},
+            "validation_map": 0.25,
+            "params_yaml_map": 0.2,
+            "trials": 8,
+            "trace": [],
+        },
+    )
+    write_json(
+        tmp_path / "cnn_mse.json",
+        {"chosen": {}, "validation_map": None, "params_yaml_map": None, "trials": 0, "trace": []},
+    )
+    text = tuning_section(tmp_path)
+    assert "| `bow_mlp` | 8 | learning_rate 0.00123, width 128 | 0.2500 | 0.2000 |" in text
+    assert "cnn_mse" not in text  # no search, nothing to show
+    assert tuning_section(tmp_path / "missing") == ""

@@ -22,7 +22,7 @@ Then, as for any folder (README "Your own data")::
 
     musicrec ingest --triplets train_triplets.txt --tracks unique_tracks.txt \\
         --mismatches sid_mismatches.txt --previews /data/msd_previews --out data/msd
-    dvc exp run -S data.root=data/msd -S features.clip_seconds=30 -S evaluate.max_users=20000
+    dvc exp run -S data.root=data/msd -S evaluate.max_users=20000
 """
 
 from __future__ import annotations

@@ -205,6 +205,36 @@ def hybrid_choice_section(choice: dict) -> str:
     )
 
 
+def tuning_section(tuning_dir: Path) -> str:
+    """Each search's choice (``reports/tuning/<model>.json``): its values and validation mAP
+    against params.yaml's own settings."""
+    lines = [
+        "| model | trials | chosen | validation mAP@500 | params.yaml's |",
+        "|---|---|---|---|---|",
+    ]
+    for path in sorted(Path(tuning_dir).glob("*.json")):
+        record = read_json(path)
+        if not record["trials"]:
+            continue
+        chosen = ", ".join(
+            f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in record["chosen"].items()
+        )
+        own = record["params_yaml_map"]
+        own_text = f"{own:.4f}" if own is not None else "not tried"
+        lines.append(
+            f"| `{path.stem}` | {record['trials']} | {chosen} | "
+            f"{record['validation_map']:.4f} | {own_text} |"
+        )
+    if len(lines) == 2:
+        return ""
+    return (
+        "Settings chosen by Optuna's TPE on validation tasks of training plays only (WMF: held-"
+        "out plays of warm users; content models: the validation songs, cold-like); "
+        "params.yaml's own settings are the first trial.\n\n" + "\n".join(lines)
+    )
+
+
 def _rule_kind(choice: dict) -> str:
     kind = choice.get("weight_rule", {}).get("kind", "global")
     return "one weight for every song" if kind == "global" else "per song, from its listeners"
@@ -383,6 +413,9 @@ def build_report(reports: Path, split_dir: Path) -> str:
     choice_path = reports / "hybrid.json"
     if choice_path.exists():
         parts += ["## Hybrid choices", hybrid_choice_section(read_json(choice_path))]
+    tuning = tuning_section(reports / "tuning")
+    if tuning:
+        parts += ["## Tuning", tuning]
     agreement = factor_agreement_table(means)
     if agreement:
         parts += ["## Predicted song factors on cold songs", agreement]
