@@ -402,3 +402,20 @@ def test_cnn_refuses_features_whose_frames_do_not_split_into_its_clips(tiny_cont
     features, data, _ = tiny_content
     with pytest.raises(MusicrecError, match="not a multiple of features.clips 5"):
         CNNModel("mse", CNN_CFG, TRAIN_CFG, clips=5)._training_inputs(features["logmel"], data)
+
+
+def test_the_bag_of_words_reuses_a_transform_only_for_the_same_frames_and_songs(tiny_content):
+    from musicrec.models.bow import BagOfWords
+
+    features, data, _ = tiny_content
+    vocabulary = BagOfWords(BOW_CFG).fit(features["mfcc"], data.train_songs)
+    first = vocabulary.transform(features["mfcc"], data.train_songs)
+    first[:] = 0.0  # a caller's change does not reach the cache
+    again = vocabulary.transform(features["mfcc"], data.train_songs)
+    assert np.abs(again).sum() > 0
+    other = np.ascontiguousarray(features["mfcc"][::-1])  # other frames, same shape
+    flipped = vocabulary.transform(other, data.train_songs)
+    np.testing.assert_array_equal(
+        flipped, BagOfWords.transform(vocabulary, other.copy(), data.train_songs)
+    )
+    assert not np.array_equal(flipped, again)

@@ -78,9 +78,14 @@ class BagOfWords:
         self.cfg = cfg
         self.frame_mean = self.frame_std = self.centres = None
         self.pca_mean = self.pca_components = None
+        # Transforms already computed: (frames array, rows, result), the array held so that it
+        # is the same object, not one that reuses its id. A search fits bow_mlp once per trial
+        # on the same songs, and the words of every frame cost more than the MLP.
+        self._transformed: list[tuple[np.ndarray, bytes, np.ndarray]] = []
 
     def fit(self, frames: np.ndarray, rows: np.ndarray) -> BagOfWords:
         """Learn the vocabulary and PCA from songs ``rows`` of ``frames`` [(n, dims, t)]."""
+        self._transformed.clear()
         rng = np.random.default_rng(self.cfg.seed)
         n_frames = frames.shape[2]
         take = min(self.cfg.frames_per_song, n_frames)
@@ -122,8 +127,14 @@ class BagOfWords:
         return np.log1p(100 * out)
 
     def transform(self, frames: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """PCA vectors [shape=(len(rows), n_components)]."""
-        return (self.histograms(frames, rows) - self.pca_mean) @ self.pca_components.T
+        """PCA vectors [shape=(len(rows), n_components)] (a copy: callers may change it)."""
+        key = np.asarray(rows, np.int64).tobytes()
+        for seen, seen_key, result in self._transformed:
+            if seen is frames and seen_key == key:
+                return result.copy()
+        result = (self.histograms(frames, rows) - self.pca_mean) @ self.pca_components.T
+        self._transformed = [*self._transformed[-3:], (frames, key, result)]  # 4 at most
+        return result.copy()
 
     def state(self) -> dict[str, np.ndarray]:
         return {
