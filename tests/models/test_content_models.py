@@ -385,6 +385,9 @@ def test_cnn_windows_span_every_clip_and_never_cross_from_one_to_the_next():
     assert (per_window.min(axis=1) == per_window.max(axis=1)).all()  # one clip each
     # Half-window hop over 40 frames: starts 0, 8, 16, 24 (the last one flush with the end).
     assert list(per_window[:, 0]) == [0.0] * 4 + [1.0] * 4 + [2.0] * 4
+    # The same clip three times (a short file): its windows once, the same mean.
+    repeated = np.tile(spectrogram[:, :40], 3)
+    np.testing.assert_array_equal(model._windows(repeated), model._windows(spectrogram)[:4])
 
 
 def test_cnn_training_crops_stay_inside_one_clip(tiny_content):

@@ -183,11 +183,17 @@ class CNNModel(SongFactorModel):
         return np.divide(out, self.scales["mel_std"][:, None], out=out)
 
     def _windows(self, spectrogram: np.ndarray) -> np.ndarray:
-        """Windows spanning each of a song's clips with a half-window hop, no window across
-        two clips [shape=(n, n_mels, window)]."""
+        """Windows spanning each of a song's distinct clips with a half-window hop, no window
+        across two clips [shape=(n, n_mels, window)]."""
         width = self.cfg.window_frames
+        clips = np.split(spectrogram, self.clips, axis=1)
+        # A clip equal to an earlier one (a file too short for distinct clips) adds windows
+        # equal to its, which leave the mean as it is: they are not computed again.
+        distinct = [
+            c for i, c in enumerate(clips) if not any(np.array_equal(c, d) for d in clips[:i])
+        ]
         windows = []
-        for clip in np.split(spectrogram, self.clips, axis=1):
+        for clip in distinct:
             n_frames = clip.shape[1]
             if n_frames < width:
                 clip = np.pad(clip, ((0, 0), (0, width - n_frames)), mode="edge")
