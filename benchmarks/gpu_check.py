@@ -419,7 +419,8 @@ def models_part(work: Path, params: dict, device, args, report: Report) -> list[
         lines += [
             "",
             "CPU s/epoch of the reference run is the `cnn` (`dbn`) stage's wall time in "
-            "`reports/timings/` divided by its epochs, over its models: loading and saving "
+            "`reports/timings/`, less its searches' time on settings not kept, divided by its "
+            "epochs, over its models: loading and saving "
             "included, so it flatters the GPU a little; the throughput part below compares "
             "like with like.",
         ]
@@ -427,7 +428,8 @@ def models_part(work: Path, params: dict, device, args, report: Report) -> list[
 
 
 def committed_cpu_timings(timings_dir: Path) -> dict:
-    """CPU seconds per epoch of a pipeline run: stage wall time over its epochs."""
+    """CPU seconds per epoch of a pipeline run: stage wall time, less the time its searches
+    spent on settings not kept (``<model>_search_seconds``), over its epochs."""
     out = {}
     for stage_name, names in (("cnn", MODELS[:2]), ("dbn", MODELS[2:])):
         path = timings_dir / f"{stage_name}.json"
@@ -435,9 +437,10 @@ def committed_cpu_timings(timings_dir: Path) -> dict:
             continue
         timing = json.loads(path.read_text())
         epochs = sum(int(timing.get(f"{n}_epochs", 0)) for n in names)
+        searching = sum(float(timing.get(f"{n}_search_seconds", 0)) for n in names)
         for n in names:
             if epochs:
-                out[n] = timing["wall_seconds"] / epochs
+                out[n] = (timing["wall_seconds"] - searching) / epochs
     return out
 
 

@@ -80,6 +80,10 @@ def test_a_content_search_keeps_the_model_of_its_best_trial(tiny_content, tmp_pa
     again = validation_songs_map(refit, features, data, TUNE.map_k, TUNE.seed)
     assert again == validation_songs_map(model, features, data, TUNE.map_k, TUNE.seed)
     assert again == record["validation_map"]
+    # The time of the settings not kept: all trials' but the chosen one's.
+    kept = next(t["seconds"] for t in trace if t["validation_map"] == record["validation_map"])
+    total = sum(t["seconds"] for t in trace)
+    assert record["search_seconds"] == pytest.approx(total - kept, abs=1e-3)
 
 
 def test_no_trials_fits_params_own_settings(tiny_content, tmp_path):
@@ -87,6 +91,7 @@ def test_no_trials_fits_params_own_settings(tiny_content, tmp_path):
     own = training_values(TRAIN, BOW.hidden_units)
     model, record = tune_content_model(make_mlp, own, 0, features, data, TUNE, tmp_path)
     assert record["chosen"] == own and record["trace"] == [] and record["trials"] == 0
+    assert record["search_seconds"] == 0.0
     assert model.cfg == BOW and model.train_cfg == TRAIN
 
 

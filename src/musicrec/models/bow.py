@@ -319,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         save_content_model(args.models, mlp, features, data)
         publish_history("bow_mlp", mlp.history, tracker, args.reports)
         publish_tuning("bow_mlp", tuning, tracker, args.reports)
-        record.update(epochs=len(mlp.history), tuning_trials=tuning["trials"])
+        record.update(
+            epochs=len(mlp.history),
+            tuning_trials=tuning["trials"],
+            bow_mlp_search_seconds=tuning["search_seconds"],
+        )
     print(f"bow: bow_linear and bow_mlp -> {args.models}")
     return 0

@@ -281,10 +281,17 @@ def tune_content_model(
         return score
 
     if not trials:
-        return fit(own), summary(own, own, [])
+        return fit(own), {**summary(own, own, []), "search_seconds": 0.0}
     chosen, trace = search(cfg.space(), objective, trials, cfg.seed, own)
-    model = best["model"] if best.get("values") == chosen else fit(chosen)
-    return model, summary(chosen, own, trace)
+    reused = best.get("values") == chosen
+    model = best["model"] if reused else fit(chosen)
+    record = summary(chosen, own, trace)
+    # Time spent on settings not kept: the stage's wall time less this is the kept model's.
+    kept = (
+        next(t["seconds"] for t in trace if t["validation_map"] == best["score"]) if reused else 0
+    )
+    record["search_seconds"] = round(sum(t["seconds"] for t in trace) - kept, 3)
+    return model, record
 
 
 def load_predictor(directory: Path) -> SongFactorModel:
@@ -406,6 +413,7 @@ def run_training_stage(
             publish_history(model.name, model.history, tracker, args.reports)
             if getattr(model, "tuning", None) is not None:
                 publish_tuning(model.name, model.tuning, tracker, args.reports)
+                record[f"{model.name}_search_seconds"] = model.tuning["search_seconds"]
             record[f"{model.name}_epochs"] = len(model.history)
             names.append(model.name)
         record["device"] = str(pick_device(train_cfg.device))
