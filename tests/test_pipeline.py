@@ -48,11 +48,12 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     for model in ("hldbn", "hldbn_nopretrain", "hybrid_dbn", "hybrid_weighted", "hybrid_mixed"):
         assert set(metrics[model]) == EVERY_SPLIT
     assert set(metrics["content_profile"]) == {"cold_user"}
+    assert set(metrics["context"]) == {"cold", "all"}  # the tiny world's songs.csv: artist
     assert (project / "reports" / "plots" / "cnn_wpe_loss.csv").exists()
     assert json.loads((project / "reports" / "hybrid.json").read_text())["content_model"]
     # Tracking (offline here): one W&B run per tracked stage; the evaluate run holds the metrics.
     runs = list((project / "wandb").glob("offline-run-*"))
-    assert len(runs) == 8  # tune, ridge, bow, cnn, dbn, hybrid, evaluate, report
+    assert len(runs) == 9  # tune, ridge, context, bow, cnn, dbn, hybrid, evaluate, report
     saved = [json.loads(p.read_text()) for p in project.glob("wandb/*/files/musicrec_metrics.json")]
     assert metrics in saved
     html = (project / "reports" / "report.html").read_text()
@@ -73,6 +74,7 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
         "tune",
         "wmf",
         "ridge",
+        "context",
         "bow",
         "cnn",
         "dbn",

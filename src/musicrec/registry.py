@@ -56,6 +56,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("tune", "musicrec.models.tune", "WMF's settings chosen on validation (Optuna TPE)"),
     Stage("wmf", "musicrec.models.wmf", "weighted matrix factorisation and the upper bound"),
     Stage("ridge", "musicrec.models.ridge", "stats_ridge: ridge on a clip's plain statistics"),
+    Stage("context", "musicrec.models.context", "context: song vectors from songs.csv metadata"),
     Stage("bow", "musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
     Stage("cnn", "musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),
     Stage("dbn", "musicrec.models.dbn", "Wang & Wang's DBN: hldbn, hldbn_nopretrain, hybrid_dbn"),
@@ -74,6 +75,7 @@ REFERENCE = "reference"  # a yardstick: knows nothing, or saw the held-out plays
 BASELINE = "baseline"  # deployable, not personalised: what any model must beat
 COLLABORATIVE = "collaborative"
 CONTENT = "content"  # song vectors from audio
+CONTEXT = "context"  # song vectors from metadata (artist, album, genre, year)
 HYBRID = "hybrid"
 NEW_USER = "new_user"
 
@@ -85,7 +87,7 @@ class ModelSpec:
     name : its folder under ``data/models/`` and its key in ``metrics.json``.
     stage : the stage that writes it.
     family : :data:`REFERENCE`, :data:`BASELINE`, :data:`COLLABORATIVE`, :data:`CONTENT`,
-        :data:`HYBRID` or :data:`NEW_USER`.
+        :data:`CONTEXT`, :data:`HYBRID` or :data:`NEW_USER`.
     recommends : whether ``recommend`` may pick it as the best model (references such as
         ``upper_bound``, which saw held-out plays, and ``random`` may not).
     predictor : ``"module:Class"`` of the fitted model kept in ``<folder>/predictor/`` (the
@@ -119,6 +121,7 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("wmf", "wmf", COLLABORATIVE),
     ModelSpec("upper_bound", "wmf", REFERENCE, recommends=False),
     ModelSpec("stats_ridge", "ridge", CONTENT, predictor="musicrec.models.ridge:RidgeModel"),
+    ModelSpec("context", "context", CONTEXT),
     ModelSpec("bow_linear", "bow", CONTENT, predictor=_BOW),
     ModelSpec("bow_mlp", "bow", CONTENT, predictor=_BOW),
     ModelSpec("cnn_mse", "cnn", CONTENT, predictor=_CNN),

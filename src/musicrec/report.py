@@ -380,6 +380,16 @@ def timings_section(timings_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def skipped_models_text(timings_dir: Path) -> str:
+    """The models a stage skipped, with its reason (a stage's timing record ``skipped``)."""
+    lines = []
+    for stage in STAGE_ORDER:
+        path = timings_dir / f"{stage}.json"
+        if path.exists() and "skipped" in (record := json.loads(path.read_text())):
+            lines.append(f"- `{stage}` skipped: {record['skipped']}")
+    return "\n".join(lines)
+
+
 def build_report(reports: Path, split_dir: Path) -> str:
     """Write the plots and return the report's markdown (images referenced relative to it)."""
     means = read_json(reports / "metrics.json")
@@ -408,6 +418,9 @@ def build_report(reports: Path, split_dir: Path) -> str:
         if any(split in v for v in means.values()):
             parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
     findings = findings_section(means, intervals)
+    skipped = skipped_models_text(reports / "timings")
+    if skipped:
+        findings = f"{findings}\n\n{skipped}" if findings else skipped
     if findings:
         parts = parts[:3] + ["## Findings", findings] + parts[3:]
     choice_path = reports / "hybrid.json"

@@ -221,6 +221,28 @@ def with_training_values(train_cfg: TrainConfig, values: dict) -> TrainConfig:
     )
 
 
+def ridge_weights(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """Ridge weights [shape=(d_in + 1, d_out)] from ``x`` [(n, d_in)] to ``y`` [(n, d_out)],
+    the last row the intercept (not penalised). Closed form."""
+    x1 = np.hstack([x, np.ones((len(x), 1))])
+    penalty = alpha * np.eye(x1.shape[1])
+    penalty[-1, -1] = 0.0
+    return np.linalg.solve(x1.T @ x1 + penalty, x1.T @ y)
+
+
+def choose_ridge(
+    x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, alphas: tuple[float, ...]
+) -> tuple[float, np.ndarray, dict[float, float]]:
+    """The penalty of ``alphas`` whose ridge on ``(x, y)`` predicts ``y_val`` from ``x_val``
+    with the least mean squared error, its weights (:func:`ridge_weights`) and every
+    penalty's error."""
+    fitted = {a: ridge_weights(x, y, a) for a in alphas}
+    x_val1 = np.hstack([x_val, np.ones((len(x_val), 1))])
+    errors = {a: float(np.mean((x_val1 @ w - y_val) ** 2)) for a, w in fitted.items()}
+    best = min(errors, key=errors.get)
+    return best, fitted[best], errors
+
+
 def validation_songs_map(
     model: SongFactorModel, features: dict, data: ContentData, k: int, seed: int
 ) -> float:

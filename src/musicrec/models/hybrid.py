@@ -253,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         candidates = [
             m
             for m in (load_model(d, splits.index_digest) for d in discover_models(args.models))
-            if m.predicts == "wmf_song_factors" and m.name not in hybrid_names
+            # Audio models only: the hybrids are CF + audio (the context filter is its own
+            # family, registry.CONTEXT).
+            if m.predicts == "wmf_song_factors"
+            and m.name not in hybrid_names
+            and registry.model(m.name).family == registry.CONTENT
         ]
         if not candidates:
             raise MusicrecError(

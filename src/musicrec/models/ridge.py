@@ -22,6 +22,7 @@ from musicrec.io import load_params
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
+    choose_ridge,
     content_stage_parser,
     load_content_data,
     save_content_model,
@@ -41,14 +42,6 @@ class RidgeConfig:
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         if not self.alphas or min(self.alphas) <= 0:
             raise MusicrecError("ridge.alphas: a non-empty list of penalties > 0")
-
-
-def _solve(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
-    """Ridge weights [shape=(d_in + 1, d_out)], the last row the intercept (not penalised)."""
-    x1 = np.hstack([x, np.ones((len(x), 1))])
-    penalty = alpha * np.eye(x1.shape[1])
-    penalty[-1, -1] = 0.0
-    return np.linalg.solve(x1.T @ x1 + penalty, x1.T @ y)
 
 
 class RidgeModel(SongFactorModel):
@@ -76,16 +69,12 @@ class RidgeModel(SongFactorModel):
         y = (data.targets[data.train_songs] - y_mean) / y_scale
         x_val = self._inputs(features, data.validation_songs)
         y_val = (data.targets[data.validation_songs] - y_mean) / y_scale
-        errors = {
-            a: float(np.mean((np.hstack([x_val, np.ones((len(x_val), 1))]) @ _solve(x, y, a)
-                              - y_val) ** 2))
-            for a in self.cfg.alphas
-        }  # fmt: skip
-        self.alpha = min(errors, key=errors.get)
+        self.alpha, self.arrays["weights"], errors = choose_ridge(
+            x, y, x_val, y_val, self.cfg.alphas
+        )
         self.history = [
             {"epoch": i, "alpha": a, "val_loss": e} for i, (a, e) in enumerate(errors.items())
         ]
-        self.arrays["weights"] = _solve(x, y, self.alpha)
         return self
 
     def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:

@@ -1,0 +1,219 @@
+"""Stage ``context``: the seed paper's context-based filter, a song's vector from its metadata.
+
+A new song has no plays, but often an artist, an album, a genre or a year that songs with plays
+share. For each metadata column of ``songs.csv`` named in ``context.columns`` (any categorical
+column), a song's input is the mean WMF factors of the training songs with the same value,
+shrunk towards the training songs' global mean by ``context.shrinkage`` pseudo-songs:
+
+    m_c(v) = (sum of the factors of the n training songs with value v + k * global mean) / (n + k)
+
+(the global mean itself where the value is empty or no training song has it; a training song's
+own factors are left out of its own mean, so the fit learns how far a value's mean carries to
+a song *not* in it, as for a cold song). Ridge regression from the concatenated column means to
+the song's factors, fitted on the training songs with the penalty of ``context.alphas`` that
+predicts the validation songs best, combines the columns: it learns how much each column says.
+Song vectors are scored with the WMF user factors, on ``cold`` and ``all`` as the audio models.
+
+A data folder without ``songs.csv``, or without any of the columns, gets no ``context`` model:
+the stage writes ``data/models/context/skipped.json`` with the reason (which the report shows)
+and ``evaluate`` finds no model there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from musicrec import registry
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path, load_params, read_tsv, write_json
+from musicrec.models.content import (
+    ContentData,
+    choose_ridge,
+    content_stage_parser,
+    load_content_data,
+    target_scaling,
+)
+from musicrec.models.vectors import ModelVectors, save_model
+from musicrec.stage import DataConfig, read_config, run_stage
+
+NAME = "context"
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """``context`` in params.yaml."""
+
+    columns: tuple[str, ...] = ("artist", "album", "genre", "year")  # those songs.csv has
+    shrinkage: float = 5.0  # pseudo-songs of the global mean in each value's mean
+    alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        if not self.columns or "song_id" in self.columns:
+            raise MusicrecError("context.columns: metadata columns of songs.csv, not song_id")
+        if self.shrinkage < 0 or not self.alphas or min(self.alphas) <= 0:
+            raise MusicrecError("context: need shrinkage >= 0 and penalties > 0")
+
+
+def read_metadata(root: Path, song_ids: pd.Series, columns: tuple[str, ...]) -> pd.DataFrame:
+    """The ``columns`` of ``<root>/songs.csv`` that exist, one row per song of ``song_ids`` in
+    that order, as text ("" where a song or a value is missing).
+
+    Raises
+    ------
+    MusicrecError
+        When songs.csv cannot be read as CSV text (saying which file and why).
+    """
+    path = Path(root) / "songs.csv"
+    if not path.exists():
+        return pd.DataFrame(index=range(len(song_ids)))
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise MusicrecError(
+            f"{path}: cannot be read as UTF-8 CSV ({type(exc).__name__}: {exc}); fix the file "
+            "or remove it (the context model is then skipped)"
+        ) from exc
+    if "song_id" not in table.columns:
+        raise MusicrecError(f"{path}: no song_id column (header: {', '.join(table.columns)})")
+    present = [c for c in columns if c in table.columns]
+    table = table.drop_duplicates("song_id").set_index("song_id")[present]
+    return table.reindex(song_ids.to_numpy()).fillna("").reset_index(drop=True)
+
+
+def skip_reason(root: Path, metadata: pd.DataFrame, columns: tuple[str, ...]) -> str | None:
+    """Why no context model can be fitted from ``metadata`` (:func:`read_metadata`'s), or None."""
+    path = Path(root) / "songs.csv"
+    if not path.exists():
+        return f"{path} is absent"
+    if metadata.columns.empty:
+        return f"{path} has none of the columns {', '.join(columns)} (context.columns)"
+    if not (metadata != "").any().any():
+        return f"{path} has no value in {', '.join(metadata.columns)} for these songs"
+    return None
+
+
+def value_means(
+    values: pd.Series, targets: np.ndarray, source: np.ndarray, shrinkage: float
+) -> np.ndarray:
+    """Each song's shrunk mean of the factors of the ``source`` songs sharing its value.
+
+    Parameters
+    ----------
+    values : pd.Series [shape=(n_songs,)] one column's text per song ("" = unknown).
+    targets : np.ndarray [shape=(n_songs, d)] WMF song factors.
+    source : np.ndarray  indices of the songs whose factors make the means (training songs);
+        a source song's own factors are left out of its own mean.
+    shrinkage : float  pseudo-songs of the global source mean added to every value's mean.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_songs, d), float64]
+    """
+    codes, uniques = pd.factorize(values.to_numpy())  # "" gets a code too: masked below
+    codes = np.where(values.to_numpy() == "", -1, codes)
+    d = targets.shape[1]
+    sums = np.zeros((len(uniques) + 1, d))  # the last row: unknown values, always empty
+    counts = np.zeros(len(uniques) + 1)
+    src_codes = codes[source]
+    known = src_codes >= 0
+    np.add.at(sums, src_codes[known], targets[source][known])
+    np.add.at(counts, src_codes[known], 1.0)
+    global_mean = targets[source].mean(axis=0)
+    song_sums, song_counts = sums[codes].copy(), counts[codes].copy()  # code -1: the last row
+    own = np.zeros(len(values), bool)
+    own[source] = True
+    own &= codes >= 0
+    song_sums[own] -= targets[own]
+    song_counts[own] -= 1.0
+    weight = song_counts + shrinkage
+    means = (song_sums + shrinkage * global_mean) / np.where(weight > 0, weight, 1.0)[:, None]
+    return np.where(weight[:, None] > 0, means, global_mean)  # no song and no shrinkage
+
+
+def fit_context(
+    metadata: pd.DataFrame, data: ContentData, cfg: ContextConfig
+) -> tuple[np.ndarray, dict]:
+    """Every song's context vector and what the fit chose.
+
+    Returns
+    -------
+    vectors : np.ndarray [shape=(n_songs, d), float32] predicted WMF song factors.
+    summary : dict  the columns used, their known share among cold-like songs, the penalty and
+        the validation error of each penalty.
+    """
+    columns = list(metadata.columns)
+    means = [
+        value_means(metadata[c], data.targets, data.train_songs, cfg.shrinkage) for c in columns
+    ]
+    x = np.hstack(means)
+    y_mean, y_scale = target_scaling(data.targets[data.train_songs])
+    y = (data.targets - y_mean) / y_scale
+    alpha, weights, errors = choose_ridge(
+        x[data.train_songs],
+        y[data.train_songs],
+        x[data.validation_songs],
+        y[data.validation_songs],
+        cfg.alphas,
+    )
+    vectors = np.hstack([x, np.ones((len(x), 1))]) @ weights * y_scale + y_mean
+    train_values = {c: set(metadata[c].to_numpy()[data.train_songs]) - {""} for c in columns}
+    others = np.setdiff1d(data.songs, data.train_songs)
+    summary = {
+        "columns": columns,
+        # Share of the songs outside training whose value some training song shares.
+        "known_share": {
+            c: round(
+                float(np.isin(metadata[c].to_numpy()[others], list(train_values[c])).mean()), 4
+            )
+            for c in columns
+        },
+        "alpha": alpha,
+        "validation_error": errors,
+    }
+    return vectors.astype(np.float32), summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = content_stage_parser(NAME, __doc__, ["data.root", NAME])
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = read_config(params, NAME, ContextConfig)
+    root = Path(read_config(params, "data", DataConfig).root)
+    out = args.models / NAME
+    with run_stage(NAME, args, params, (NAME,)) as (record, tracker):
+        data = load_content_data(args.split, args.models / "wmf", args.features)
+        songs = read_tsv(args.features / "songs.tsv")["song_id"]
+        metadata = read_metadata(root, songs, cfg.columns)
+        reason = skip_reason(root, metadata, cfg.columns)
+        if reason:
+            with atomic_path(out) as tmp:
+                tmp.mkdir()
+                write_json(tmp / "skipped.json", {"model": NAME, "reason": reason})
+            record.update(skipped=reason)
+            print(f"context: skipped ({reason})")
+            return 0
+        vectors, summary = fit_context(metadata, data, cfg)
+        save_model(
+            ModelVectors(
+                NAME,
+                "metadata (" + ", ".join(summary["columns"]) + "): shrunk means of the "
+                "training songs' WMF factors per value, combined by ridge",
+                list(registry.CONTENT_SPLITS),
+                data.user_factors,
+                vectors,
+                predicts="wmf_song_factors",
+            ),
+            out,
+            index=data.index_digest,
+        )
+        write_json(out / "context.json", summary)
+        tracker.log_metrics({NAME: {"alpha": summary["alpha"], **summary["known_share"]}})
+        record.update(columns=summary["columns"], alpha=summary["alpha"])
+    print(f"context: {', '.join(summary['columns'])} (alpha {summary['alpha']:g}) -> {out}")
+    return 0
