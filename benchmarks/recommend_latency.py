@@ -114,7 +114,7 @@ def thirty_second_files(project: Path, folder: Path, n_files: int) -> list[Path]
 
 def time_new_song(project: Path, n_files: int) -> tuple[dict[str, np.ndarray], list[str], float]:
     """Milliseconds per 30-s file for ``new_song`` and for its features alone; the load time."""
-    from musicrec.audio_features import compute_song_features, load_mono_clip
+    from musicrec.audio_features import compute_clips_features, load_mono_clips
 
     start = time.perf_counter()
     recommender = Recommender(project)
@@ -129,7 +129,7 @@ def time_new_song(project: Path, n_files: int) -> tuple[dict[str, np.ndarray], l
             recommender.new_song(path)
             ours.append(time.perf_counter() - start)
             start = time.perf_counter()
-            compute_song_features(load_mono_clip(path, cfg), cfg)
+            compute_clips_features(load_mono_clips(path, cfg), cfg)
             features.append(time.perf_counter() - start)
         kinds = sorted({p.suffix for p in files})
     times = {"new_song": np.array(ours) * 1000, "features only": np.array(features) * 1000}
