@@ -99,8 +99,8 @@ def compute_features(
 ) -> dict:
     """Compute (or take from the cache) every song's features and stack them in ``out_dir``.
 
-    Writes ``logmel.npy`` [shape=(n_songs, n_mels, n_frames), float16], ``mfcc.npy``
-    [shape=(n_songs, 3 * n_mfcc, n_frames), float16], ``songs.tsv`` (row order) and
+    Writes ``logmel.npy`` [shape=(n_songs, n_mels, clips * n_frames), float16], ``mfcc.npy``
+    [shape=(n_songs, 3 * n_mfcc, clips * n_frames), float16], ``songs.tsv`` (row order) and
     ``features.json`` (params and shapes). Returns counts of computed and cached songs.
 
     Songs missing from the cache are computed in chunks of 16 by ``backend`` (``local``
