@@ -46,6 +46,8 @@ class FeatureConfig:
     n_mfcc: int = 20
     clip_seconds: float = 10.0
     offset_seconds: float = 0.0
+    # params.yaml asks for 3 clips from the middle; these defaults are what a features.json
+    # written before the two keys existed meant (one clip from offset_seconds).
     clips: int = 1
     clip_position: str = "start"
 
