@@ -279,7 +279,8 @@ def tune_content_model(
     trials : int
         Settings tried; 0 fits ``make(own)`` without a search.
     checkpoint_dir : Path
-        Each setting trains with its own checkpoints under it (an interrupted search resumes).
+        Each setting trains with its own checkpoints in a folder under it (an interrupted
+        search resumes); without a search, in it.
 
     Returns
     -------
@@ -302,8 +303,9 @@ def tune_content_model(
             best.update(score=score, values=values, model=model)
         return score
 
-    if not trials:
-        return fit(own), {**summary(own, own, []), "search_seconds": 0.0}
+    if not trials:  # no search: the checkpoints where an unsearched model keeps them
+        model = make(own).fit(features, data, Path(checkpoint_dir))
+        return model, {**summary(own, own, []), "search_seconds": 0.0}
     chosen, trace = search(cfg.space(), objective, trials, cfg.seed, own)
     reused = best.get("values") == chosen
     model = best["model"] if reused else fit(chosen)
