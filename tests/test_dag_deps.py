@@ -103,8 +103,6 @@ def test_the_hybrids_and_evaluate_follow_every_model_they_read():
     """A change to an audio model re-runs the hybrids that may pick it (those scored with WMF's
     user factors: not the DBN's, which learn their own); any model, evaluate."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    audio = {
-        f"data/models/{m}" for m in registry.models(family=registry.CONTENT) if "dbn" not in m
-    }
+    audio = {f"data/models/{m}" for m in registry.models(family=registry.CONTENT) if "dbn" not in m}
     assert audio and audio <= set(stages["hybrid"]["deps"])
     assert {f"data/models/{m}" for m in registry.MODEL_NAMES} <= set(stages["evaluate"]["deps"])
