@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             ),
             out,
             index=data.index_digest,
+            config=summary,  # config.json: the columns used, their coverage, the penalty
         )
-        write_json(out / "context.json", summary)
         tracker.log_metrics({NAME: {"alpha": summary["alpha"], **summary["known_share"]}})
         record.update(columns=summary["columns"], alpha=summary["alpha"])
     print(f"context: {', '.join(summary['columns'])} (alpha {summary['alpha']:g}) -> {out}")
