@@ -54,7 +54,13 @@ def test_an_unknown_model_is_a_clear_error():
     with pytest.raises(MusicrecError, match="no model 'nope'.*known: random"):
         registry.model("nope")
     assert registry.models(family=registry.CONTENT, stage="cnn") == ("cnn_mse", "cnn_wpe")
-    assert set(registry.yardsticks()) == {"random", "popularity_oracle", "upper_bound"}
+    assert set(registry.yardsticks()) == {
+        "random",
+        "popularity_oracle",
+        "upper_bound",
+        "stats_ridge_shuffled",
+        "bow_linear_shuffled",
+    }
 
 
 def test_a_toy_model_with_one_registry_entry_is_scored_reported_and_recommended(

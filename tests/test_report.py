@@ -57,3 +57,20 @@ def test_the_tuning_section_shows_each_search_against_params_own_settings(tmp_pa
     assert "| `bow_mlp` | 8 | learning_rate 0.00123, width 128 | 0.2500 | 0.2000 |" in text
     assert "cnn_mse" not in text  # no search, nothing to show
     assert tuning_section(tmp_path / "missing") == ""
+
+
+def test_each_audio_model_is_judged_against_its_shuffled_control():
+    means = {
+        "bow_linear": {"cold": {"map@500": 0.09}},
+        "bow_linear_shuffled": {"cold": {"map@500": 0.03}},
+        "stats_ridge": {"cold": {"map@500": 0.031}},
+        "stats_ridge_shuffled": {"cold": {"map@500": 0.03}},
+    }
+    intervals = {
+        name: {"cold": {"map@500": [v["cold"]["map@500"] - 0.005, v["cold"]["map@500"] + 0.005]}}
+        for name, v in means.items()
+    }
+    text = findings_section(means, intervals)
+    assert "`bow_linear` against its shuffled control" in text
+    assert "ahead, intervals apart: real audio signal" in text
+    assert "intervals overlap: not shown to use the audio" in text  # stats_ridge's

@@ -121,8 +121,12 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("wmf", "wmf", COLLABORATIVE),
     ModelSpec("upper_bound", "wmf", REFERENCE, recommends=False),
     ModelSpec("stats_ridge", "ridge", CONTENT, predictor="musicrec.models.ridge:RidgeModel"),
+    # Shuffled controls: the model fitted on audio paired with other songs' factors. What it
+    # scores is not audio signal; an audio model is useful only ahead of its control.
+    ModelSpec("stats_ridge_shuffled", "ridge", REFERENCE, recommends=False),
     ModelSpec("context", "context", CONTEXT),
     ModelSpec("bow_linear", "bow", CONTENT, predictor=_BOW),
+    ModelSpec("bow_linear_shuffled", "bow", REFERENCE, recommends=False),
     ModelSpec("bow_mlp", "bow", CONTENT, predictor=_BOW),
     ModelSpec("cnn_mse", "cnn", CONTENT, predictor=_CNN),
     ModelSpec("cnn_wpe", "cnn", CONTENT, predictor=_CNN),

@@ -166,6 +166,15 @@ def findings_section(means: dict, intervals: dict) -> str:
             f"- Cold songs, the best learnt audio model against ridge on the clip's plain "
             f"statistics: {text} ({words[verdict]})."
         )
+    for control in (m for m in means if m.endswith("_shuffled")):
+        model = control.removesuffix("_shuffled")
+        if "cold" in means.get(model, {}) and "cold" in means[control]:
+            text, verdict = _versus(means, intervals, model, control, "cold")
+            useful = "real audio signal" if verdict == 1 else "not shown to use the audio"
+            lines.append(
+                f"- Cold songs, `{model}` against its shuffled control (audio paired with "
+                f"other songs' factors): {text} ({words[verdict]}: {useful})."
+            )
     if "hldbn" in means and "hldbn_nopretrain" in means:
         text, verdict = _versus(means, intervals, "hldbn", "hldbn_nopretrain", "cold")
         lines.append(f"- Pre-training, cold songs: {text} ({words[verdict]}).")

@@ -30,11 +30,13 @@ from musicrec.models.content import (
     ContentData,
     ContentTuneConfig,
     SongFactorModel,
+    as_control,
     content_stage_parser,
     load_content_data,
     publish_history,
     publish_tuning,
     save_content_model,
+    shuffled_targets,
     target_scaling,
     training_values,
     tune_content_model,
@@ -302,6 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         save_content_model(
             args.models, linear.fit(features, data, args.checkpoints / "bow_linear"), features, data
         )
+        control = BowModel("linear", cfg, train_cfg, vocabulary)
+        control.fit(features, shuffled_targets(data), args.checkpoints / "bow_linear_shuffled")
+        save_content_model(args.models, as_control(control), features, data)
 
         def make_mlp(values: dict) -> BowModel:
             width_cfg = replace(cfg, hidden_units=values["width"])
@@ -324,5 +329,5 @@ def main(argv: list[str] | None = None) -> int:
             tuning_trials=tuning["trials"],
             bow_mlp_search_seconds=tuning["search_seconds"],
         )
-    print(f"bow: bow_linear and bow_mlp -> {args.models}")
+    print(f"bow: bow_linear (and its shuffled control) and bow_mlp -> {args.models}")
     return 0

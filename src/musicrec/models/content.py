@@ -318,6 +318,30 @@ def tune_content_model(
     return model, record
 
 
+SHUFFLED = "_shuffled"  # the suffix of a model's shuffled control
+
+
+def shuffled_targets(data: ContentData, seed: int = 0) -> ContentData:
+    """``data`` with the training songs' targets dealt out among them at random: a model fitted
+    on it pairs each song's audio with another song's factors. The shuffled control of an audio
+    model (``<model>_shuffled``): what it scores is what the model scores without any real
+    audio signal. The validation songs keep their own targets, so the control's settings are
+    chosen as the model's are."""
+    rng = np.random.default_rng([seed, 23])
+    targets = data.targets.copy()
+    targets[data.train_songs] = data.targets[rng.permutation(data.train_songs)]
+    return replace(data, targets=targets)
+
+
+def as_control(model: SongFactorModel) -> SongFactorModel:
+    """Name a model fitted on :func:`shuffled_targets` as its control (``<name>_shuffled``)."""
+    model.name = f"{model.name}{SHUFFLED}"
+    model.description = (
+        f"shuffled control of {model.description}: audio paired with other songs' factors"
+    )
+    return model
+
+
 def load_predictor(directory: Path) -> SongFactorModel:
     """Load the ``predictor/`` folder of ``data/models/<name>/`` with the class the registry
     names for model ``<name>`` (:mod:`musicrec.registry`)."""
@@ -330,8 +354,9 @@ def save_content_model(
 ) -> np.ndarray:
     """Predict every song's vector and write the model folder ``evaluate`` reads.
 
-    The folder also holds ``predictor/``, the fitted model (for recommending new songs).
-    Returns the predictions [shape=(n_songs, d)].
+    The folder also holds ``predictor/``, the fitted model (for recommending new songs), except
+    for a shuffled control, which nothing recommends with. Returns the predictions
+    [shape=(n_songs, d)].
     """
     predicted = model.predict(features, data.songs).astype(np.float32)
     if not distributed.is_main():
@@ -346,7 +371,7 @@ def save_content_model(
             predicts="wmf_song_factors" if model.predicts_wmf_factors else None,
         ),
         Path(models_dir) / model.name,
-        predictor=model,
+        predictor=None if model.name.endswith(SHUFFLED) else model,
         index=data.index_digest,
     )
     return predicted

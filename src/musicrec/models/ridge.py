@@ -22,10 +22,12 @@ from musicrec.io import load_params
 from musicrec.models.content import (
     ContentData,
     SongFactorModel,
+    as_control,
     choose_ridge,
     content_stage_parser,
     load_content_data,
     save_content_model,
+    shuffled_targets,
     song_feature_vectors,
     target_scaling,
 )
@@ -111,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         }
         model = RidgeModel(cfg).fit(features, data, args.checkpoints)
         save_content_model(args.models, model, features, data)
-        record.update(alpha=model.alpha)
-    print(f"ridge: stats_ridge (alpha {model.alpha:g}) -> {args.models}")
+        control = as_control(
+            RidgeModel(cfg).fit(features, shuffled_targets(data), args.checkpoints)
+        )
+        save_content_model(args.models, control, features, data)
+        record.update(alpha=model.alpha, control_alpha=control.alpha)
+    print(f"ridge: stats_ridge (alpha {model.alpha:g}) and its shuffled control -> {args.models}")
     return 0
