@@ -230,6 +230,11 @@ def ridge_weights(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     return np.linalg.solve(x1.T @ x1 + penalty, x1.T @ y)
 
 
+def ridge_predict(x: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``x`` [(n, d_in)] through :func:`ridge_weights`' weights (intercept last)."""
+    return np.hstack([x, np.ones((len(x), 1))]) @ weights
+
+
 def choose_ridge(
     x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, alphas: tuple[float, ...]
 ) -> tuple[float, np.ndarray, dict[float, float]]:
@@ -237,8 +242,7 @@ def choose_ridge(
     with the least mean squared error, its weights (:func:`ridge_weights`) and every
     penalty's error."""
     fitted = {a: ridge_weights(x, y, a) for a in alphas}
-    x_val1 = np.hstack([x_val, np.ones((len(x_val), 1))])
-    errors = {a: float(np.mean((x_val1 @ w - y_val) ** 2)) for a, w in fitted.items()}
+    errors = {a: float(np.mean((ridge_predict(x_val, w) - y_val) ** 2)) for a, w in fitted.items()}
     best = min(errors, key=errors.get)
     return best, fitted[best], errors
 

@@ -35,6 +35,7 @@ from musicrec.models.content import (
     choose_ridge,
     content_stage_parser,
     load_content_data,
+    ridge_predict,
     target_scaling,
 )
 from musicrec.models.vectors import ModelVectors, save_model
@@ -161,7 +162,7 @@ def fit_context(
         y[data.validation_songs],
         cfg.alphas,
     )
-    vectors = np.hstack([x, np.ones((len(x), 1))]) @ weights * y_scale + y_mean
+    vectors = ridge_predict(x, weights) * y_scale + y_mean
     train_values = {c: set(metadata[c].to_numpy()[data.train_songs]) - {""} for c in columns}
     others = np.setdiff1d(data.songs, data.train_songs)
     summary = {

@@ -26,6 +26,7 @@ from musicrec.models.content import (
     choose_ridge,
     content_stage_parser,
     load_content_data,
+    ridge_predict,
     save_content_model,
     shuffled_targets,
     song_feature_vectors,
@@ -81,7 +82,7 @@ class RidgeModel(SongFactorModel):
 
     def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:
         x = self._inputs(features, rows)
-        y = np.hstack([x, np.ones((len(x), 1))]) @ self.arrays["weights"]
+        y = ridge_predict(x, self.arrays["weights"])
         return (y * self.arrays["y_scale"] + self.arrays["y_mean"]).astype(np.float32)
 
     def save(self, directory: Path) -> None:
