@@ -11,10 +11,8 @@ from musicrec.errors import MusicrecError
 from musicrec.models.bow import BowConfig, BowModel
 from musicrec.models.content import (
     ContentTuneConfig,
-    training_values,
     tune_content_model,
     validation_songs_map,
-    with_training_values,
 )
 from musicrec.models.search import search, summary
 from musicrec.models.training import TrainConfig
@@ -57,18 +55,25 @@ BOW = BowConfig(vocabulary_size=8, frames_per_song=24, pca_components=4, hidden_
 TUNE = ContentTuneConfig(bow_mlp=3, width=(8, 16), learning_rate=(1e-3, 1e-2))
 
 
-def make_mlp(values: dict) -> BowModel:
-    return BowModel(
-        "mlp",
-        dataclasses.replace(BOW, hidden_units=values["width"]),
-        with_training_values(TRAIN, values),
-    )
+def make_mlp(width: int, training: TrainConfig) -> BowModel:
+    return BowModel("mlp", dataclasses.replace(BOW, hidden_units=width), training)
+
+
+def own_values() -> dict:
+    """params' own settings, as a search's trace names them."""
+    return {
+        "learning_rate": TRAIN.learning_rate,
+        "weight_decay": TRAIN.weight_decay,
+        "width": BOW.hidden_units,
+    }
 
 
 def test_a_content_search_keeps_the_model_of_its_best_trial(tiny_content, tmp_path):
     features, data, _ = tiny_content
-    own = training_values(TRAIN, BOW.hidden_units)
-    model, record = tune_content_model(make_mlp, own, 3, features, data, TUNE, tmp_path)
+    own = own_values()
+    model, record = tune_content_model(
+        make_mlp, TRAIN, BOW.hidden_units, 3, features, data, TUNE, tmp_path
+    )
     trace = record["trace"]
     assert len(trace) == 3 and {k: trace[0][k] for k in own} == own
     assert record["validation_map"] == max(t["validation_map"] for t in trace)
@@ -76,7 +81,10 @@ def test_a_content_search_keeps_the_model_of_its_best_trial(tiny_content, tmp_pa
     assert model.cfg.hidden_units == chosen["width"]
     assert model.train_cfg.learning_rate == chosen["learning_rate"]
     # The model returned is the one its trial scored: refitting the choice gives its score.
-    refit = make_mlp(chosen).fit(features, data, tmp_path / "refit")
+    chosen_training = dataclasses.replace(
+        TRAIN, learning_rate=chosen["learning_rate"], weight_decay=chosen["weight_decay"]
+    )
+    refit = make_mlp(chosen["width"], chosen_training).fit(features, data, tmp_path / "refit")
     again = validation_songs_map(refit, features, data, TUNE.map_k, TUNE.seed)
     assert again == validation_songs_map(model, features, data, TUNE.map_k, TUNE.seed)
     assert again == record["validation_map"]
@@ -88,8 +96,10 @@ def test_a_content_search_keeps_the_model_of_its_best_trial(tiny_content, tmp_pa
 
 def test_no_trials_fits_params_own_settings(tiny_content, tmp_path):
     features, data, _ = tiny_content
-    own = training_values(TRAIN, BOW.hidden_units)
-    model, record = tune_content_model(make_mlp, own, 0, features, data, TUNE, tmp_path)
+    own = own_values()
+    model, record = tune_content_model(
+        make_mlp, TRAIN, BOW.hidden_units, 0, features, data, TUNE, tmp_path
+    )
     assert record["chosen"] == own and record["trace"] == [] and record["trials"] == 0
     assert record["search_seconds"] == 0.0
     assert model.cfg == BOW and model.train_cfg == TRAIN

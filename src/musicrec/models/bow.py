@@ -38,9 +38,7 @@ from musicrec.models.content import (
     save_content_model,
     shuffled_targets,
     target_scaling,
-    training_values,
     tune_content_model,
-    with_training_values,
 )
 from musicrec.models.training import (
     TrainConfig,
@@ -308,13 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         control.fit(features, shuffled_targets(data), args.checkpoints / "bow_linear_shuffled")
         save_content_model(args.models, as_control(control), features, data)
 
-        def make_mlp(values: dict) -> BowModel:
-            width_cfg = replace(cfg, hidden_units=values["width"])
-            return BowModel("mlp", width_cfg, with_training_values(train_cfg, values), vocabulary)
+        def make_mlp(width: int, training: TrainConfig) -> BowModel:
+            return BowModel("mlp", replace(cfg, hidden_units=width), training, vocabulary)
 
         mlp, tuning = tune_content_model(
             make_mlp,
-            training_values(train_cfg, cfg.hidden_units),
+            train_cfg,
+            cfg.hidden_units,
             tune_cfg.bow_mlp,
             features,
             data,

@@ -38,9 +38,7 @@ from musicrec.models.content import (
     SongFactorModel,
     run_training_stage,
     target_scaling,
-    training_values,
     tune_content_model,
-    with_training_values,
 )
 from musicrec.models.factorization import confidence
 from musicrec.models.training import (
@@ -447,14 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         def fit_all(features: dict, data: ContentData, checkpoints: Path):
             for objective in run.objectives:
 
-                def make(values: dict, objective: str = objective) -> CNNModel:
-                    width_cfg = replace(cfg, dense_units=values["width"])
-                    training = with_training_values(train_cfg, values)
-                    return CNNModel(objective, width_cfg, training, clips)
+                def make(width: int, training: TrainConfig, objective: str = objective):
+                    return CNNModel(objective, replace(cfg, dense_units=width), training, clips)
 
                 model, tuning = tune_content_model(
                     make,
-                    training_values(train_cfg, cfg.dense_units),
+                    train_cfg,
+                    cfg.dense_units,
                     tune_cfg.cnn,
                     features,
                     data,

@@ -204,23 +204,6 @@ class ContentTuneConfig:
         }
 
 
-def training_values(train_cfg: TrainConfig, width: int) -> dict:
-    """params.yaml's own values of :meth:`ContentTuneConfig.space` for a model whose network
-    is ``width`` wide: the search's first trial."""
-    return {
-        "learning_rate": train_cfg.learning_rate,
-        "weight_decay": train_cfg.weight_decay,
-        "width": width,
-    }
-
-
-def with_training_values(train_cfg: TrainConfig, values: dict) -> TrainConfig:
-    """``train_cfg`` with a trial's learning rate and weight decay."""
-    return replace(
-        train_cfg, learning_rate=values["learning_rate"], weight_decay=values["weight_decay"]
-    )
-
-
 def ridge_weights(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     """Ridge weights [shape=(d_in + 1, d_out)] from ``x`` [(n, d_in)] to ``y`` [(n, d_out)],
     the last row the intercept (not penalised). Closed form."""
@@ -262,8 +245,9 @@ def validation_songs_map(
 
 
 def tune_content_model(
-    make: Callable[[dict], SongFactorModel],
-    own: dict,
+    make: Callable[[int, TrainConfig], SongFactorModel],
+    train_cfg: TrainConfig,
+    width: int,
     trials: int,
     features: dict,
     data: ContentData,
@@ -276,12 +260,14 @@ def tune_content_model(
     Parameters
     ----------
     make : callable
-        Values of ``cfg.space()`` (``learning_rate``, ``weight_decay``, ``width``) -> an
-        unfitted model with them.
-    own : dict
-        params.yaml's own values, the search's first trial.
+        ``(width, training config)`` -> an unfitted model whose network is that wide and
+        trains with that config.
+    train_cfg, width : TrainConfig, int
+        params.yaml's own training config and width: the search's first trial, and what a
+        trial's ``learning_rate`` and ``weight_decay`` (:meth:`ContentTuneConfig.space`)
+        replace.
     trials : int
-        Settings tried; 0 fits ``make(own)`` without a search.
+        Settings tried; 0 fits params.yaml's own without a search.
     checkpoint_dir : Path
         Each setting trains with its own checkpoints in a folder under it (an interrupted
         search resumes); without a search, in it.
@@ -294,9 +280,21 @@ def tune_content_model(
         :func:`musicrec.models.search.summary` of the search, for ``reports/tuning``.
     """
 
+    own = {
+        "learning_rate": train_cfg.learning_rate,
+        "weight_decay": train_cfg.weight_decay,
+        "width": width,
+    }
+
+    def build(values: dict) -> SongFactorModel:
+        training = replace(
+            train_cfg, learning_rate=values["learning_rate"], weight_decay=values["weight_decay"]
+        )
+        return make(values["width"], training)
+
     def fit(values: dict) -> SongFactorModel:
         name = hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
-        return make(values).fit(features, data, Path(checkpoint_dir) / name)
+        return build(values).fit(features, data, Path(checkpoint_dir) / name)
 
     best: dict = {"score": -np.inf}  # the best model so far: the search's choice is kept
 
@@ -308,7 +306,7 @@ def tune_content_model(
         return score
 
     if not trials:  # no search: the checkpoints where an unsearched model keeps them
-        model = make(own).fit(features, data, Path(checkpoint_dir))
+        model = build(own).fit(features, data, Path(checkpoint_dir))
         return model, {**summary(own, own, []), "search_seconds": 0.0}
     chosen, trace = search(cfg.space(), objective, trials, cfg.seed, own)
     reused = best.get("values") == chosen

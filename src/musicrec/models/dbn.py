@@ -50,9 +50,7 @@ from musicrec.models.content import (
     SongFactorModel,
     run_training_stage,
     song_feature_vectors,
-    training_values,
     tune_content_model,
-    with_training_values,
 )
 from musicrec.models.factorization import WMFConfig, confidence, fold_in
 from musicrec.models.rbm import DBN, PretrainConfig
@@ -396,13 +394,13 @@ def main(argv: list[str] | None = None) -> int:
             if "hldbn" not in run.models:  # the search is hldbn's
                 return fit_models(run.models, cfg, train_cfg, features, data, checkpoints)
 
-            def make(values: dict) -> DBNModel:
-                width_cfg = replace(cfg, layers=(values["width"], *cfg.layers[1:]))
-                return DBNModel("hldbn", width_cfg, with_training_values(train_cfg, values))
+            def make(width: int, training: TrainConfig) -> DBNModel:
+                return DBNModel("hldbn", replace(cfg, layers=(width, *cfg.layers[1:])), training)
 
             hldbn, tuning = tune_content_model(
                 make,
-                training_values(train_cfg, cfg.layers[0]),
+                train_cfg,
+                cfg.layers[0],
                 tune_cfg.dbn,
                 features,
                 data,
