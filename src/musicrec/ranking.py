@@ -244,18 +244,24 @@ def holdout_task(
     per_user = np.bincount(train.row, minlength=train.shape[0])[train.row]
     held_out = rank < np.minimum(np.round(share * per_user), per_user - 1)
     fit_plays = plays_part(train, ~held_out)
+    task = warm_task("validation", splits, fit_plays, plays_part(train, held_out), max_users, seed)
+    return fit_plays, task
+
+
+def warm_task(
+    name: str,
+    splits: Splits,
+    excluded: sp.csr_matrix,
+    relevant: sp.csr_matrix,
+    max_users: int = 0,
+    seed: int = 0,
+) -> SplitTask:
+    """Warm users ranking the warm songs, ``excluded`` plays left out and ``relevant`` ones to
+    find (all users x all songs): the validation tasks made of training plays (WMF's search,
+    the hybrid's weight) are of this kind."""
     warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
     warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
-    task = build_task(
-        "validation",
-        warm_users,
-        warm_songs,
-        fit_plays,
-        plays_part(train, held_out),
-        max_users,
-        seed,
-    )
-    return fit_plays, task
+    return build_task(name, warm_users, warm_songs, excluded, relevant, max_users, seed)
 
 
 def plays_part(plays: sp.coo_matrix, mask: np.ndarray) -> sp.csr_matrix:

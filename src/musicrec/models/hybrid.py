@@ -55,7 +55,7 @@ from musicrec.models.vectors import (
     save_interleaved,
     save_model,
 )
-from musicrec.ranking import build_task, mean_map, plays_part, songs_task
+from musicrec.ranking import mean_map, plays_part, songs_task, warm_task
 from musicrec.stage import read_config, run_stage, stage_parser
 
 HYBRID_SPLITS = list(registry.SPLITS)
@@ -170,16 +170,8 @@ def choose_weight(
     # answer. Those songs take the refit's CF vectors as their content part, so each rule is
     # judged where content is honest, on the validation songs no content model trained on.
     content_songs = np.where(validation[:, None], content.song_vectors @ rotation, songs)
-    warm_songs = np.flatnonzero(splits.songs["role"].to_numpy() == "warm")
-    warm_users = np.flatnonzero(splits.users["role"].to_numpy() == "warm")
-    task = build_task(
-        "hybrid-validation",
-        warm_users,
-        warm_songs,
-        refit_train,
-        plays_part(train, ~keep),
-        cfg.max_users,
-        cfg.seed,
+    task = warm_task(
+        "hybrid-validation", splits, refit_train, plays_part(train, ~keep), cfg.max_users, cfg.seed
     )
     results = {}
     for rule in candidate_rules(cfg):
