@@ -44,3 +44,34 @@ def test_max_users_scores_a_fixed_uniform_sample_of_each_split(splits):
     assert split_tasks(splits, max_users=10**6)["warm"].users.tolist() == (
         every["warm"].users.tolist()
     )
+
+
+def test_cold_new_artist_view_ranks_the_new_artists_cold_songs_only(splits):
+    assert "cold_new_artist" not in split_tasks(splits)  # no artists: no view
+    plays = splits.matrices["all"].tocoo()
+    log = pd.DataFrame(
+        {"user_id": [f"u{u:03d}" for u in plays.row], "song_id": [f"s{s:03d}" for s in plays.col]}
+    ).assign(play_count=plays.data)
+    artists = np.array([f"a{s // 6}" for s in range(120)])
+    cfg = SplitConfig(seed=1, new_artist_fraction=0.1)
+    with_artists = make_splits(log, [f"s{s:03d}" for s in range(120)], cfg, artists)
+    tasks = split_tasks(with_artists)
+    view, cold = tasks["cold_new_artist"], tasks["cold"]
+    new = np.flatnonzero(with_artists.songs["new_artist"])
+    assert view.candidates.tolist() == new.tolist() and len(new) == 12
+    assert np.isin(view.candidates, cold.candidates).all()
+    assert view.excluded.nnz == 0
+    # every warm user with training plays and a play on a new artist's song; those plays
+    test = with_artists.matrices["cold_test"][:, new].tocsr()
+    warm = (with_artists.users["role"] == "warm").to_numpy()
+    warm &= np.diff(with_artists.matrices["train"].indptr) > 0
+    assert view.users.tolist() == np.flatnonzero(warm & (np.diff(test.indptr) > 0)).tolist()
+    assert (view.relevant != test[view.users]).nnz == 0
+
+
+def test_a_view_scores_the_models_of_its_split():
+    from musicrec import registry
+
+    assert registry.scores_on(["cold", "all"], "cold_new_artist")
+    assert registry.scores_on(list(registry.SPLITS), "cold_new_artist")
+    assert not registry.scores_on(["warm", "cold_user"], "cold_new_artist")

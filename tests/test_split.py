@@ -8,7 +8,7 @@ import pytest
 
 from musicrec.dataset import load_splits, write_splits
 from musicrec.errors import MusicrecError
-from musicrec.split import SplitConfig, make_splits
+from musicrec.split import SplitConfig, make_splits, new_artist_songs
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,40 @@ def test_same_seed_same_splits_and_round_trip(plays, splits, tmp_path):
 def test_bad_fraction_is_refused():
     with pytest.raises(MusicrecError, match="cold_song_fraction"):
         SplitConfig(cold_song_fraction=1.5)
+    with pytest.raises(MusicrecError, match="new_artist_fraction must not exceed"):
+        SplitConfig(cold_song_fraction=0.1, new_artist_fraction=0.2)
+
+
+def test_new_artists_are_held_out_whole_among_the_cold_songs(plays, splits):
+    artists = np.array([f"a{s // 5}" for s in range(100)])  # 20 artists of 5 songs
+    artists[:3] = ""  # songs without an artist are never a new artist's
+    cfg = SplitConfig(seed=1, new_artist_fraction=0.1)
+    with_artists = make_splits(plays, [f"s{s}" for s in range(100)], cfg, artists)
+    songs = with_artists.songs
+    new = songs["new_artist"].to_numpy()
+    assert new.sum() == 10  # two whole artists: the target, 10% of 100 songs
+    assert set(songs.loc[new, "role"]) == {"cold"}
+    for artist in set(artists[new]):
+        assert new[artists == artist].all()  # every song of a new artist
+        assert with_artists.matrices["train"][:, artists == artist].nnz == 0
+    assert "" not in set(artists[new])
+    # The cold split keeps its size; the new artists' songs are part of it.
+    assert (songs["role"] == "cold").sum() == (splits.songs["role"] == "cold").sum() == 20
+
+
+def test_without_artists_the_split_is_the_one_before_new_artists(plays, splits):
+    cfg = SplitConfig(seed=1, new_artist_fraction=0.1)
+    for artists in (None, np.array([""] * 100), np.array(["one artist"] * 100)):
+        same = make_splits(plays, [f"s{s}" for s in range(100)], cfg, artists)
+        assert not same.songs["new_artist"].any()
+        assert pattern(same.matrices["cold_test"]) == pattern(splits.matrices["cold_test"])
+
+
+def test_new_artist_choice_never_lets_one_prolific_artist_swallow_the_cold_split():
+    artists = np.array(["big"] * 90 + ["small"] * 4 + ["tiny"] * 2 + ["mid"] * 4)
+    for seed in range(10):
+        chosen = new_artist_songs(artists, 0.05, seed)  # target 5 songs, at most 7.5
+        assert not chosen[:90].any() and 2 <= chosen.sum() <= 7
+    only_big = np.array(["big"] * 90 + ["other"] * 10)
+    assert new_artist_songs(only_big, 0.01, 0).sum() == 10  # none fits: the smallest
+    assert not new_artist_songs(artists, 0.0, 0).any()

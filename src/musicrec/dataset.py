@@ -56,7 +56,8 @@ def check_same_songs(expected: pd.Series, found: pd.Series, what: str, fix: str)
 class Splits:
     """The outcome of :func:`make_splits`.
 
-    songs : ``song_id``, ``role`` (warm | cold), ``validation`` (bool), in index order.
+    songs : ``song_id``, ``role`` (warm | cold), ``validation`` (bool), ``new_artist`` (bool: a
+        cold song of an artist held out whole), in index order.
     users : ``user_id``, ``role`` (warm | cold_user), in index order.
     matrices : name -> CSR [shape=(n_users, n_songs)] of play counts, names in ``MATRICES``.
     """
@@ -78,6 +79,7 @@ def write_splits(splits: Splits, out_dir: Path) -> dict:
             "total": len(splits.songs),
             **splits.songs["role"].value_counts().to_dict(),
             "validation": int(splits.songs["validation"].sum()),
+            "new_artist": int(splits.songs["new_artist"].sum()),
         },
         "users": {"total": len(splits.users), **splits.users["role"].value_counts().to_dict()},
         "pairs": {name: int(m.nnz) for name, m in splits.matrices.items()},
@@ -96,6 +98,7 @@ def load_splits(split_dir: Path) -> Splits:
     """Read what :func:`write_splits` wrote."""
     split_dir = Path(split_dir)
     songs, users = read_tsv(split_dir / "songs.tsv"), read_tsv(split_dir / "users.tsv")
-    songs["validation"] = songs["validation"].astype(str).str.lower() == "true"
+    for flag in ("validation", "new_artist"):  # a split written before new artists: none
+        songs[flag] = songs.get(flag, pd.Series(False, index=songs.index)).astype(str).str.lower() == "true"
     matrices = {name: sp.load_npz(split_dir / f"{name}.npz").tocsr() for name in MATRICES}
     return Splits(songs, users, matrices)

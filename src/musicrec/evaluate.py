@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from musicrec import registry
 from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, write_json
@@ -56,7 +57,7 @@ def evaluate_models(
     means: dict = {}
     intervals: dict = {}
     per_user: dict = {name: {"users": t.users} for name, t in tasks.items()}
-    jobs = [(m, t) for m in models for t in tasks.values() if t.name in m.splits]
+    jobs = [(m, t) for m in models for t in tasks.values() if registry.scores_on(m.splits, t.name)]
     for model, task in tqdm(jobs, desc="evaluate", unit="model x split"):
         if len(task.users) == 0:
             raise MusicrecError(

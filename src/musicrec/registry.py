@@ -14,9 +14,18 @@ from dataclasses import dataclass
 from musicrec.errors import MusicrecError
 
 # The evaluation splits (DESIGN.md section 4), in the order reports show them.
-SPLITS: tuple[str, ...] = ("warm", "cold", "all", "cold_user")
+SPLITS: tuple[str, ...] = ("warm", "cold", "all", "cold_user", "cold_new_artist")
 # The splits a model that predicts song vectors from audio alone is scored on.
 CONTENT_SPLITS: tuple[str, ...] = ("cold", "all")
+# Views: a part of another split, scored for every model scored on that split. cold_new_artist
+# ranks the cold songs of artists held out whole (no song of theirs in training); a data folder
+# without artists has no such songs, and no such view.
+VIEWS: dict[str, str] = {"cold_new_artist": "cold"}
+
+
+def scores_on(model_splits: list[str] | tuple[str, ...], split: str) -> bool:
+    """Whether a model declaring ``model_splits`` is scored on ``split`` (or the view's split)."""
+    return split in model_splits or VIEWS.get(split) in model_splits
 
 
 def map_key(map_k: int) -> str:

@@ -1,6 +1,9 @@
 """Stage ``split``: the evaluation splits of DESIGN.md section 4, seeded.
 
-- ``cold``: a fraction of songs is held out whole; none of their plays is in training.
+- ``cold``: a fraction of songs is held out whole; none of their plays is in training. Some of
+  them are the songs of whole artists held out (``new_artist_fraction`` of the songs, from the
+  data folder's ``songs.csv``): the ``cold_new_artist`` view scores those alone, where no song
+  of the artist is known (README "New artists").
 - ``warm``: a fraction of each remaining user's plays on the other songs is held out.
 - ``all``: the union of the two held-out sets, ranked over the whole catalogue.
 - ``cold_user``: a fraction of users is held out whole; each gives ``cold_user_seed_plays``
@@ -24,7 +27,8 @@ import scipy.sparse as sp
 from musicrec.dataset import Splits, write_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, read_tsv
-from musicrec.stage import read_config, run_stage, stage_parser
+from musicrec.metadata import read_metadata
+from musicrec.stage import DataConfig, read_config, run_stage, stage_parser
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,10 @@ class SplitConfig:
     cold_user_fraction: float = 0.1
     cold_user_seed_plays: int = 5
     validation_song_fraction: float = 0.1
+    # Songs of whole artists held out among the cold songs (about this share of all songs;
+    # none where songs.csv has no ``artist_column``).
+    new_artist_fraction: float = 0.05
+    artist_column: str = "artist"
     seed: int = 11
 
     def __post_init__(self) -> None:
@@ -44,14 +52,61 @@ class SplitConfig:
             "warm_test_fraction",
             "cold_user_fraction",
             "validation_song_fraction",
+            "new_artist_fraction",
         ):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise MusicrecError(f"split.{name} must be in [0, 1)")
         if self.cold_user_seed_plays < 1:
             raise MusicrecError("split.cold_user_seed_plays must be >= 1")
+        if self.new_artist_fraction > self.cold_song_fraction:
+            raise MusicrecError(
+                "split.new_artist_fraction must not exceed split.cold_song_fraction: the new "
+                "artists' songs are some of the cold songs"
+            )
 
 
-def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> Splits:
+def new_artist_songs(artists: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Which songs belong to the artists held out whole: about ``fraction`` of the songs.
+
+    Artists are taken in a seeded random order, each unless its songs would carry the total
+    past 1.5 times the target (so one prolific artist cannot swallow the cold split); if no
+    artist fits, the one with fewest songs is taken. Songs with no artist ("") are never taken.
+
+    Parameters
+    ----------
+    artists : np.ndarray [shape=(n_songs,)] of str  each song's artist, "" where unknown.
+    fraction : float  the share of songs wanted.
+    seed : int  the order's seed (its own generator: the other draws of the split stay put).
+
+    Returns
+    -------
+    np.ndarray [shape=(n_songs,), bool]
+    """
+    chosen = np.zeros(len(artists), bool)
+    target = fraction * len(artists)
+    names, counts = np.unique(artists[artists != ""], return_counts=True)
+    if target <= 0 or len(names) < 2:  # one artist: none would be left known
+        return chosen
+    taken: list[str] = []
+    total = 0
+    for i in np.random.default_rng([seed, 1]).permutation(len(names)):
+        if total + counts[i] <= 1.5 * target:
+            taken.append(names[i])
+            total += counts[i]
+        if total >= target:
+            break
+    if not taken:
+        taken = [names[np.argmin(counts)]]
+    chosen[np.isin(artists, taken)] = True
+    return chosen
+
+
+def make_splits(
+    plays: pd.DataFrame,
+    song_ids: list[str],
+    cfg: SplitConfig,
+    artists: np.ndarray | None = None,
+) -> Splits:
     """Split a clean play log over a catalogue of usable songs, kept in its order.
 
     Parameters
@@ -60,6 +115,8 @@ def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> S
     song_ids : list of str [shape=(n_songs,)]  the validated catalogue, in its order (sorted by
         id): a song's index in every matrix is its position here.
     cfg : SplitConfig
+    artists : np.ndarray [shape=(n_songs,)] of str, optional  each song's artist ("" unknown),
+        for the songs of new artists; None: no new artists.
     """
     rng = np.random.default_rng(cfg.seed)
     if len(set(song_ids)) != len(song_ids):
@@ -74,8 +131,16 @@ def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> S
         raise MusicrecError("split: the play log names songs missing from the song manifest")
     counts = plays["play_count"].to_numpy(np.float32)
 
-    is_cold_song = np.zeros(n_songs, bool)
-    is_cold_song[rng.choice(n_songs, int(round(cfg.cold_song_fraction * n_songs)), False)] = True
+    is_new_artist = (
+        new_artist_songs(np.asarray(artists, dtype=str), cfg.new_artist_fraction, cfg.seed)
+        if artists is not None
+        else np.zeros(n_songs, bool)
+    )
+    # The rest of the cold songs at random among the others (with no new artists, the very
+    # draw of a split without them).
+    n_random_cold = max(0, int(round(cfg.cold_song_fraction * n_songs)) - int(is_new_artist.sum()))
+    is_cold_song = is_new_artist.copy()
+    is_cold_song[rng.choice(np.flatnonzero(~is_new_artist), n_random_cold, False)] = True
     warm_play = ~is_cold_song[s]
 
     # Cold users: drawn among users with enough warm plays to give seeds and keep a test.
@@ -115,6 +180,7 @@ def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> S
             "song_id": song_ids,
             "role": np.where(is_cold_song, "cold", "warm"),
             "validation": validation,
+            "new_artist": is_new_artist,
         }
     )
     users = pd.DataFrame({"user_id": user_ids, "role": np.where(is_cold_user, "cold_user", "warm")})
@@ -122,13 +188,19 @@ def make_splits(plays: pd.DataFrame, song_ids: list[str], cfg: SplitConfig) -> S
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("split", __doc__, ["split"], ("validated",), out=Path("data/split"))
+    parser = stage_parser(
+        "split", __doc__, ["data.root", "split"], ("validated",), out=Path("data/split")
+    )
     args = parser.parse_args(argv)
-    cfg = read_config(load_params(args.params), "split", SplitConfig)
+    params = load_params(args.params)
+    cfg = read_config(params, "split", SplitConfig)
+    root = Path(read_config(params, "data", DataConfig).root)
     with run_stage("split", args) as (record, _):
         plays = read_tsv(args.validated / "plays.tsv")
         songs = read_tsv(args.validated / "songs.tsv")
-        summary = write_splits(make_splits(plays, list(songs["song_id"]), cfg), args.out)
-        record.update(summary["pairs"])
+        metadata = read_metadata(root, songs["song_id"], (cfg.artist_column,))
+        artists = metadata[cfg.artist_column].to_numpy() if len(metadata.columns) else None
+        summary = write_splits(make_splits(plays, list(songs["song_id"]), cfg, artists), args.out)
+        record.update(summary["pairs"], new_artist_songs=summary["songs"]["new_artist"])
     print(f"split: {summary['songs']} songs, {summary['users']} users -> {args.out}")
     return 0

@@ -8,11 +8,11 @@ import pytest
 import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
+from musicrec.metadata import read_metadata
 from musicrec.models.content import ContentData
 from musicrec.models.context import (
     ContextConfig,
     fit_context,
-    read_metadata,
     skip_reason,
     value_means,
 )

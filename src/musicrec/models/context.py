@@ -30,6 +30,7 @@ import pandas as pd
 from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, read_tsv, write_json
+from musicrec.metadata import read_metadata
 from musicrec.models.content import (
     ContentData,
     choose_ridge,
@@ -59,32 +60,6 @@ class ContextConfig:
             raise MusicrecError("context.columns: metadata columns of songs.csv, not song_id")
         if self.shrinkage < 0 or not self.alphas or min(self.alphas) <= 0:
             raise MusicrecError("context: need shrinkage >= 0 and penalties > 0")
-
-
-def read_metadata(root: Path, song_ids: pd.Series, columns: tuple[str, ...]) -> pd.DataFrame:
-    """The ``columns`` of ``<root>/songs.csv`` that exist, one row per song of ``song_ids`` in
-    that order, as text ("" where a song or a value is missing).
-
-    Raises
-    ------
-    MusicrecError
-        When songs.csv cannot be read as CSV text (saying which file and why).
-    """
-    path = Path(root) / "songs.csv"
-    if not path.exists():
-        return pd.DataFrame(index=range(len(song_ids)))
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise MusicrecError(
-            f"{path}: cannot be read as UTF-8 CSV ({type(exc).__name__}: {exc}); fix the file "
-            "or remove it (the context model is then skipped)"
-        ) from exc
-    if "song_id" not in table.columns:
-        raise MusicrecError(f"{path}: no song_id column (header: {', '.join(table.columns)})")
-    present = [c for c in columns if c in table.columns]
-    table = table.drop_duplicates("song_id").set_index("song_id")[present]
-    return table.reindex(song_ids.to_numpy()).fillna("").reset_index(drop=True)
 
 
 def skip_reason(root: Path, metadata: pd.DataFrame, columns: tuple[str, ...]) -> str | None:
