@@ -63,7 +63,7 @@ def test_cold_new_artist_view_ranks_the_new_artists_cold_songs_only(splits):
     assert view.excluded.nnz == 0
     # every warm user with training plays and a play on a new artist's song; those plays
     test = with_artists.matrices["cold_test"][:, new].tocsr()
-    warm = (with_artists.users["role"] == "warm").to_numpy()
+    warm = (with_artists.users["role"] == "warm").to_numpy().copy()
     warm &= np.diff(with_artists.matrices["train"].indptr) > 0
     assert view.users.tolist() == np.flatnonzero(warm & (np.diff(test.indptr) > 0)).tolist()
     assert (view.relevant != test[view.users]).nnz == 0
