@@ -53,13 +53,18 @@ def test_map_key_follows_map_k_and_is_found_in_the_metrics():
 def test_an_unknown_model_is_a_clear_error():
     with pytest.raises(MusicrecError, match="no model 'nope'.*known: random"):
         registry.model("nope")
-    assert registry.models(family=registry.CONTENT, stage="cnn") == ("cnn_mse", "cnn_wpe")
+    assert registry.models(family=registry.CONTENT, stage="cnn") == (
+        "cnn_mse",
+        "cnn_wpe",
+        "cnn_contrastive",
+    )
     assert set(registry.yardsticks()) == {
         "random",
         "popularity_oracle",
         "upper_bound",
         "stats_ridge_shuffled",
         "bow_linear_shuffled",
+        "cnn_mse_shuffled",
     }
 
 

@@ -74,3 +74,40 @@ def test_each_audio_model_is_judged_against_its_shuffled_control():
     assert "`bow_linear` against its shuffled control" in text
     assert "ahead, intervals apart: real audio signal" in text
     assert "intervals overlap: not shown to use the audio" in text  # stats_ridge's
+
+
+def test_context_audio_hybrid_contrastive_and_new_artist_findings():
+    cold = {
+        "random": 0.03,
+        "upper_bound": 0.53,
+        "context": 0.09,
+        "cnn_mse": 0.11,
+        "cnn_wpe": 0.10,
+        "cnn_contrastive": 0.111,
+        "cnn_mse_shuffled": 0.5,  # a control is never "the best audio model"
+        "hybrid_audio_context": 0.155,
+    }
+    new = {"random": 0.05, "upper_bound": 0.55, "context": 0.052, "cnn_contrastive": 0.08}
+    new["hybrid_audio_context"] = 0.08
+    means = {m: {"cold": {"map@500": v}} for m, v in cold.items()}
+    for m, v in new.items():
+        means[m]["cold_new_artist"] = {"map@500": v}
+    intervals = {
+        m: {s: {"map@500": [v["map@500"] - 0.004, v["map@500"] + 0.004]} for s, v in by.items()}
+        for m, by in means.items()
+    }
+    text = findings_section(means, intervals, new_artist_songs=104)
+    assert (
+        "the song's metadata (`context`) against the best audio model: `context` 0.0900 "
+        "[0.0860, 0.0940] against `cnn_contrastive` 0.1110" in text
+    )
+    assert "`hybrid_audio_context` 0.1550 [0.1510, 0.1590] against `context`" in text
+    assert (
+        "InfoNCE against regression: `cnn_contrastive` 0.1110 [0.1070, 0.1150] against "
+        "`cnn_mse` 0.1100 [0.1060, 0.1140] (intervals overlap)" in text
+    )
+    # new artists: context knows nothing there; lift shares on the view and on all cold songs
+    assert "(`cold_new_artist`: 104 songs of artists with no training song)" in text
+    assert "`context` 0.0520 [0.0480, 0.0560] against `random` 0.0500" in text
+    assert "(intervals overlap), lift share 0.004; on all cold songs, lift share 0.120" in text
+    assert "`hybrid_audio_context` 0.0800" in text and "lift share 0.250" in text

@@ -99,6 +99,8 @@ def load_splits(split_dir: Path) -> Splits:
     split_dir = Path(split_dir)
     songs, users = read_tsv(split_dir / "songs.tsv"), read_tsv(split_dir / "users.tsv")
     for flag in ("validation", "new_artist"):  # a split written before new artists: none
-        songs[flag] = songs.get(flag, pd.Series(False, index=songs.index)).astype(str).str.lower() == "true"
+        songs[flag] = (
+            songs.get(flag, pd.Series(False, index=songs.index)).astype(str).str.lower() == "true"
+        )
     matrices = {name: sp.load_npz(split_dir / f"{name}.npz").tocsr() for name in MATRICES}
     return Splits(songs, users, matrices)

@@ -67,8 +67,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("ridge", "musicrec.models.ridge", "stats_ridge: ridge on a clip's plain statistics"),
     Stage("context", "musicrec.models.context", "context: song vectors from songs.csv metadata"),
     Stage("bow", "musicrec.models.bow", "MFCC bag-of-words baselines: bow_linear and bow_mlp"),
-    Stage("cnn", "musicrec.models.cnn", "CNN on log-mel windows: cnn_mse and cnn_wpe"),
+    Stage(
+        "cnn",
+        "musicrec.models.cnn",
+        "CNN on log-mel windows: cnn_mse, cnn_wpe, cnn_contrastive (and a shuffled control)",
+    ),
     Stage("dbn", "musicrec.models.dbn", "Wang & Wang's DBN: hldbn, hldbn_nopretrain, hybrid_dbn"),
+    Stage(
+        "audio_context",
+        "musicrec.models.audio_context",
+        "hybrid_audio_context: audio plus the context of what audio leaves",
+    ),
     Stage(
         "hybrid",
         "musicrec.models.hybrid",
@@ -139,9 +148,13 @@ MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("bow_mlp", "bow", CONTENT, predictor=_BOW),
     ModelSpec("cnn_mse", "cnn", CONTENT, predictor=_CNN),
     ModelSpec("cnn_wpe", "cnn", CONTENT, predictor=_CNN),
+    ModelSpec("cnn_contrastive", "cnn", CONTENT, predictor=_CNN),
+    ModelSpec("cnn_mse_shuffled", "cnn", REFERENCE, recommends=False),
     ModelSpec("hldbn", "dbn", CONTENT, predictor=_DBN),
     ModelSpec("hldbn_nopretrain", "dbn", CONTENT, predictor=_DBN),
     ModelSpec("hybrid_dbn", "dbn", HYBRID, predictor=_DBN),
+    # A cold song's vector from its audio and its metadata together.
+    ModelSpec("hybrid_audio_context", "audio_context", HYBRID),
     ModelSpec("hybrid_weighted", "hybrid", HYBRID),
     ModelSpec("hybrid_switching", "hybrid", HYBRID),
     ModelSpec("hybrid_mixed", "hybrid", HYBRID),

@@ -107,8 +107,9 @@ def factor_agreement_table(means: dict) -> str:
     return "\n".join(lines)
 
 
-CNN_MODELS = registry.models(stage="cnn")
-BOW_MODELS = registry.models(stage="bow")
+# (the controls are the stages' REFERENCE models: never the best of a family)
+CNN_MODELS = registry.models(family=registry.CONTENT, stage="cnn")
+BOW_MODELS = registry.models(family=registry.CONTENT, stage="bow")
 CONTENT_MODELS = registry.models(family=registry.CONTENT)
 HYBRID_MODELS = registry.models(family=registry.HYBRID)
 
@@ -137,7 +138,58 @@ def _versus(means: dict, intervals: dict, a: str, b: str, split: str) -> tuple[s
     return text, verdict
 
 
-def findings_section(means: dict, intervals: dict) -> str:
+def lift_share(means: dict, model: str, split: str) -> float | None:
+    """``(m - random) / (upper_bound - random)`` of ``model``'s mAP on ``split``: the share of
+    the way from knowing nothing to the factors folded in from the held-out plays."""
+    try:
+        key = registry.map_key_in(means[model][split])
+        low, high = means["random"][split][key], means["upper_bound"][split][key]
+    except KeyError:
+        return None
+    return (means[model][split][key] - low) / (high - low) if high > low else None
+
+
+def _lift_text(means: dict, model: str, split: str) -> str:
+    share = lift_share(means, model, split)
+    return "" if share is None else f", lift share {share:.3f}"
+
+
+def context_findings(means: dict, intervals: dict, new_artist_songs: int | None = None) -> list:
+    """The issue-18 comparisons: context against audio, the audio+context hybrid against both,
+    the contrastive CNN against MSE and WPE, and new artists against the cold split."""
+    words = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
+    lines = []
+    audio = _best(means, CONTENT_MODELS, "cold")
+    if audio and "cold" in means.get("context", {}):
+        text, verdict = _versus(means, intervals, "context", audio, "cold")
+        lines.append(
+            f"- Cold songs, the song's metadata (`context`) against the best audio model: "
+            f"{text} ({words[verdict]})."
+        )
+    if "cold" in means.get("hybrid_audio_context", {}):
+        for other in [m for m in ("context", audio) if m and "cold" in means.get(m, {})]:
+            text, verdict = _versus(means, intervals, "hybrid_audio_context", other, "cold")
+            lines.append(f"- Cold songs, audio and context together: {text} ({words[verdict]}).")
+    if "cold" in means.get("cnn_contrastive", {}):
+        for other in [m for m in ("cnn_mse", "cnn_wpe") if "cold" in means.get(m, {})]:
+            text, verdict = _versus(means, intervals, "cnn_contrastive", other, "cold")
+            lines.append(f"- Cold songs, InfoNCE against regression: {text} ({words[verdict]}).")
+    view = "cold_new_artist"
+    if any(view in v for v in means.values()):
+        count = f"{new_artist_songs} songs of " if new_artist_songs is not None else ""
+        for model in [m for m in ("context", audio, "hybrid_audio_context") if m]:
+            if view not in means.get(model, {}) or "random" not in means:
+                continue
+            text, verdict = _versus(means, intervals, model, "random", view)
+            lines.append(
+                f"- New artists (`{view}`: {count}artists with no training song), against "
+                f"`random`: {text} ({words[verdict]}){_lift_text(means, model, view)}; on all "
+                f"cold songs{_lift_text(means, model, 'cold') or ' n/a'}."
+            )
+    return lines
+
+
+def findings_section(means: dict, intervals: dict, new_artist_songs: int | None = None) -> str:
     """Plain statements of how the reproduced models compare, and where that disagrees with
     the papers (mAP@500, 95% intervals; "apart" means the intervals do not overlap)."""
     words = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
@@ -175,6 +227,7 @@ def findings_section(means: dict, intervals: dict) -> str:
                 f"- Cold songs, `{model}` against its shuffled control (audio paired with "
                 f"other songs' factors): {text} ({words[verdict]}: {useful})."
             )
+    lines += context_findings(means, intervals, new_artist_songs)
     if "hldbn" in means and "hldbn_nopretrain" in means:
         text, verdict = _versus(means, intervals, "hldbn", "hldbn_nopretrain", "cold")
         lines.append(f"- Pre-training, cold songs: {text} ({words[verdict]}).")
@@ -190,7 +243,7 @@ def findings_section(means: dict, intervals: dict) -> str:
             text, verdict = _versus(means, intervals, best, "popularity", split)
             lines.append(
                 f"- `{split}`, the best deployable model against popularity on the training "
-                f"plays: {text} ({words[verdict]})."
+                f"plays: {text} ({words[verdict]}){_lift_text(means, best, split)}."
             )
     new_user = _best(means, ("wmf", "content_profile"), "cold_user")
     if new_user and "popularity" in means and "cold_user" in means["popularity"]:
@@ -426,7 +479,7 @@ def build_report(reports: Path, split_dir: Path) -> str:
     for split in SPLIT_ORDER:
         if any(split in v for v in means.values()):
             parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
-    findings = findings_section(means, intervals)
+    findings = findings_section(means, intervals, songs.get("new_artist"))
     skipped = skipped_models_text(reports / "timings")
     if skipped:
         findings = f"{findings}\n\n{skipped}" if findings else skipped

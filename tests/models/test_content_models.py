@@ -7,6 +7,7 @@ and a resumed training run that ends exactly where an uninterrupted one does.
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 
 from musicrec.errors import MusicrecError
 from musicrec.models.bow import BowConfig, BowModel, bow_mlp_training
-from musicrec.models.cnn import CNNConfig, CNNModel, wpe_loss
+from musicrec.models.cnn import CNNConfig, CNNModel, info_nce_loss, wpe_loss
 from musicrec.models.content import ContentData
 from musicrec.models.dbn import DBNConfig, DBNModel
 from musicrec.models.ridge import RidgeConfig, RidgeModel
@@ -85,6 +86,7 @@ MODELS = {
     "bow_mlp": lambda: BowModel("mlp", BOW_CFG, TRAIN_CFG),
     "cnn_mse": lambda: CNNModel("mse", CNN_CFG, TRAIN_CFG),
     "cnn_wpe": lambda: CNNModel("wpe", CNN_CFG, TRAIN_CFG),
+    "cnn_contrastive": lambda: CNNModel("contrastive", CNN_CFG, TRAIN_CFG),
     # Each song's 48 frames as two clips of 24 (features.clips: 2).
     "cnn_mse_two_clips": lambda: CNNModel("mse", CNN_CFG, TRAIN_CFG, clips=2),
     "hldbn": lambda: DBNModel("hldbn", DBN_CFG, TRAIN_CFG),
@@ -121,7 +123,9 @@ def test_fit_predict_save_load_gives_the_same_predictions(name, tiny_content, tm
     assert scores[liked].mean() > scores[~liked].mean()
 
 
-@pytest.mark.parametrize("name", ["bow_mlp", "cnn_mse", "cnn_wpe", "hldbn", "hybrid_dbn"])
+@pytest.mark.parametrize(
+    "name", ["bow_mlp", "cnn_mse", "cnn_wpe", "cnn_contrastive", "hldbn", "hybrid_dbn"]
+)
 def test_training_is_seeded_and_deterministic_on_the_cpu(name, tiny_content, tmp_path):
     features, data, _ = tiny_content
     first = MODELS[name]().fit(features, data, tmp_path / "a").predict(features, data.songs)
@@ -145,6 +149,37 @@ def test_wpe_gradient_weights_errors_by_confidence():
     wpe_loss(predicted, torch.ones(1, 1), torch.tensor([[5.0]])).backward()
     # d/dv mean(c (1 - v)^2) at v = 0 is -2 c = -10.
     assert predicted.grad.item() == pytest.approx(-10.0)
+
+
+def test_info_nce_known_answer_and_shared_songs():
+    predicted = torch.tensor([[2.0, 0.0], [0.0, 3.0], [1.0, 1.0]])  # only directions count
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1, 0])  # windows 0 and 2 are of song 0
+    scale = torch.tensor(math.log(2.0))
+    # cosines: [1, 0], [0, 1], [0.707, 0.707]; logits twice those
+    expected = (
+        2 * -torch.log_softmax(torch.tensor([2.0, 0.0]), 0)[0]
+        + -torch.log_softmax(torch.tensor([2**0.5, 2**0.5]), 0)[0]
+    ) / 3
+    assert info_nce_loss(predicted, targets, labels, scale).item() == pytest.approx(expected.item())
+    # a temperature past CLIP's ceiling of 100 is clamped to it
+    huge = info_nce_loss(predicted, targets, labels, torch.tensor(10.0))
+    capped = info_nce_loss(predicted, targets, labels, torch.tensor(math.log(100.0)))
+    assert huge.item() == pytest.approx(capped.item())
+
+
+def test_contrastive_cnn_outputs_a_direction_at_the_targets_typical_distance(
+    tiny_content, tmp_path
+):
+    features, data, _ = tiny_content
+    model = MODELS["cnn_contrastive"]().fit(features, data, tmp_path / "checkpoints")
+    centred = (model.predict(features, data.songs) - model.scales["y_mean"]) / model.scales["y_std"]
+    norms = np.linalg.norm(centred, axis=1)
+    np.testing.assert_allclose(norms, norms[0], rtol=1e-4)  # every song at one distance...
+    # ...the training songs' mean distance from their mean, in the same units
+    train = (data.targets[data.train_songs] - model.scales["y_mean"]) / model.scales["y_std"]
+    assert norms[0] == pytest.approx(np.linalg.norm(train, axis=1).mean(), rel=1e-4)
+    assert "log_scale" in dict(model.net.named_parameters())  # the temperature is learnt
 
 
 class _Stop(Exception):

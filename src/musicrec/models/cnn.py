@@ -8,12 +8,25 @@ Training crops windows at random from the training songs (a random clip, then a 
 in it); a song's prediction is the mean of its predictions over windows spanning each of its
 clips (half-window hop), all clips together (``features.clips``).
 
-Two objectives, two models:
+Three objectives, one model each (``cnn.objectives``):
 
 - ``cnn_mse``: mean squared error on the WMF song factors (rescaled by one common scale);
 - ``cnn_wpe``: the weighted prediction error on the preferences themselves,
   ``sum_u c_uv (p_uv - u_u' v_hat)^2`` over users sampled for each batch, with the WMF user
-  factors ``u_u`` fixed (confidences as in ``wmf``).
+  factors ``u_u`` fixed (confidences as in ``wmf``);
+- ``cnn_contrastive``: InfoNCE (:func:`info_nce_loss`). Each window's output, normalised, must
+  pick its own song's centred WMF factors, normalised, among those of the other songs in the
+  batch, at a learned temperature (CLIP's). Why this loss: a user ranks songs by ``u'v``, which
+  only the part of ``v`` off the mean moves; regression spends its capacity on the size of
+  that part, which audio barely predicts (a song's popularity), while InfoNCE asks only for its
+  direction against the other songs' (Tamm & Aljanaki 2024 found it ahead of regression onto
+  CF factors). The in-batch negatives cost nothing (no user sampling, unlike WPE). The model's
+  song vector is the training songs' mean factors plus the predicted direction at their
+  typical distance from the mean.
+
+``cnn.controls`` names objectives whose shuffled control is trained too (``cnn_mse_shuffled``:
+the same network on audio paired with other songs' factors, :func:`~musicrec.models.content.
+shuffled_targets`), so the report can tell audio signal from what any fit scores.
 
 ``device: auto`` trains on CUDA with bf16 autocast where there is a GPU, else on the CPU, where
 runs are seeded and deterministic.
@@ -22,6 +35,7 @@ runs are seeded and deterministic.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -36,7 +50,9 @@ from musicrec.models.content import (
     ContentData,
     ContentTuneConfig,
     SongFactorModel,
+    as_control,
     run_training_stage,
+    shuffled_targets,
     target_scaling,
     tune_content_model,
 )
@@ -89,11 +105,20 @@ class CNNConfig:
         return n_frames
 
 
-class AudioCNN(nn.Module):
-    """Log-mel window [shape=(batch, n_mels, frames)] -> standardised factors [(batch, d)]."""
+OBJECTIVES = ("mse", "wpe", "contrastive")
 
-    def __init__(self, n_mels: int, n_out: int, cfg: CNNConfig):
+
+class AudioCNN(nn.Module):
+    """Log-mel window [shape=(batch, n_mels, frames)] -> standardised factors [(batch, d)].
+
+    ``learn_temperature``: the network also holds InfoNCE's log inverse temperature
+    (``log_scale``), so that the optimiser trains it and checkpoints keep it.
+    """
+
+    def __init__(self, n_mels: int, n_out: int, cfg: CNNConfig, learn_temperature: bool = False):
         super().__init__()
+        if learn_temperature:  # CLIP's start, 1 / 0.07
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         layers: list[nn.Module] = []
         n_in = n_mels
         for i, n_channels in enumerate(cfg.channels):
@@ -143,6 +168,38 @@ def wpe_loss(
     return (conf * error.pow(2)).mean()
 
 
+def info_nce_loss(
+    predicted: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
+    """InfoNCE of windows against songs, with in-batch negatives.
+
+    Parameters
+    ----------
+    predicted : torch.Tensor [shape=(n_windows, d)]
+        The windows' outputs (centred, any scale: only their direction counts).
+    targets : torch.Tensor [shape=(n_songs, d)]
+        The centred WMF factors of the batch's distinct songs.
+    labels : torch.Tensor [shape=(n_windows,), int64]
+        Each window's song: its row of ``targets`` (two windows of one song share a row, so a
+        song is never its own negative).
+    log_scale : torch.Tensor []
+        The learned log inverse temperature, clamped to CLIP's ceiling of 100.
+
+    Returns
+    -------
+    torch.Tensor
+        Mean cross-entropy of each window's cosine similarities (times the scale) against the
+        right song.
+    """
+    scale = log_scale.clamp(max=math.log(100.0)).exp()
+    logits = (
+        scale
+        * nn.functional.normalize(predicted, dim=1)
+        @ nn.functional.normalize(targets, dim=1).T
+    )
+    return nn.functional.cross_entropy(logits, labels)
+
+
 @dataclass
 class _TrainingInputs:
     """What a CNN's epochs draw from (:meth:`CNNModel._training_inputs`).
@@ -161,15 +218,19 @@ class _TrainingInputs:
 
 
 class CNNModel(SongFactorModel):
-    """``cnn_mse`` or ``cnn_wpe``: an :class:`AudioCNN` with its input and output scaling."""
+    """``cnn_mse``, ``cnn_wpe`` or ``cnn_contrastive``: an :class:`AudioCNN` with its input and
+    output scaling."""
 
     def __init__(self, objective: str, cfg: CNNConfig, train_cfg: TrainConfig, clips: int = 1):
-        if objective not in ("mse", "wpe"):
-            raise MusicrecError(f"cnn: objective must be mse or wpe, not {objective!r}")
+        if objective not in OBJECTIVES:
+            raise MusicrecError(
+                f"cnn: objective must be one of {', '.join(OBJECTIVES)}, not {objective!r}"
+            )
         self.objective, self.cfg, self.train_cfg = objective, cfg, train_cfg
         self.clips = clips  # a song's features are this many clips side by side
         self.name = f"cnn_{objective}"
-        self.description = f"CNN on log-mel windows, {objective.upper()} objective"
+        loss = "InfoNCE" if objective == "contrastive" else objective.upper()
+        self.description = f"CNN on log-mel windows, {loss} objective"
         self.net: AudioCNN | None = None
         self.scales: dict[str, np.ndarray] = {}
         self.device = pick_device(train_cfg.device)
@@ -203,10 +264,24 @@ class CNNModel(SongFactorModel):
         return np.stack(windows)
 
     def _forward(self, x: torch.Tensor, net: nn.Module | None = None) -> torch.Tensor:
-        """Predicted factors on the WMF scale (``net``: the network or its DDP wrapper)."""
+        """Predicted factors on the WMF scale (``net``: the network or its DDP wrapper); for
+        InfoNCE, the predicted direction at the training songs' typical distance from the
+        mean."""
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             z = (net or self.net)(x)
-        return z.float() * self._y_std + self._y_mean
+        z = z.float()
+        if self.objective == "contrastive":
+            z = nn.functional.normalize(z, dim=1) * self._y_norm
+        return z * self._y_std + self._y_mean
+
+    def _song_vector(self, windows: torch.Tensor) -> torch.Tensor:
+        """A song's predicted factors [shape=(d,)] from its windows [(n, n_mels, window)]: the
+        mean over windows (for InfoNCE, the mean direction, at the typical distance again)."""
+        mean = self._forward(windows).mean(0)
+        if self.objective != "contrastive":
+            return mean
+        direction = nn.functional.normalize((mean - self._y_mean) / self._y_std, dim=0)
+        return direction * self._y_norm * self._y_std + self._y_mean
 
     def fit(self, features: dict, data: ContentData, checkpoint_dir: Path) -> CNNModel:
         seed_everything(self.train_cfg.seed)
@@ -253,6 +328,9 @@ class CNNModel(SongFactorModel):
             "y_mean": y_mean,
             "y_std": y_std,
         }
+        if self.objective == "contrastive":  # the typical distance of a song from the mean
+            centred = (targets - y_mean) / y_std
+            self.scales["y_norm"] = np.float32(np.linalg.norm(centred, axis=1).mean())
         self._build(logmel.shape[1], targets.shape[1])
         spectra = self._standardise(spectra, out=spectra)
         if spectra.shape[2] // self.clips < self.cfg.window_frames:
@@ -318,9 +396,23 @@ class CNNModel(SongFactorModel):
         val_conf[val_conf == 0] = 1.0
         val_targets = torch.from_numpy(data.targets[data.validation_songs])
 
+        def contrastive(net, predicted, targets, labels):
+            log_scale = (net.module if hasattr(net, "module") else net).log_scale
+            return info_nce_loss(
+                (predicted - self._y_mean) / self._y_std,
+                (targets - self._y_mean) / self._y_std,
+                labels,
+                log_scale,
+            )
+
         def step_loss(net, item):
             idx, x, sampled, block = item
             predicted = self._forward(x.to(self.device, non_blocking=True), net)
+            if self.objective == "contrastive":
+                songs, labels = torch.unique(idx, return_inverse=True)
+                return contrastive(
+                    net, predicted, y_train[songs.to(self.device)], labels.to(self.device)
+                )
             if self.objective == "mse":
                 return nn.functional.mse_loss(
                     (predicted - self._y_mean) / self._y_std,
@@ -330,7 +422,10 @@ class CNNModel(SongFactorModel):
             return wpe_loss(predicted, users[sampled], block)
 
         def validation_loss(net):
-            predicted = torch.stack([self._forward(w.to(self.device)).mean(0) for w in val_windows])
+            predicted = torch.stack([self._song_vector(w.to(self.device)) for w in val_windows])
+            if self.objective == "contrastive":
+                labels = torch.arange(len(predicted), device=self.device)
+                return contrastive(self.net, predicted, val_targets.to(self.device), labels).item()
             if self.objective == "mse":
                 return nn.functional.mse_loss(
                     (predicted - self._y_mean) / self._y_std,
@@ -342,9 +437,12 @@ class CNNModel(SongFactorModel):
         return step_loss, validation_loss
 
     def _build(self, n_mels: int, n_out: int) -> None:
-        self.net = AudioCNN(n_mels, n_out, self.cfg).to(self.device)
+        contrastive = self.objective == "contrastive"
+        self.net = AudioCNN(n_mels, n_out, self.cfg, learn_temperature=contrastive)
+        self.net = self.net.to(self.device)
         self._y_mean = torch.from_numpy(self.scales["y_mean"]).to(self.device)
         self._y_std = torch.from_numpy(self.scales["y_std"]).to(self.device)
+        self._y_norm = float(self.scales.get("y_norm", 1.0))
 
     def predict(self, features: dict, rows: np.ndarray) -> np.ndarray:
         self.net.eval()
@@ -354,7 +452,7 @@ class CNNModel(SongFactorModel):
                 windows = self._windows(
                     self._standardise(np.asarray(features["logmel"][r], np.float32))
                 )
-                out[i] = self._forward(torch.from_numpy(windows).to(self.device)).mean(0).cpu()
+                out[i] = self._song_vector(torch.from_numpy(windows).to(self.device)).cpu()
         return out
 
     def save(self, directory: Path) -> None:
@@ -425,14 +523,24 @@ def _conf_block(
 
 @dataclass(frozen=True)
 class CNNRun:
-    """Which CNNs the ``cnn`` stage trains (``cnn.objectives``: one model per objective)."""
+    """Which CNNs the ``cnn`` stage trains: one model per objective (``cnn.objectives``) and a
+    shuffled control per objective of ``cnn.controls`` (trained with the model's settings)."""
 
-    objectives: tuple[str, ...] = ("mse", "wpe")
+    objectives: tuple[str, ...] = OBJECTIVES
+    controls: tuple[str, ...] = ("mse",)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.objectives) - {"mse", "wpe"})
+        object.__setattr__(self, "objectives", tuple(self.objectives))
+        object.__setattr__(self, "controls", tuple(self.controls))
+        unknown = sorted(set(self.objectives) - set(OBJECTIVES))
         if unknown or not self.objectives:
-            raise MusicrecError(f"cnn.objectives: a list of mse and wpe, not {self.objectives}")
+            raise MusicrecError(
+                f"cnn.objectives: a list of {', '.join(OBJECTIVES)}, not {list(self.objectives)}"
+            )
+        if not set(self.controls) <= set(self.objectives):
+            raise MusicrecError(
+                f"cnn.controls: objectives of cnn.objectives, not {list(self.controls)}"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,6 +568,12 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 model.tuning = tuning  # published by run_training_stage
                 yield model
+                if objective in run.controls:  # the same settings, other songs' factors
+                    control = CNNModel(objective, model.cfg, model.train_cfg, clips)
+                    control.fit(
+                        features, shuffled_targets(data), checkpoints / f"cnn_{objective}_shuffled"
+                    )
+                    yield as_control(control)
 
         return train_cfg, fit_all
 

@@ -112,6 +112,42 @@ def value_means(
     return np.where(weight[:, None] > 0, means, global_mean)  # no song and no shrinkage
 
 
+def context_regression(
+    metadata: pd.DataFrame,
+    targets: np.ndarray,
+    train_songs: np.ndarray,
+    validation_songs: np.ndarray,
+    cfg: ContextConfig,
+) -> tuple[np.ndarray, float, dict[float, float]]:
+    """Every song's prediction of ``targets`` from its metadata: the shrunk means of the
+    training songs sharing each value (:func:`value_means`), combined by ridge.
+
+    Parameters
+    ----------
+    metadata : pd.DataFrame [shape=(n_songs, n_columns)]  text, "" unknown.
+    targets : np.ndarray [shape=(n_songs, d)]  what to predict (WMF factors, or what an audio
+        model left of them); read on ``train_songs`` and ``validation_songs`` only.
+    train_songs, validation_songs : np.ndarray  song indices: the means and the ridge come from
+        the first, the ridge penalty (of ``cfg.alphas``) is chosen on the second.
+    cfg : ContextConfig
+
+    Returns
+    -------
+    vectors : np.ndarray [shape=(n_songs, d), float64]
+    alpha : float  the penalty kept.
+    errors : dict  each penalty's mean squared error on the validation songs (scaled targets).
+    """
+    x = np.hstack(
+        [value_means(metadata[c], targets, train_songs, cfg.shrinkage) for c in metadata.columns]
+    )
+    y_mean, y_scale = target_scaling(targets[train_songs])
+    y = (targets - y_mean) / y_scale
+    alpha, weights, errors = choose_ridge(
+        x[train_songs], y[train_songs], x[validation_songs], y[validation_songs], cfg.alphas
+    )
+    return ridge_predict(x, weights) * y_scale + y_mean, alpha, errors
+
+
 def fit_context(
     metadata: pd.DataFrame, data: ContentData, cfg: ContextConfig
 ) -> tuple[np.ndarray, dict]:
@@ -124,20 +160,9 @@ def fit_context(
         the validation error of each penalty.
     """
     columns = list(metadata.columns)
-    means = [
-        value_means(metadata[c], data.targets, data.train_songs, cfg.shrinkage) for c in columns
-    ]
-    x = np.hstack(means)
-    y_mean, y_scale = target_scaling(data.targets[data.train_songs])
-    y = (data.targets - y_mean) / y_scale
-    alpha, weights, errors = choose_ridge(
-        x[data.train_songs],
-        y[data.train_songs],
-        x[data.validation_songs],
-        y[data.validation_songs],
-        cfg.alphas,
+    vectors, alpha, errors = context_regression(
+        metadata, data.targets, data.train_songs, data.validation_songs, cfg
     )
-    vectors = ridge_predict(x, weights) * y_scale + y_mean
     train_values = {c: set(metadata[c].to_numpy()[data.train_songs]) - {""} for c in columns}
     others = np.setdiff1d(data.songs, data.train_songs)
     summary = {

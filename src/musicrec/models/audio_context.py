@@ -1,0 +1,187 @@
+"""Stage ``audio_context``: ``hybrid_audio_context``, a new song's vector from its audio and its
+context together.
+
+An audio model predicts the part of a song's WMF factors that can be heard; what its listeners
+share beyond the sound (an artist's standing, a scene, a label) no audio reveals, but songs of
+the same artist, album or year carry it. So the song's vector is
+
+    v_hat = a + weight * r
+
+- ``a``: an audio model's prediction (a content model predicting WMF factors);
+- ``r``: the context filter (:func:`musicrec.models.context.context_regression`) fitted on what
+  that audio model leaves of the factors, ``targets - a``, on the training songs: for each
+  metadata column, the shrunk mean residual of the training songs sharing the value, combined
+  by ridge. The shrinkage is the gate by how much is known: a value with many training songs
+  moves the song a long way, one with few a little, and the songs of an artist no training
+  song has (a new artist) all by one and the same vector, which leaves every user's ranking of
+  them as the audio model's;
+- ``weight`` (of ``audio_context.weights``) and the audio model are the pair that ranks the
+  validation songs best, cold-like (the task the hybrid chooses its content model on).
+
+An audio model's predictions on its own training songs are closer to their factors than on new
+songs, so the residuals there are smaller than a new song's; the weight, chosen on songs the
+audio model never trained on, makes up for it (it often lands above 1).
+
+Without context (``songs.csv`` absent or without the columns, so the ``context`` model was
+skipped) the stage writes ``data/models/hybrid_audio_context/skipped.json`` with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from musicrec import registry
+from musicrec.errors import MusicrecError
+from musicrec.io import atomic_path, load_params, read_tsv, write_json
+from musicrec.metadata import read_metadata
+from musicrec.models.content import ContentData, content_stage_parser, load_content_data
+from musicrec.models.context import ContextConfig, context_regression, skip_reason
+from musicrec.models.vectors import ModelVectors, discover_models, load_model, save_model
+from musicrec.ranking import mean_map, songs_task
+from musicrec.stage import DataConfig, read_config, run_stage
+
+NAME = "hybrid_audio_context"
+
+
+@dataclass(frozen=True)
+class AudioContextConfig:
+    """``audio_context`` in params.yaml."""
+
+    weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # of r, tried
+    map_k: int = 500
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        if not self.weights or min(self.weights) < 0 or self.map_k < 1:
+            raise MusicrecError("audio_context: need weights >= 0 (at least one) and map_k >= 1")
+
+
+def fit_audio_context(
+    metadata: pd.DataFrame,
+    data: ContentData,
+    audio_models: list[ModelVectors],
+    context_cfg: ContextConfig,
+    cfg: AudioContextConfig,
+) -> tuple[np.ndarray, dict]:
+    """The song vectors of ``hybrid_audio_context`` and what was chosen.
+
+    Parameters
+    ----------
+    metadata : pd.DataFrame [shape=(n_songs, n_columns)]  songs.csv's columns, "" unknown.
+    data : ContentData  targets, training and validation songs, training plays.
+    audio_models : list of ModelVectors  candidates; each song vectors [(n_songs, d)]
+        predicting the WMF factors.
+    context_cfg : ContextConfig  shrinkage and ridge penalties, as the context filter's.
+    cfg : AudioContextConfig
+
+    Returns
+    -------
+    vectors : np.ndarray [shape=(n_songs, d), float32]
+    summary : dict  the audio model and weight kept, and every pair's validation mAP.
+    """
+    task = songs_task("validation", data.train_plays, data.validation_songs, 0, cfg.seed)
+    scores: dict[str, dict[str, float]] = {}
+    best: tuple[float, str, float, np.ndarray, float] | None = None
+    for audio in audio_models:
+        residual_context, alpha, _ = context_regression(
+            metadata,
+            data.targets - audio.song_vectors,
+            data.train_songs,
+            data.validation_songs,
+            context_cfg,
+        )
+        scores[audio.name] = {}
+        for weight in cfg.weights:
+            vectors = (audio.song_vectors + weight * residual_context).astype(np.float32)
+            probe = ModelVectors(NAME, "", ["cold"], data.user_factors, vectors)
+            score = mean_map(probe, task, cfg.map_k, cfg.seed)
+            scores[audio.name][f"{weight:g}"] = round(score, 6)
+            if best is None or score > best[0]:  # ties: the first (the smaller weight)
+                best = (score, audio.name, weight, vectors, alpha)
+    if best is None:
+        raise MusicrecError("audio_context: no audio model to combine with the context")
+    score, audio_name, weight, vectors, alpha = best
+    summary = {
+        "audio_model": audio_name,
+        "weight": weight,
+        "alpha": alpha,
+        "columns": list(metadata.columns),
+        "validation_map": score,
+        "validation_map_by_model_and_weight": scores,
+    }
+    return vectors, summary
+
+
+def audio_candidates(models_dir: Path, index_digest: str) -> list[ModelVectors]:
+    """The audio models under ``models_dir`` that predict WMF factors (registry family
+    CONTENT; shuffled controls are references), in registry order."""
+    found = []
+    for directory in discover_models(models_dir):
+        if directory.name not in registry.MODEL_NAMES:
+            continue
+        if registry.model(directory.name).family != registry.CONTENT:
+            continue
+        model = load_model(directory, index_digest)
+        if model.predicts == "wmf_song_factors":
+            found.append(model)
+    order = {name: i for i, name in enumerate(registry.MODEL_NAMES)}
+    return sorted(found, key=lambda m: order[m.name])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = content_stage_parser(
+        "audio_context", __doc__, ["data.root", "context", "audio_context"]
+    )
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    context_cfg = read_config(params, "context", ContextConfig)
+    cfg = read_config(params, "audio_context", AudioContextConfig)
+    root = Path(read_config(params, "data", DataConfig).root)
+    out = args.models / NAME
+    with run_stage("audio_context", args, params, ("context", "audio_context")) as (
+        record,
+        tracker,
+    ):
+        data = load_content_data(args.split, args.models / "wmf", args.features)
+        songs = read_tsv(args.features / "songs.tsv")["song_id"]
+        metadata = read_metadata(root, songs, context_cfg.columns)
+        reason = skip_reason(root, metadata, context_cfg.columns)
+        if reason:
+            with atomic_path(out) as tmp:
+                tmp.mkdir()
+                write_json(tmp / "skipped.json", {"model": NAME, "reason": reason})
+            record.update(skipped=reason)
+            print(f"audio_context: skipped ({reason})")
+            return 0
+        candidates = audio_candidates(args.models, data.index_digest)
+        if not candidates:
+            raise MusicrecError(
+                f"audio_context: no audio model in {args.models}; run dvc repro cnn first"
+            )
+        vectors, summary = fit_audio_context(metadata, data, candidates, context_cfg, cfg)
+        save_model(
+            ModelVectors(
+                NAME,
+                f"audio ({summary['audio_model']}) plus {summary['weight']:g} x the context "
+                f"({', '.join(summary['columns'])}) of what the audio leaves of the factors",
+                list(registry.CONTENT_SPLITS),
+                data.user_factors,
+                vectors,
+                predicts="wmf_song_factors",
+            ),
+            out,
+            index=data.index_digest,
+            config=summary,
+        )
+        tracker.log_metrics({NAME: {k: summary[k] for k in ("weight", "validation_map")}})
+        record.update(audio_model=summary["audio_model"], weight=summary["weight"])
+    print(
+        f"audio_context: {summary['audio_model']} + {summary['weight']:g} x context residual "
+        f"(validation mAP {summary['validation_map']:.4f}) -> {out}"
+    )
+    return 0

@@ -1,0 +1,94 @@
+"""hybrid_audio_context: audio plus the context of what the audio leaves of the factors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from musicrec.errors import MusicrecError
+from musicrec.models.audio_context import AudioContextConfig, fit_audio_context
+from musicrec.models.content import ContentData
+from musicrec.models.context import ContextConfig
+from musicrec.models.vectors import ModelVectors
+
+
+def _world(seed: int = 0, n_artists: int = 16, per_artist: int = 10, n_users: int = 300):
+    """Factors = what can be heard + the artist's standing; users play the songs they score
+    highest. 70% of songs train, 15% validate, 15% are new."""
+    rng = np.random.default_rng(seed)
+    artists = np.repeat(np.arange(n_artists), per_artist)
+    n = len(artists)
+    audible = rng.normal(0, 1, (n, 4))
+    targets = (audible + 1.2 * rng.normal(0, 1, (n_artists, 4))[artists]).astype(np.float32)
+    users = rng.normal(0, 1, (n_users, 4)).astype(np.float32)
+    scores = users @ targets.T
+    plays = (scores > np.quantile(scores, 0.9, axis=1, keepdims=True)).astype(np.float32)
+    order = rng.permutation(n)
+    train = np.sort(order[: int(0.7 * n)])
+    validation = np.sort(order[int(0.7 * n) : int(0.85 * n)])
+    new = np.sort(order[int(0.85 * n) :])
+    seen = np.zeros(n, bool)
+    seen[train] = seen[validation] = True
+    data = ContentData(
+        targets=np.where(seen[:, None], targets, 0).astype(np.float32),  # new songs: unknown
+        user_factors=users,
+        train_plays=sp.csr_matrix(plays * seen),
+        train_songs=train,
+        validation_songs=validation,
+        index_digest="test",
+    )
+    metadata = pd.DataFrame({"artist": [f"artist {a}" for a in artists]})
+    return metadata, data, audible, targets, new
+
+
+def _audio(name: str, vectors: np.ndarray) -> ModelVectors:
+    return ModelVectors(name, "", ["cold", "all"], np.zeros((1, vectors.shape[1])), vectors)
+
+
+CONTEXT = ContextConfig(columns=("artist",), shrinkage=2.0, alphas=(0.1, 1.0, 10.0))
+
+
+def test_audio_and_context_together_come_closer_than_audio_alone():
+    metadata, data, audible, targets, new = _world()
+    rng = np.random.default_rng(1)
+    good = _audio("good", (audible + rng.normal(0, 0.3, audible.shape)).astype(np.float32))
+    noise = _audio("noise", rng.normal(0, 1, audible.shape).astype(np.float32))
+    vectors, summary = fit_audio_context(
+        metadata, data, [noise, good], CONTEXT, AudioContextConfig()
+    )
+    assert summary["audio_model"] == "good" and summary["weight"] > 0
+    assert set(summary["validation_map_by_model_and_weight"]) == {"noise", "good"}
+
+    def error(v):
+        return float(np.mean((v[new] - targets[new]) ** 2))
+
+    assert error(vectors) < 0.6 * error(good.song_vectors)  # the artist's part, recovered
+
+
+def test_a_new_artist_keeps_the_audio_models_ranking():
+    metadata, data, audible, _, new = _world()
+    metadata.loc[new[:6], "artist"] = ["newcomer"] * 3 + [""] * 3  # no training song of theirs
+    good = _audio("good", audible.astype(np.float32))
+    vectors, summary = fit_audio_context(
+        metadata, data, [good], CONTEXT, AudioContextConfig(weights=(1.0,))
+    )
+    shift = vectors[new[:6]] - good.song_vectors[new[:6]]
+    # one vector for all of them: every user ranks them as the audio model does
+    np.testing.assert_allclose(shift, np.broadcast_to(shift[0], shift.shape), atol=1e-5)
+    known = vectors[new[6:]] - good.song_vectors[new[6:]]
+    assert np.ptp(known, axis=0).max() > 10 * np.ptp(shift, axis=0).max()
+
+
+def test_no_weight_is_the_audio_model_itself_and_bad_params_are_refused():
+    metadata, data, audible, _, _ = _world()
+    good = _audio("good", audible.astype(np.float32))
+    vectors, summary = fit_audio_context(
+        metadata, data, [good], CONTEXT, AudioContextConfig(weights=(0.0,))
+    )
+    np.testing.assert_allclose(vectors, good.song_vectors, atol=1e-6)
+    with pytest.raises(MusicrecError, match="audio_context"):
+        AudioContextConfig(weights=(-1.0,))
+    with pytest.raises(MusicrecError, match="no audio model"):
+        fit_audio_context(metadata, data, [], CONTEXT, AudioContextConfig())
