@@ -59,7 +59,7 @@ def test_audio_and_context_together_come_closer_than_audio_alone():
         metadata, data, [noise, good], CONTEXT, AudioContextConfig()
     )
     assert summary["audio_model"] == "good" and summary["weight"] > 0
-    assert set(summary["validation_map_by_model_and_weight"]) == {"noise", "good"}
+    assert set(summary["validation_map_by_model_and_weight"]) == {"noise", "good", "audio_mean"}
 
     def error(v):
         return float(np.mean((v[new] - targets[new]) ** 2))
@@ -92,3 +92,20 @@ def test_no_weight_is_the_audio_model_itself_and_bad_params_are_refused():
         AudioContextConfig(weights=(-1.0,))
     with pytest.raises(MusicrecError, match="no audio model"):
         fit_audio_context(metadata, data, [], CONTEXT, AudioContextConfig())
+
+
+def test_the_mean_of_the_audio_models_is_a_candidate_too():
+    metadata, data, audible, _, _ = _world()
+    rng = np.random.default_rng(2)
+    # two ears with errors of their own: their mean errs half as much
+    left = audible + rng.normal(0, 1.5, audible.shape)
+    right = audible + rng.normal(0, 1.5, audible.shape)
+    candidates = [
+        _audio("left", left.astype(np.float32)),
+        _audio("right", right.astype(np.float32)),
+    ]
+    _, summary = fit_audio_context(
+        metadata, data, candidates, CONTEXT, AudioContextConfig(weights=(0.0,))
+    )
+    assert summary["audio_model"] == "audio_mean"
+    assert set(summary["validation_map_by_model_and_weight"]) == {"left", "right", "audio_mean"}

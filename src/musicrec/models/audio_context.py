@@ -7,7 +7,8 @@ the same artist, album or year carry it. So the song's vector is
 
     v_hat = a + weight * r
 
-- ``a``: an audio model's prediction (a content model predicting WMF factors);
+- ``a``: an audio model's prediction (a content model predicting WMF factors), or the mean of
+  all of theirs (``audio_mean``: their errors partly cancel);
 - ``r``: the context filter (:func:`musicrec.models.context.context_regression`) fitted on what
   that audio model leaves of the factors, ``targets - a``, on the training songs: for each
   metadata column, the shrunk mean residual of the training songs sharing the value, combined
@@ -45,6 +46,7 @@ from musicrec.ranking import mean_map, songs_task
 from musicrec.stage import DataConfig, read_config, run_stage
 
 NAME = "hybrid_audio_context"
+AUDIO_MEAN = "audio_mean"  # the candidate that averages the audio models' vectors
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def fit_audio_context(
     metadata : pd.DataFrame [shape=(n_songs, n_columns)]  songs.csv's columns, "" unknown.
     data : ContentData  targets, training and validation songs, training plays.
     audio_models : list of ModelVectors  candidates; each song vectors [(n_songs, d)]
-        predicting the WMF factors.
+        predicting the WMF factors. With more than one, their mean (``audio_mean``) is one too.
     context_cfg : ContextConfig  shrinkage and ridge penalties, as the context filter's.
     cfg : AudioContextConfig
 
@@ -84,6 +86,12 @@ def fit_audio_context(
     vectors : np.ndarray [shape=(n_songs, d), float32]
     summary : dict  the audio model and weight kept, and every pair's validation mAP.
     """
+    if len(audio_models) > 1:
+        mean = np.mean([m.song_vectors for m in audio_models], axis=0).astype(np.float32)
+        audio_models = [
+            *audio_models,
+            ModelVectors(AUDIO_MEAN, "", ["cold"], data.user_factors, mean),
+        ]
     task = songs_task("validation", data.train_plays, data.validation_songs, 0, cfg.seed)
     scores: dict[str, dict[str, float]] = {}
     best: tuple[float, str, float, np.ndarray, float] | None = None
