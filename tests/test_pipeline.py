@@ -23,6 +23,8 @@ pytestmark = pytest.mark.slow
 MODELS = set(registry.MODEL_NAMES)
 # The content models scored on cold and all only (the DBN models learn their own user vectors).
 CONTENT_MODELS = set(registry.models(stage="bow") + registry.models(stage="cnn"))
+# The cold split and its view of the new artists' songs (the tiny world's songs.csv: artists).
+COLD = {"cold", "cold_new_artist"}
 EVERY_SPLIT = set(registry.SPLITS)
 
 
@@ -36,24 +38,28 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     assert stages_run(first.stdout) == set(registry.STAGE_NAMES)
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert set(metrics) == MODELS
-    assert set(metrics["upper_bound"]) == {"warm", "cold", "all", "cold_user"}
-    assert set(metrics["wmf"]) == {"warm", "cold", "all", "cold_user"}  # new users folded in
+    assert set(metrics["upper_bound"]) == EVERY_SPLIT
+    assert set(metrics["wmf"]) == EVERY_SPLIT  # new users folded in
+    split_summary = json.loads((project / "data" / "split" / "split.json").read_text())
+    assert split_summary["songs"]["new_artist"] > 0
     for model in MODELS:
         for values in metrics[model].values():
             assert 0.0 <= values["map@500"] <= 1.0 and 0.0 <= values["auc"] <= 1.0
     assert metrics["upper_bound"]["cold"]["map@500"] > metrics["random"]["cold"]["map@500"]
     for model in CONTENT_MODELS:
-        assert set(metrics[model]) == {"cold", "all"}
+        assert set(metrics[model]) == COLD | {"all"}
         assert {"r2", "cosine"} <= set(metrics[model]["cold"])
     for model in ("hldbn", "hldbn_nopretrain", "hybrid_dbn", "hybrid_weighted", "hybrid_mixed"):
         assert set(metrics[model]) == EVERY_SPLIT
     assert set(metrics["content_profile"]) == {"cold_user"}
-    assert set(metrics["context"]) == {"cold", "all"}  # the tiny world's songs.csv: artist
+    assert set(metrics["context"]) == COLD | {"all"}  # the tiny world's songs.csv: artist
+    assert set(metrics["hybrid_audio_context"]) == COLD | {"all"}
     assert (project / "reports" / "plots" / "cnn_wpe_loss.csv").exists()
     assert json.loads((project / "reports" / "hybrid.json").read_text())["content_model"]
     # Tracking (offline here): one W&B run per tracked stage; the evaluate run holds the metrics.
     runs = list((project / "wandb").glob("offline-run-*"))
-    assert len(runs) == 9  # tune, ridge, context, bow, cnn, dbn, hybrid, evaluate, report
+    # tune, ridge, context, bow, cnn, dbn, audio_context, hybrid, evaluate, report
+    assert len(runs) == 10
     saved = [json.loads(p.read_text()) for p in project.glob("wandb/*/files/musicrec_metrics.json")]
     assert metrics in saved
     html = (project / "reports" / "report.html").read_text()
@@ -78,6 +84,7 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
         "bow",
         "cnn",
         "dbn",
+        "audio_context",
         "hybrid",
         "evaluate",
         "report",
