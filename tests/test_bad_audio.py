@@ -6,9 +6,12 @@
 | truncated FLAC                    | quarantined: cannot be decoded (the decoder loses sync)  |
 | truncated MP3                     | used when its clip decodes (judged on what decodes)      |
 | MP3 truncated below min_seconds   | quarantined: too short (its real length)                 |
-| text file named .mp3              | quarantined: cannot be decoded                           |
+| text file named .mp3              | quarantined: no audio frames                             |
 | WAV with NaN, WAV with Inf        | quarantined: NaN or infinite samples                     |
 | digital silence                   | quarantined: silent                                      |
+| a constant DC offset              | quarantined: no signal: constant                         |
+| an MP3 of an ID3 tag only         | quarantined: no audio frames                             |
+| a link out of the data folder     | quarantined unopened: unsafe path; the rest goes on      |
 | a 1-sample file                   | quarantined: too short                                   |
 | 8 kHz and 96 kHz                  | used, resampled to features.sample_rate                  |
 | 6 channels                        | used, mixed down to mono                                 |
@@ -121,3 +124,43 @@ def test_a_file_without_read_permission_is_quarantined_as_unreadable():
     finally:
         os.chmod(path, 0o644)
     assert error.startswith("PermissionError") or "Permission denied" in error, error
+
+
+def test_a_link_out_of_the_data_folder_is_quarantined_unopened_and_the_rest_goes_on(tmp_path):
+    root = tmp_path / "data"
+    (root / "audio").mkdir(parents=True)
+    sf.write(root / "audio" / "good.wav", noise(3), SR)
+    secret = tmp_path / "secret.wav"  # a readable audio file, so only the path check stops it
+    sf.write(secret, noise(3, seed=1), SR)
+    (root / "audio" / "escape.wav").symlink_to(secret)
+    (root / "plays.tsv").write_text("u1\tgood\t2\nu1\tescape\t3\nu2\tgood\t1\n")
+    opened = []
+    real_probe = probe_audio
+
+    def spying_probe(path, clip):
+        opened.append(Path(path).name)
+        return real_probe(path, clip)
+
+    import musicrec.validate as validate
+
+    original, validate.probe_audio = validate.probe_audio, spying_probe
+    try:
+        result = validate_dataset(root, CLIP, MIN_SECONDS, silence_db=-60.0)
+    finally:
+        validate.probe_audio = original
+    reasons = {q["song_id"]: q["reasons"] for q in result.summary["audio"]["quarantine"]}
+    assert reasons["escape"].startswith("unsafe path, not opened: unsafe path 'escape.wav'")
+    assert "leads outside" in reasons["escape"]
+    assert list(result.songs["song_id"]) == ["good"] and opened == ["good.wav"]
+
+
+def test_a_constant_signal_and_an_id3_only_mp3_say_why_they_are_quarantined(corpus):
+    dc = probe_audio(corpus / "audio" / "bad_dc_offset.wav", CLIP)
+    assert dc["rms_db"] > -20 and dc["signal_db"] < -100  # loud, and nothing on it
+    id3 = probe_audio(corpus / "audio" / "bad_id3_only_mp3.mp3", CLIP)
+    assert id3["decode_error"].startswith("NoAudioFrames: ")
+    result = validate_dataset(corpus, CLIP, MIN_SECONDS, silence_db=-60.0)
+    reasons = {q["song_id"]: q["reasons"] for q in result.summary["audio"]["quarantine"]}
+    assert reasons["bad_dc_offset"].startswith("no signal: constant (a DC offset at -12.0 dBFS")
+    assert reasons["bad_silence"].startswith("silent") and ";" not in reasons["bad_silence"]
+    assert "possibly a pipe" not in reasons["bad_id3_only_mp3"]

@@ -66,11 +66,26 @@ def test_header_zero_counts_and_duplicates_are_repaired_and_counted(tmp_path):
     path.write_text("user_id\tsong_id\tplay_count\n" + GOOD + "u1\ts1\t7\nu3\ts2\t0\nu1\ts1\t1\n")
     clean, ge, repairs = check_play_log(path)
     assert repairs == {
+        "byte_order_marks_removed": 0,
         "header_rows_skipped": 1,
         "zero_count_rows_dropped": 1,
         "duplicate_rows_summed": 2,
     }
     assert clean.values.tolist() == [["u1", "s1", 11], ["u2", "s1", 1], ["u2", "s2", 5]]
+
+
+@pytest.mark.parametrize("header", ["", "user_id\tsong_id\tplay_count\n"])
+def test_a_byte_order_mark_is_removed_and_counted_not_glued_to_the_first_user(tmp_path, header):
+    path = tmp_path / "plays.tsv"
+    path.write_bytes("\ufeff".encode() + (header + "u1\ts1\t2\nu1\ts2\t1\nu2\ts1\t4\n").encode())
+    clean, _, repairs = check_play_log(path, chunk_lines=2)  # the mark is in the first chunk only
+    assert repairs["byte_order_marks_removed"] == 1
+    assert repairs["header_rows_skipped"] == (1 if header else 0)
+    assert sorted(set(clean["user_id"])) == ["u1", "u2"]  # one u1, not "\ufeffu1" and "u1"
+    # a mark anywhere else is a character of an id, as any other
+    path.write_bytes(b"u1\ts1\t2\n" + "\ufeffu1\ts2\t1\n".encode())
+    clean, _, repairs = check_play_log(path)
+    assert repairs["byte_order_marks_removed"] == 0 and clean["user_id"].nunique() == 2
 
 
 def _tree_digest(root):
@@ -113,7 +128,7 @@ def test_unusable_songs_are_quarantined_with_reasons_and_raw_data_is_untouched(m
     assert _tree_digest(messy_folder) == before
     reasons = {q["song_id"]: q["reasons"] for q in result.summary["audio"]["quarantine"]}
     assert set(reasons) == {"text", "silent", "nans", "short", "twice", "missing"}
-    assert reasons["text"].startswith("cannot be decoded")
+    assert reasons["text"].startswith("no audio frames")  # a text file named .mp3
     assert reasons["silent"].startswith("silent")
     assert reasons["nans"] == "NaN or infinite samples"
     assert reasons["short"].startswith("too short: 0.25 s")

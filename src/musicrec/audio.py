@@ -146,11 +146,19 @@ def read_clip(
     return y, sr
 
 
+# The start of a probe's decode_error for a regular, non-empty file in which libsndfile finds no
+# audio: it says "File does not exist or is not a regular file (possibly a pipe?)" of an MP3
+# that holds only an ID3 tag, which would send a user looking for the wrong problem.
+NO_AUDIO_FRAMES = "NoAudioFrames: "
+
+
 def probe_audio(path: Path, clip: ClipSpec) -> dict:
     """Measure what validation judges: decodable, duration, level and finiteness of the clips.
 
     Returns a dict with ``decode_error`` (None when the file decodes), ``duration_s``,
-    ``sample_rate``, ``channels``, ``rms_db`` (of the clips' span) and ``finite``.
+    ``sample_rate``, ``channels``, ``rms_db`` (of the clips' span), ``signal_db`` (the same
+    with each channel's mean taken away: a constant DC offset has a level but no signal) and
+    ``finite``.
     """
     out = {
         "decode_error": None,
@@ -158,6 +166,7 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
         "sample_rate": np.nan,
         "channels": np.nan,
         "rms_db": np.nan,
+        "signal_db": np.nan,
         "finite": False,
     }
     try:
@@ -173,6 +182,8 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
         y, _ = read_clip(path, clip)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         out["decode_error"] = f"{type(exc).__name__}: {exc}"
+        if "not a regular file" in str(exc) and Path(path).is_file() and Path(path).stat().st_size:
+            out["decode_error"] = f"{NO_AUDIO_FRAMES}{exc}"
         return out
     if y.size == 0:
         out["decode_error"] = "no samples could be read"
@@ -185,5 +196,8 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
     finite = bool(np.isfinite(y).all())
     out["finite"] = finite
     if finite:
-        out["rms_db"] = float(10 * np.log10(np.mean(np.square(y, dtype=np.float64)) + 1e-20))
+        y64 = y.astype(np.float64)
+        out["rms_db"] = float(10 * np.log10(np.mean(np.square(y64)) + 1e-20))
+        varying = y64 - y64.mean(axis=0)
+        out["signal_db"] = float(10 * np.log10(np.mean(np.square(varying)) + 1e-20))
     return out

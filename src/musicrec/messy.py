@@ -2,8 +2,8 @@
 
 ``write_bad_audio`` writes one file per case into an ``audio/`` folder and returns what
 validation must do with each; ``mix_into`` copies a clean data folder and mixes the cases in,
-together with the play-log rows that are repaired (a header, zero counts, duplicate pairs,
-Windows line endings, no final newline). The hardening tests use both, and so does
+together with the play-log rows that are repaired (a byte-order mark, a header, zero counts,
+duplicate pairs, Windows line endings, no final newline). The hardening tests use both, and so does
 ``python -m musicrec.messy SRC DEST``, which makes the messy copy of a world the pipeline is
 then run on (README, "Bad data").
 
@@ -27,10 +27,12 @@ OUTCOMES = {
     "bad_truncated_flac": "cannot be decoded",
     "bad_truncated_mp3": "used",
     "bad_truncated_mp3_short": "too short",
-    "bad_text_named_mp3": "cannot be decoded",
+    "bad_text_named_mp3": "no audio frames",
     "bad_nan": "NaN or infinite samples",
     "bad_inf": "NaN or infinite samples",
     "bad_silence": "silent",
+    "bad_dc_offset": "no signal: constant",
+    "bad_id3_only_mp3": "no audio frames",
     "bad_one_sample": "too short",
     "bad_rate_8k": "used",
     "bad_rate_96k": "used",
@@ -83,6 +85,9 @@ def write_bad_audio(audio: Path, clip_seconds: float) -> dict[str, str]:
     sf.write(audio / "bad_nan.wav", with_nan, SR, subtype="FLOAT")
     sf.write(audio / "bad_inf.wav", with_inf, SR, subtype="FLOAT")
     sf.write(audio / "bad_silence.wav", np.zeros(int(seconds * SR)), SR)
+    sf.write(audio / "bad_dc_offset.wav", np.full(int(seconds * SR), 0.25), SR)
+    # An ID3v2.4 tag (10-byte header, 10 bytes of padding) and no MPEG frame after it.
+    (audio / "bad_id3_only_mp3.mp3").write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x0a" + bytes(10))
     sf.write(audio / "bad_one_sample.wav", noise(1)[:1], SR)
     sf.write(audio / "bad_rate_8k.wav", noise(seconds, 8000), 8000)
     sf.write(audio / "bad_rate_96k.wav", noise(seconds, 96000), 96000)
@@ -98,8 +103,9 @@ def mix_into(source: Path, dest: Path, clip_seconds: float, seed: int = 0) -> di
     """Copy the data folder ``source`` to ``dest`` and mix the bad cases in.
 
     Audio: every case of ``write_bad_audio``, each played by ten of the source's users. Log:
-    a header row on line 1, ten zero-count rows, ten existing pairs split into two rows each,
-    Windows line endings and no final newline.
+    a UTF-8 byte-order mark (as Windows tools write), a header row on line 1, ten zero-count
+    rows, ten existing pairs split into two rows each, Windows line endings and no final
+    newline.
 
     Returns
     -------
@@ -136,8 +142,14 @@ def mix_into(source: Path, dest: Path, clip_seconds: float, seed: int = 0) -> di
             taken.add(pair)
             zero_rows.append([*pair, "0"])
     body = [["user_id", "song_id", "play_count"], *rows, *extra, *split_rows, *zero_rows]
-    (dest / "plays.tsv").write_bytes("\r\n".join("\t".join(r) for r in body).encode())
-    repairs = {"header_rows_skipped": 1, "zero_count_rows_dropped": 10, "duplicate_rows_summed": 10}
+    text = "\r\n".join("\t".join(r) for r in body)
+    (dest / "plays.tsv").write_bytes("\ufeff".encode() + text.encode())
+    repairs = {
+        "byte_order_marks_removed": 1,
+        "header_rows_skipped": 1,
+        "zero_count_rows_dropped": 10,
+        "duplicate_rows_summed": 10,
+    }
     return {"outcomes": outcomes, "repairs": repairs}
 
 

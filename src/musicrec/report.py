@@ -402,6 +402,7 @@ def _save(fig, path: Path) -> None:
 def _repairs_text(repairs: dict) -> str:
     """The play log's documented repairs, in words (empty when there were none)."""
     words = {
+        "byte_order_marks_removed": "byte-order mark removed",
         "header_rows_skipped": "header row skipped",
         "zero_count_rows_dropped": "rows with 0 plays dropped",
         "duplicate_rows_summed": "duplicate rows summed into their (user, song) pair",

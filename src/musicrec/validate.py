@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from musicrec.audio import (
     AUDIO_EXTENSIONS,
+    NO_AUDIO_FRAMES,
     ClipSpec,
     find_audio_files,
     probe_audio,
@@ -39,6 +40,8 @@ PLAY_LOG_COLUMNS = ["user_id", "song_id", "play_count"]
 MAX_ERRORS_SHOWN = 20
 # Lines of the play log read, validated and turned into codes at a time.
 CHUNK_LINES = 500_000
+# The start of a song's decode_error when its file is a link leading out of <root>/audio.
+UNSAFE = "UnsafePath: "
 
 
 @dataclass
@@ -132,11 +135,19 @@ def _fields_table(text: str, first_line: int) -> pd.DataFrame:
     return table
 
 
-def iter_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[pd.DataFrame]:
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def iter_play_log(
+    path: Path, chunk_lines: int = CHUNK_LINES, repairs: dict | None = None
+) -> Iterator[pd.DataFrame]:
     """Read ``plays.tsv`` as raw text fields, ``chunk_lines`` lines at a time.
 
     Only one chunk's text is held at once, so a log of any length reads in bounded memory.
-    Windows line endings are accepted. Bytes that are not UTF-8 stop with the line they are on.
+    Windows line endings are accepted. A UTF-8 byte-order mark at the start (what Windows tools
+    write) is removed, and counted in ``repairs["byte_order_marks_removed"]`` when given: left
+    in, it would glue itself to the first user id and make a user of its own. Bytes that are
+    not UTF-8 stop with the line they are on.
 
     Yields
     ------
@@ -152,6 +163,10 @@ def iter_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> Iterator[pd.Dat
     with open(path, "rb") as log:
         while lines := list(itertools.islice(log, chunk_lines)):
             raw = b"".join(lines)
+            if first_line == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]
+                if repairs is not None:
+                    repairs["byte_order_marks_removed"] = 1
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -206,6 +221,7 @@ def check_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> tuple[pd.DataF
     kept, never with the text. Three things are repaired rather than refused, and counted
     (``repairs``):
 
+    - a UTF-8 byte-order mark before line 1 is removed;
     - a header row ``user_id, song_id, play_count`` on line 1 is skipped;
     - a row with a play count of 0 says nothing was played: it is dropped;
     - several rows for one (user, song) pair are summed into one, as the plays they are.
@@ -223,7 +239,12 @@ def check_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> tuple[pd.DataF
     MusicrecError
         If any row breaks a rule, naming ``file:line: problem`` for the first rows found.
     """
-    repairs = {"header_rows_skipped": 0, "zero_count_rows_dropped": 0, "duplicate_rows_summed": 0}
+    repairs = {
+        "byte_order_marks_removed": 0,
+        "header_rows_skipped": 0,
+        "zero_count_rows_dropped": 0,
+        "duplicate_rows_summed": 0,
+    }
     problems: dict[int, str] = {}
     n_bad, n_rows, chunks = 0, 0, []
     # Rows are kept as integer codes; each distinct id is stored once, in its _Codes.
@@ -231,7 +252,7 @@ def check_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> tuple[pd.DataF
     users: list[np.ndarray] = []
     songs: list[np.ndarray] = []
     counts: list[np.ndarray] = []
-    for table in iter_play_log(path, chunk_lines):
+    for table in iter_play_log(path, chunk_lines, repairs):
         if table.index[0] == 1 and table.iloc[0][PLAY_LOG_COLUMNS].tolist() == PLAY_LOG_COLUMNS:
             table = table.iloc[1:]
             repairs["header_rows_skipped"] = 1
@@ -288,7 +309,9 @@ def check_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> tuple[pd.DataF
 
 
 def audio_expectations(min_seconds: float, silence_db: float) -> list:
-    """The audio-manifest suite: each played song has one decodable, long, audible, finite file."""
+    """The audio-manifest suite: each played song has one decodable, long, audible, finite file
+    that holds a signal (``signal_db``, the level once each channel's constant part is taken
+    away: a DC offset alone is loud but carries nothing)."""
     import great_expectations.expectations as gxe
 
     return [
@@ -298,6 +321,8 @@ def audio_expectations(min_seconds: float, silence_db: float) -> list:
         gxe.ExpectColumnValuesToBeBetween(column="duration_s", min_value=min_seconds),
         gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
         gxe.ExpectColumnValuesToBeBetween(column="rms_db", min_value=silence_db),
+        # (null where the clip is silent already: one reason is enough)
+        gxe.ExpectColumnValuesToBeBetween(column="signal_db", min_value=silence_db),
     ]
 
 
@@ -314,6 +339,13 @@ def _describe_audio_failure(kind: str, kwargs: dict, row: pd.Series) -> str:
         return f"several audio files claim this id: {row['path']}"
     if column == "decode_error" and str(row["decode_error"]).startswith("PermissionError"):
         return f"cannot be read ({row['decode_error']})"
+    if column == "decode_error" and str(row["decode_error"]).startswith(UNSAFE):
+        return f"unsafe path, not opened: {row['decode_error'].removeprefix(UNSAFE)}"
+    if column == "decode_error" and str(row["decode_error"]).startswith(NO_AUDIO_FRAMES):
+        return (
+            "no audio frames: the decoder found no audio in this file (only tags, such as an "
+            "ID3 header, or text or another format under an audio file's name?)"
+        )
     if column == "decode_error":
         return f"cannot be decoded ({row['decode_error']})"
     if column == "duration_s":
@@ -322,6 +354,11 @@ def _describe_audio_failure(kind: str, kwargs: dict, row: pd.Series) -> str:
         return "NaN or infinite samples"
     if column == "rms_db":
         return f"silent: clip level {row['rms_db']:.1f} dBFS < {kwargs['min_value']} dBFS"
+    if column == "signal_db":
+        return (
+            f"no signal: constant (a DC offset at {row['rms_db']:.1f} dBFS with "
+            f"{row['signal_db']:.1f} dBFS of variation on it)"
+        )
     return f"{kind} failed"
 
 
@@ -352,24 +389,28 @@ def check_audio(
         }
         for song, paths in files.items()
     ]
-    single = [
-        (i, resolve_audio(root, files[r["song_id"]][0]))
-        for i, r in enumerate(rows)
-        if r["n_files"] == 1
-    ]
-    probes = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-        delayed(probe_audio)(path, clip) for _, path in single
-    )
     empty_probe = {
         "decode_error": None,
         "duration_s": np.nan,
         "sample_rate": np.nan,
         "channels": np.nan,
         "rms_db": np.nan,
+        "signal_db": np.nan,
         "finite": None,
     }
     for row in rows:
         row.update(empty_probe)
+    single = []
+    for i, row in enumerate(rows):
+        if row["n_files"] != 1:
+            continue
+        try:
+            single.append((i, resolve_audio(root, files[row["song_id"]][0])))
+        except MusicrecError as exc:  # a link out of the folder: quarantined, never opened
+            row["decode_error"] = f"{UNSAFE}{exc}"
+    probes = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
+        delayed(probe_audio)(path, clip) for _, path in single
+    )
     for (i, _), probe in tqdm(
         zip(single, probes, strict=True),
         total=len(single),
@@ -378,6 +419,8 @@ def check_audio(
     ):
         if probe["decode_error"] is not None:
             probe["finite"] = None  # undecodable: judged by decode_error alone
+        if probe["rms_db"] < silence_db or probe["duration_s"] < min_seconds:
+            probe["signal_db"] = np.nan  # silent or too short: judged by that alone
         rows[i].update(probe)
     manifest = pd.DataFrame(rows)
     result = run_suite(
