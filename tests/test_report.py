@@ -111,3 +111,34 @@ def test_context_audio_hybrid_contrastive_and_new_artist_findings():
     assert "`context` 0.0520 [0.0480, 0.0560] against `random` 0.0500" in text
     assert "(intervals overlap), lift share 0.004; on all cold songs, lift share 0.120" in text
     assert "`hybrid_audio_context` 0.0800" in text and "lift share 0.250" in text
+
+
+def test_ids_paths_and_decoder_messages_cannot_inject_markup_into_the_report(tmp_path):
+    from musicrec.report import REPORT_CSP, markdown_to_html, validation_section
+
+    validation = {
+        "play_log": {"file": "plays.tsv", "rows": 3, "users": 2, "songs": 2, "repairs": {}},
+        "audio": {
+            "songs_usable": 1,
+            "songs_checked": 2,
+            "songs_quarantined": 1,
+            "quarantine": [
+                {
+                    "song_id": "s2`<b>x</b>",
+                    "path": "audio/a<svg onload=alert(1)>.wav",
+                    "reasons": "cannot be decoded (<img src=x onerror=alert(2)> | [link](http://x))",
+                }
+            ],
+        },
+        "plays_dropped": {"rows": 1, "play_count": 3},
+    }
+    html = markdown_to_html(validation_section(validation), tmp_path)
+    assert "<svg" not in html and "<img" not in html and "<b>" not in html
+    assert "&lt;svg onload=alert(1)&gt;" in html and "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "<a " not in html  # no link either
+    # one row of three cells: the backtick and the pipe ended neither the code span nor the cell
+    row = html.split("<tbody>")[1]
+    assert row.count("<td>") == 3 and "s2`&lt;b&gt;x&lt;/b&gt;" in row
+    assert f'content="{REPORT_CSP}"' in html and "script" not in REPORT_CSP
+    # raw HTML written into the markdown itself is shown, not run
+    assert "<script>" not in markdown_to_html("<script>alert(3)</script>", tmp_path)

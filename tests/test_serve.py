@@ -192,3 +192,17 @@ def test_musicrec_serve_starts_and_answers(trained_project):
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_a_model_name_is_never_a_path_and_each_model_is_loaded_once(server, trained_project):
+    url, recommender = server
+    user = recommender.users["user_id"].iat[1]
+    ok = httpx.get(f"{url}/recommend/user/{user}", params={"model": "wmf"})
+    assert ok.status_code == 200
+    loaded = dict(recommender._models)
+    for name in ("wmf/.", "./wmf", "../models/wmf", str(trained_project / "data/models/wmf"), "/"):
+        response = httpx.get(f"{url}/recommend/user/{user}", params={"model": name})
+        # unknown, as any name that was not trained and scored: 404, never a 503 that tells
+        # a folder exists, and no second copy of a model in memory
+        assert response.status_code == 404 and "no model" in response.text, (name, response.text)
+    assert recommender._models.keys() == loaded.keys()

@@ -239,13 +239,16 @@ class Recommender:
         return tiebreak_keys(np.array([user]), len(self.songs), split_seed)[0]
 
     def model(self, name: str) -> ModelVectors | InterleavedModel:
+        """The model called ``name``: only a name that ``reports/metrics.json`` scored, checked
+        before any file is touched (a name from a query is never a path: ``wmf/.`` or
+        ``../models/wmf`` would load another copy, and an absolute path would probe folders),
+        loaded once and kept under that name."""
+        if name not in self.metrics:
+            raise UnknownIdError(
+                f"no model {name!r} was trained and scored (reports/metrics.json); "
+                f"trained models: {', '.join(sorted(self.metrics))}"
+            )
         if name not in self._models:
-            if not (self.project / "data/models" / name).is_dir():
-                known = sorted(self.metrics)
-                raise UnknownIdError(
-                    f"no model {name!r} in {self.project / 'data/models'}; "
-                    f"trained models: {', '.join(known)}"
-                )
             folder = self._need(f"data/models/{name}/model.json").parent
             self._models[name] = load_model(folder, self.index_digest)
         return self._models[name]

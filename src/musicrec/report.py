@@ -411,6 +411,23 @@ def _repairs_text(repairs: dict) -> str:
     return f" after repairs: {', '.join(done)}" if done else ""
 
 
+def md_code(text: str) -> str:
+    """``text`` from the data (an id, a path) as one inline code span inside a table cell: the
+    fence is longer than any run of backticks in it (a backtick cannot end the span early) and
+    ``|`` is escaped (it cannot end the cell)."""
+    text = str(text).replace("\n", " ").replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_text(text: str) -> str:
+    """``text`` from the data (a decoder's message) as plain text in a table cell: markdown's
+    punctuation escaped, so it neither formats nor links nor ends the cell."""
+    return re.sub(r"([\\`*_\[\]<>|#!~&])", r"\\\1", str(text).replace("\n", " "))
+
+
 def validation_section(validation: dict) -> str:
     log, audio, dropped = validation["play_log"], validation["audio"], validation["plays_dropped"]
     lines = [
@@ -423,7 +440,7 @@ def validation_section(validation: dict) -> str:
     if audio["quarantine"]:
         lines += ["", "| song | file | reason |", "|---|---|---|"]
         lines += [
-            f"| `{q['song_id']}` | `{q['path'] or '-'}` | {q['reasons']} |"
+            f"| {md_code(q['song_id'])} | {md_code(q['path'] or '-')} | {md_text(q['reasons'])} |"
             for q in audio["quarantine"][:50]
         ]
         if len(audio["quarantine"]) > 50:
@@ -515,11 +532,16 @@ def build_report(reports: Path, split_dir: Path) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+# The page runs no script and loads nothing: its images are inlined, its style is in the page.
+REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
 def markdown_to_html(markdown: str, base: Path) -> str:
     """Render the report as one HTML page with its PNGs inlined as data URIs."""
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    # html off: raw HTML in the markdown (from ids, paths, decoder messages) is shown as text
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
 
     def inline(match: re.Match) -> str:
         data = base64.b64encode((base / match.group(1)).read_bytes()).decode()
@@ -527,7 +549,9 @@ def markdown_to_html(markdown: str, base: Path) -> str:
 
     body = re.sub(r'src="([^"]+\.png)"', inline, body)
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>musicrec report</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'>"
+        f'<meta http-equiv="Content-Security-Policy" content="{REPORT_CSP}">'
+        f"<title>musicrec report</title>"
         f"<style>{HTML_STYLE}</style></head><body>{body}</body></html>\n"
     )
 
