@@ -24,6 +24,10 @@ GOOD = "u1\ts1\t3\nu2\ts1\t1\nu2\ts2\t5\n"
         ("u3\ts1", "expected 3 tab-separated fields"),
         ("u3\ts1\t2\textra", "expected 3 tab-separated fields"),
         ("u3\ts1\t-4", "play_count -4 is negative"),
+        # 2**63 would wrap negative as an int64; 2**53 + 1 would lose a play as a float
+        ("u3\ts1\t9223372036854775808", "play_count 9223372036854775808 is above the most"),
+        ("u3\ts1\t9007199254740993", "is above the most one row may count (1,000,000,000)"),
+        ("u3\ts1\t-99999999999999999999", "is negative"),
         ("user_id\tsong_id\tplay_count", "'play_count' is not an integer"),  # a header below line 1
         ("u3\ts1\t 2", "' 2' is not an integer"),
         ("u3\ts/1\t2", "is not a safe id"),

@@ -40,6 +40,9 @@ PLAY_LOG_COLUMNS = ["user_id", "song_id", "play_count"]
 MAX_ERRORS_SHOWN = 20
 # Lines of the play log read, validated and turned into codes at a time.
 CHUNK_LINES = 500_000
+# The most plays one row may count: every count up to it is exact as a float (it is under
+# 2**53), and a sum of as many rows as a log can hold stays far below 2**63.
+MAX_PLAY_COUNT = 10**9
 # The start of a song's decode_error when its file is a link leading out of <root>/audio.
 UNSAFE = "UnsafePath: "
 
@@ -94,8 +97,9 @@ def play_log_expectations() -> list:
         gxe.ExpectColumnValuesToMatchRegex(column="user_id", regex=SAFE_ID_REGEX),
         gxe.ExpectColumnValuesToMatchRegex(column="song_id", regex=SAFE_ID_REGEX),
         gxe.ExpectColumnValuesToMatchRegex(column="play_count", regex=r"^-?[0-9]+$"),
-        # 0 plays is repaired (the row is dropped); a negative count is an error.
-        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=0),
+        # 0 plays is repaired (the row is dropped); a negative count is an error, and so is
+        # one past MAX_PLAY_COUNT (a corrupt value: it would wrap or lose digits downstream).
+        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=0, max_value=MAX_PLAY_COUNT),
     ]
 
 
@@ -116,7 +120,12 @@ def _describe_log_failure(kind: str, column: str | None, row: pd.Series) -> str:
             f"and not '.' or '..')"
         )
     if kind == "expect_column_values_to_be_between" and column == "count":
-        return f"play_count {row['play_count']} is negative"
+        if str(row["play_count"]).startswith("-"):
+            return f"play_count {row['play_count']} is negative"
+        return (
+            f"play_count {row['play_count']} is above the most one row may count "
+            f"({MAX_PLAY_COUNT:,}): a corrupt value"
+        )
     return f"{kind} failed on {column}"
 
 
@@ -296,7 +305,8 @@ def check_play_log(path: Path, chunk_lines: int = CHUNK_LINES) -> tuple[pd.DataF
     pair_ids, first_pairs = pd.factorize(user.astype(np.int64) * len(song_codes) + song)
     if len(first_pairs) < len(pair_ids):
         repairs["duplicate_rows_summed"] = len(pair_ids) - len(first_pairs)
-        count = np.bincount(pair_ids, weights=count).astype(np.int64)
+        # Summed as integers: float sums lose plays above 2**53.
+        count = pd.Series(count).groupby(pair_ids).sum().to_numpy(np.int64)
         user, song = first_pairs // len(song_codes), first_pairs % len(song_codes)
     plays = pd.DataFrame(
         {
