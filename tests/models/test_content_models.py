@@ -457,3 +457,30 @@ def test_the_bag_of_words_reuses_a_transform_only_for_the_same_frames_and_songs(
         flipped, BagOfWords.transform(vocabulary, other.copy(), data.train_songs)
     )
     assert not np.array_equal(flipped, again)
+
+
+def test_no_improving_epoch_is_an_error_not_an_earlier_runs_weights(tmp_path):
+    batches, step_loss, validation_loss = _linear_problem()
+    cfg = TrainConfig(epochs=3, learning_rate=0.05, patience=10, device="cpu")
+    torch.manual_seed(0)
+    train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path, "first")
+    assert (tmp_path / "best.pt").exists()  # the first run's best weights lie there
+
+    def diverged(model):
+        return float("nan")
+
+    with pytest.raises(MusicrecError, match="no epoch improved the validation loss"):
+        train(torch.nn.Linear(3, 1), batches, step_loss, diverged, cfg, tmp_path, "second")
+
+
+def test_a_best_checkpoint_of_another_run_is_refused(tmp_path):
+    batches, step_loss, validation_loss = _linear_problem()
+    cfg = TrainConfig(epochs=3, learning_rate=0.05, patience=10, device="cpu")
+    torch.manual_seed(0)
+    train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path / "a", "a")
+    torch.manual_seed(0)
+    train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path / "b", "b")
+    (tmp_path / "b" / "best.pt").replace(tmp_path / "a" / "best.pt")  # a stray file
+    with pytest.raises(MusicrecError, match="belongs to another training run"):
+        # run a resumes after its last epoch and would load the stray weights as its best
+        train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path / "a", "a")

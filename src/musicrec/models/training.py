@@ -187,7 +187,18 @@ def train(
                 _save(state, checkpoint_dir / "best.pt")
             _save(state, last)
     distributed.barrier()  # process 0 has written best.pt
+    if progress.best_epoch < 0:
+        raise MusicrecError(
+            f"{desc}: no epoch improved the validation loss (last: "
+            f"{progress.history[-1]['val_loss'] if progress.history else 'none'}); a NaN loss "
+            "means the training diverged: lower the learning rate, or check the inputs"
+        )
     best = torch.load(checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)
+    if best.get("run_id") != run_id:  # another run's weights: never used silently
+        raise MusicrecError(
+            f"{desc}: {checkpoint_dir / 'best.pt'} belongs to another training run; delete "
+            f"{checkpoint_dir} and run the stage again"
+        )
     model.load_state_dict(best["model"])
     model.eval()
     return TrainResult(
