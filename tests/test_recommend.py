@@ -237,3 +237,23 @@ def test_missing_artifacts_name_the_stage_to_run(trained_project, tmp_path):
     result = run(["musicrec", "recommend", "--user", "U000001"], project, check=False)
     assert result.returncode == 1
     assert "reports/metrics.json is missing: run `dvc repro evaluate`" in result.stderr
+
+
+def test_near_ids_suggests_from_a_bounded_neighbourhood():
+    from musicrec.recommend import near_ids
+
+    class Counted(list):
+        reads = 0
+
+        def __getitem__(self, key):
+            Counted.reads += 1
+            return super().__getitem__(key)
+
+    ids = Counted(sorted(f"U{i:07d}" for i in range(1_000_000)))
+    assert "U0001234" in near_ids("U0001234x", ids)  # a typo at the end
+    Counted.reads = 0
+    assert near_ids("U000123", ids)[0].startswith("U000123")
+    # a binary search and one slice: about 20 reads of a million ids, where difflib over all
+    # of them compared every one
+    assert Counted.reads < 30
+    assert near_ids("x" * 201, ids) == [] and near_ids("U1", []) == []
