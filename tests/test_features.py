@@ -208,6 +208,28 @@ def test_features_are_incremental_and_memory_mapped(tmp_path, monkeypatch):
     monkeypatch.setattr(audio_features, "FEATURE_CODE_VERSION", version + 1)
     fourth = compute_features(root, more, CFG, tmp_path / "out4", tmp_path / "cache")
     assert fourth["computed"] == 6
+    monkeypatch.undo()
+    # And an edit of the feature code, or another decoder: no hand-bumped version to forget.
+    for changed in ({"code": "edited"}, {"libsndfile": "libsndfile-9.9.9"}):
+        described = {**audio_features.code_and_decoders(), **changed}
+        monkeypatch.setattr(audio_features, "code_and_decoders", lambda d=described: d)
+        again = compute_features(root, more, CFG, tmp_path / "out5", tmp_path / "cache")
+        assert again["computed"] == 6, changed
+        monkeypatch.undo()
+
+
+def test_an_unreadable_cache_entry_is_a_miss_and_computed_again(tmp_path):
+    rng = np.random.default_rng(3)
+    root = tmp_path / "data"
+    songs = _write_songs(root, [f"s{i}" for i in range(4)], rng)
+    compute_features(root, songs, CFG, tmp_path / "out1", tmp_path / "cache")
+    entries = sorted((tmp_path / "cache").glob("*/*/*.npy"))
+    entries[0].write_bytes(b"")  # a crash before the data reached the disk
+    entries[1].write_bytes(entries[1].read_bytes()[:200])  # cut short
+    again = compute_features(root, songs, CFG, tmp_path / "out2", tmp_path / "cache")
+    assert again == {"songs": 4, "computed": 2, "cached": 2}
+    for name in ("logmel.npy", "mfcc.npy"):
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out2" / name).read_bytes()
 
 
 def test_the_dask_backend_gives_the_local_outputs_bit_for_bit(tmp_path):

@@ -49,3 +49,29 @@ def test_a_read_only_folder_is_a_clear_error():
     assert message.startswith("raised MusicrecError"), message
     assert "no permission to write there" in message and "out" in message
     assert not (folder / "out").exists()
+
+
+def test_an_atomic_write_reaches_the_disk_before_its_name_and_the_rename_after(
+    tmp_path, monkeypatch
+):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_path(tmp_path / "out") as tmp:
+        tmp.mkdir()
+        (tmp / "a.txt").write_text("a")
+    synced_before = [
+        path for kind, path in events[: events.index(("rename", str(tmp_path / "out")))]
+    ]
+    assert any(p.endswith("/a.txt") for p in synced_before)  # the file's data
+    assert events[-1] == ("fsync", str(tmp_path))  # then the folder that holds the new name

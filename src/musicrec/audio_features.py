@@ -35,6 +35,29 @@ DELTA_WIDTH = 9  # frames each MFCC delta is fitted over (librosa's default)
 FEATURE_CODE_VERSION = 2
 
 
+@functools.cache
+def code_and_decoders() -> dict[str, str]:
+    """What a song's features depend on besides the params and the file: the source of the
+    code that reads and computes them (``audio.py`` and this module, hashed) and the versions
+    of the libraries that decode and transform audio. Part of the cache key, so that neither
+    an edit nor an upgrade reuses an entry computed another way (no hand-bumped version to
+    forget)."""
+    import scipy
+
+    sources = [Path(__file__), Path(__file__).with_name("audio.py")]
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest()[:12]
+    versions = {"code": digest, "numpy": np.__version__, "scipy": scipy.__version__}
+    versions["soundfile"] = sf.__version__
+    versions["libsndfile"] = sf.__libsndfile_version__
+    try:
+        from importlib.metadata import version
+
+        versions["librosa"] = version("librosa")  # (not imported: only resampling needs it)
+    except Exception:  # noqa: BLE001 - absent: the key says so
+        versions["librosa"] = "absent"
+    return versions
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Feature params (``features`` in params.yaml). Validated before any compute."""
@@ -86,9 +109,13 @@ class FeatureConfig:
         return ClipSpec(self.clip_seconds, self.offset_seconds, self.clips, self.clip_position)
 
     def key(self) -> str:
-        """A short hash of the params and of the code's version, naming the cache folder they
-        fill."""
-        described = {**asdict(self), "code_version": FEATURE_CODE_VERSION}
+        """A short hash of the params, the code and the decoders (:func:`code_and_decoders`),
+        naming the cache folder they fill."""
+        described = {
+            **asdict(self),
+            "code_version": FEATURE_CODE_VERSION,
+            **code_and_decoders(),
+        }
         return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:12]
 
 

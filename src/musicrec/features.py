@@ -79,6 +79,32 @@ def _compute_job(job: tuple) -> tuple[list[int], list | None]:
     return rows, None
 
 
+def readable_entry(target: Path, cfg: FeatureConfig) -> bool:
+    """Whether a cache entry can be used: a ``.npy`` whose header reads, of the shape and type
+    ``cfg`` gives. Anything else (absent, empty after a crash, cut short, another shape) is a
+    miss: removed, so the song is computed again."""
+    rows, frames = cfg.n_mels + 3 * cfg.n_mfcc, cfg.song_frames
+    try:
+        with open(target, "rb") as entry:
+            version = np.lib.format.read_magic(entry)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(entry)
+            whole = entry.tell() + int(np.prod(shape)) * dtype.itemsize
+        ok = shape == (rows, frames) and not fortran and dtype == np.float16
+        ok = ok and Path(target).stat().st_size == whole
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, EOFError):
+        ok = False
+    if not ok:
+        Path(target).unlink(missing_ok=True)
+    return ok
+
+
 def _write_cache_entry(target: Path, logmel: np.ndarray, mfcc: np.ndarray) -> None:
     """One song's entry: logmel's rows then mfcc's, one plain ``.npy`` (a third of the time
     of an ``.npz`` of two arrays, which is a zip file)."""
@@ -116,7 +142,7 @@ def compute_features(
     for stale in cache.glob("*/.*.tmp*"):
         stale.unlink(missing_ok=True)
     targets, transforms = _cache_targets(paths, cfg, cache, n_jobs, backend)
-    todo = [i for i, t in enumerate(targets) if not t.exists()]
+    todo = [i for i, t in enumerate(targets) if not readable_entry(t, cfg)]
     local = backend == "local"
     if local and todo and transforms is None:
         transforms = feature_transforms(cfg)

@@ -64,6 +64,28 @@ def _write_failure(final: Path, exc: OSError) -> MusicrecError:
     )
 
 
+def _fsync_tree(path: Path, files: bool = True) -> None:
+    """Flush ``path`` to disk: a file, or a folder with (``files``) every file under it. A
+    crash after a rename must not leave a name pointing at data the disk never got (an empty
+    cache entry, say); filesystems that cannot sync a folder are let be."""
+    paths = [path]
+    if files and path.is_dir():
+        paths += sorted(path.rglob("*"))
+    for item in paths:
+        if item.is_symlink() or (item.is_file() and not files):
+            continue
+        try:
+            fd = os.open(item, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass  # (a folder on some filesystems)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` only on success.
@@ -88,9 +110,11 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     tmp.unlink()
     try:
         yield tmp
+        _fsync_tree(tmp)  # the data on disk before the name points at it
         if final.is_dir() and not final.is_symlink():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_tree(final.parent, files=False)  # and the rename itself
     except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
