@@ -206,3 +206,32 @@ def test_a_model_name_is_never_a_path_and_each_model_is_loaded_once(server, trai
         # a folder exists, and no second copy of a model in memory
         assert response.status_code == 404 and "no model" in response.text, (name, response.text)
     assert recommender._models.keys() == loaded.keys()
+
+
+def test_hostile_audio_headers_are_refused_before_decoding_and_the_server_stays_up(server):
+    url, _ = server
+    files = {}
+    many = io.BytesIO()
+    sf.write(many, np.zeros((4, 255), np.float32), 22050, format="WAV", subtype="PCM_16")
+    files["255 channels"] = (many.getvalue(), "declares 255 channels (at most 8 read)")
+    fast = io.BytesIO()
+    sf.write(fast, np.zeros(4, np.float32), 655350, format="WAV", subtype="PCM_16")
+    files["655 kHz"] = (fast.getvalue(), "declares 655350 Hz (at most 192,000 Hz read)")
+    for label, (content, reason) in files.items():
+        assert len(content) < 4096, label  # small files that would decode to hundreds of MB
+        response = httpx.post(f"{url}/new-song", files={"file": (f"{label}.wav", content)})
+        assert response.status_code == 422 and reason in response.text, response.text
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+
+
+def test_uploads_past_the_decoding_limit_wait_then_get_503(trained_project, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import musicrec.serve as serve
+
+    monkeypatch.setattr(serve, "DECODE_WAIT_SECONDS", 0.05)
+    recommender = Recommender(trained_project)
+    busy = TestClient(create_app(recommender, max_decodes=0))  # every slot taken
+    response = busy.post("/new-song", files={"file": ("a.wav", wav_bytes(np.zeros(100), 22050))})
+    assert response.status_code == 503 and "try again" in response.text
+    assert response.headers["retry-after"] == "5"

@@ -123,11 +123,42 @@ def resolve_audio(root: Path, relative: str) -> Path:
     return safe_join(Path(root) / "audio", relative.removeprefix("audio/"))
 
 
+# What a file's header may declare before anything is decoded (read_clip checks it): a small
+# file that claims 255 channels or a 655 kHz rate would otherwise become hundreds of MB.
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 8
+MAX_DECODED_SAMPLES = 32_000_000  # samples of all channels in the span read: 128 MB float32
+DECODABLE_FORMATS = ("WAV", "WAVEX", "FLAC", "OGG", "MP3", "MPEG")  # sf.info(...).format
+
+
+def check_declared(info: sf._SoundFileInfo, clip: ClipSpec) -> None:
+    """Refuse a file whose header declares more than the limits above, before decoding it.
+
+    Raises
+    ------
+    ValueError
+        Saying which limit and what the file declared.
+    """
+    if info.format not in DECODABLE_FORMATS:
+        raise ValueError(f"container {info.format} is not one of wav, flac, ogg and mp3")
+    if not 0 < info.samplerate <= MAX_SAMPLE_RATE:
+        raise ValueError(f"declares {info.samplerate} Hz (at most {MAX_SAMPLE_RATE:,} Hz read)")
+    if not 0 < info.channels <= MAX_CHANNELS:
+        raise ValueError(f"declares {info.channels} channels (at most {MAX_CHANNELS} read)")
+    _, length = clip.span(info.duration)
+    samples = length * info.samplerate * info.channels
+    if samples > MAX_DECODED_SAMPLES:
+        raise ValueError(
+            f"its clips would decode to {samples:,.0f} samples (at most "
+            f"{MAX_DECODED_SAMPLES:,}): a lower rate, fewer channels or shorter clips"
+        )
+
+
 def read_clip(
     path: Path, clip: ClipSpec, info: sf._SoundFileInfo | None = None
 ) -> tuple[np.ndarray, int]:
     """Read the samples of the clips' span (:meth:`ClipSpec.span`), all channels, at the
-    file's own rate.
+    file's own rate, after checking what its header declares (:func:`check_declared`).
 
     Returns
     -------
@@ -135,6 +166,7 @@ def read_clip(
     sr : int
     """
     info = info or sf.info(str(path))
+    check_declared(info, clip)
     start, length = clip.span(info.duration)
     y, sr = sf.read(
         str(path),

@@ -473,6 +473,8 @@ class Recommender:
                 f"{name}: cannot be read as audio ({type(exc).__name__}: {exc}); supported "
                 "formats are wav, flac, ogg/vorbis, ogg/opus and mp3"
             ) from exc
+        except MemoryError as exc:  # (the declared sizes were checked; this is the last guard)
+            raise MusicrecError(f"{name}: decoding it needs more memory than there is") from exc
         if not np.isfinite(clip).all():
             raise MusicrecError(f"{name}: the decoded samples hold NaN or Inf")
         return self.predict_clip(clip), time.perf_counter() - start

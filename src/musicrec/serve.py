@@ -11,13 +11,19 @@
 The schema is at ``/openapi.json`` (the interactive ``/docs`` page loads its script from a CDN,
 so it needs a network). The artifacts are loaded once, before the first request. A request body
 larger than ``--max-upload-mb`` is refused with 413 before it is read whole; an unknown id gives
-404, unusable audio 422, missing artifacts 503, each with a ``detail`` that says what to do.
+404, unusable audio 422 (a file whose header declares more than a rate of 192 kHz, 8 channels
+or 32 million samples in its clips is refused before it is decoded), missing artifacts 503, each
+with a ``detail`` that says what to do. At most ``--max-decodes`` uploads are decoded at once;
+one more waits up to ``DECODE_WAIT_SECONDS`` and is then answered 503 (try again), so a burst
+of uploads cannot take every core and the memory. uvicorn accepts at most
+``--max-connections`` connections and closes idle ones after 5 s.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+import threading
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
@@ -28,6 +34,7 @@ from musicrec.errors import MusicrecError
 from musicrec.recommend import MissingArtifactError, Recommender, UnknownIdError
 
 MAX_N = 10_000
+DECODE_WAIT_SECONDS = 10.0  # an upload waits this long for a decoding slot, then gets 503
 
 
 class SeedSongs(BaseModel):
@@ -71,8 +78,12 @@ class BodyLimit:
         return f"request body larger than {self.max_bytes:,} bytes (see --max-upload-mb)"
 
 
-def create_app(recommender: Recommender, max_upload_bytes: int = 20 * 2**20) -> FastAPI:
-    """The HTTP API over one :class:`Recommender` (its artifacts loaded by the caller)."""
+def create_app(
+    recommender: Recommender, max_upload_bytes: int = 20 * 2**20, max_decodes: int = 2
+) -> FastAPI:
+    """The HTTP API over one :class:`Recommender` (its artifacts loaded by the caller);
+    ``max_decodes`` uploads are decoded at once at most."""
+    decoding = threading.BoundedSemaphore(max_decodes)
     app = FastAPI(
         title="musicrec",
         version="0.1.0",
@@ -110,13 +121,22 @@ def create_app(recommender: Recommender, max_upload_bytes: int = 20 * 2**20) -> 
 
     @app.post("/new-song")
     def new_song(file: UploadFile, n: int = Query(10, ge=1, le=MAX_N)) -> dict:
-        suffix = Path(file.filename or "upload").suffix[:8]
-        # soundfile reads from a path (it tells formats by content, the suffix is a hint).
-        with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
-            for chunk in iter(lambda: file.file.read(1 << 20), b""):
-                tmp.write(chunk)
-            tmp.flush()
-            return recommender.new_song(Path(tmp.name), n, n, name=file.filename).to_dict()
+        if not decoding.acquire(timeout=DECODE_WAIT_SECONDS):
+            raise HTTPException(
+                503,
+                f"{max_decodes} uploads are being decoded already; try again shortly",
+                headers={"Retry-After": "5"},
+            )
+        try:
+            suffix = Path(file.filename or "upload").suffix[:8]
+            # soundfile reads from a path (it tells formats by content, the suffix a hint).
+            with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+                for chunk in iter(lambda: file.file.read(1 << 20), b""):
+                    tmp.write(chunk)
+                tmp.flush()
+                return recommender.new_song(Path(tmp.name), n, n, name=file.filename).to_dict()
+        finally:
+            decoding.release()
 
     @app.get("/similar/{song_id}")
     def similar(song_id: str, n: int = Query(10, ge=1, le=MAX_N)) -> dict:
@@ -137,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         "--max-upload-mb", type=float, default=20.0, help="largest request body (default: 20)"
     )
     parser.add_argument(
+        "--max-decodes", type=int, default=2, help="uploads decoded at once (default: 2)"
+    )
+    parser.add_argument(
+        "--max-connections", type=int, default=64, help="open connections (default: 64)"
+    )
+    parser.add_argument(
         "--project", type=Path, default=Path("."), help="the folder `dvc repro` ran in"
     )
     args = parser.parse_args(argv)
@@ -144,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
 
     recommender = Recommender(args.project)
     recommender.warm_up()
-    app = create_app(recommender, int(args.max_upload_mb * 2**20))
+    app = create_app(recommender, int(args.max_upload_mb * 2**20), args.max_decodes)
     print(f"musicrec serve: http://{args.host}:{args.port} (schema: /openapi.json)")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        limit_concurrency=args.max_connections,
+        timeout_keep_alive=5,
+    )
     return 0
