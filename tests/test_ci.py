@@ -73,3 +73,32 @@ def test_repro_script_refuses_data_that_fails_validation(dvc_project):
     assert (
         json.loads((project / "reports" / "validation.json").read_text())["play_log"]["ok"] is False
     )
+
+
+def test_secrets_reach_only_the_steps_that_need_them():
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    assert "secrets." not in json.dumps(workflow.get("env", {}))  # none for the whole job
+    job = workflow["jobs"]["retrain"]
+    assert "secrets." not in json.dumps(job.get("env", {}))
+    steps = {step.get("name", step.get("uses")): step for step in job["steps"]}
+    checkout = steps["actions/checkout@v4"]
+    assert checkout["with"]["persist-credentials"] is False
+    with_secrets = {name for name, step in steps.items() if "secrets." in json.dumps(step)}
+    assert with_secrets == {
+        "Pull data, features and models from the DVC remote",
+        "Retrain (scripts/repro.sh, as make repro)",
+        "Push the new results to the DVC remote",
+    }
+    # installers run code from package indexes: no secret, and the plugin pinned
+    for name, step in steps.items():
+        if "pip install" in step.get("run", "") or "make install" in step.get("run", ""):
+            assert name not in with_secrets
+    plugin = steps["Install the DVC remote's plugin (pinned; no secret in this step)"]["run"]
+    assert '*==*) .venv/bin/pip install "$DVC_REMOTE_PLUGIN"' in plugin and "exit 1" in plugin
+    # a pull request reads with read-only credentials, and never pushes
+    pull = steps["Pull data, features and models from the DVC remote"]["env"]
+    assert "pull_request' && secrets.AWS_READONLY_ACCESS_KEY_ID" in pull["AWS_ACCESS_KEY_ID"]
+    assert (
+        "github.event_name != 'pull_request'"
+        in steps["Push the new results to the DVC remote"]["if"]
+    )
