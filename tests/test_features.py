@@ -270,3 +270,55 @@ def test_an_unreachable_scheduler_says_how_to_start_one(tmp_path, monkeypatch):
         )  # fmt: skip
     with pytest.raises(MusicrecError, match="unknown backend 'spark'"):
         compute_features(tmp_path / "data", songs, CFG, tmp_path / "o", tmp_path / "c", 1, "spark")
+
+
+def test_a_cluster_beyond_this_machine_is_reached_over_mutual_tls_only(tmp_path, monkeypatch):
+    from distributed import LocalCluster
+    from distributed.security import Security
+
+    from musicrec.parallel import TLS_ENV, scheduler_security
+
+    for env in TLS_ENV:
+        monkeypatch.delenv(env, raising=False)
+    assert scheduler_security("tcp://127.0.0.1:8786") is None  # loopback
+    assert scheduler_security("tcp://10.1.2.3:8786") is None  # a private network
+    with pytest.raises(MusicrecError, match="plain tcp:// is accepted on loopback and private"):
+        scheduler_security("tcp://8.8.8.8:8786")
+    with pytest.raises(MusicrecError, match="set MUSICREC_DASK_TLS_CA, MUSICREC_DASK_TLS_CERT"):
+        scheduler_security("tls://8.8.8.8:8786")
+    with pytest.raises(MusicrecError, match="use tls://"):
+        scheduler_security("ws://8.8.8.8:8786")
+
+    # A real TLS cluster on loopback: the client's files from the environment.
+    cluster_security = Security.temporary()  # a self-signed CA, certificate and key (PEM)
+    for env, pem in zip(
+        TLS_ENV,
+        (
+            cluster_security.tls_ca_file,
+            cluster_security.tls_client_cert,
+            cluster_security.tls_client_key,
+        ),
+        strict=True,
+    ):
+        (tmp_path / env).write_text(pem)
+        monkeypatch.setenv(env, str(tmp_path / env))
+    rng = np.random.default_rng(4)
+    songs = _write_songs(tmp_path / "data", [f"s{i}" for i in range(3)], rng)
+    local = compute_features(tmp_path / "data", songs, CFG, tmp_path / "local", tmp_path / "c1")
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        protocol="tls://",
+        security=cluster_security,
+        dashboard_address=None,
+    ) as cluster:
+        assert cluster.scheduler_address.startswith("tls://")
+        over_tls = compute_features(
+            tmp_path / "data", songs, CFG, tmp_path / "tls", tmp_path / "c2", 1, "dask",
+            cluster.scheduler_address,
+        )  # fmt: skip
+    assert over_tls == local
+    assert (tmp_path / "tls" / "logmel.npy").read_bytes() == (
+        tmp_path / "local" / "logmel.npy"
+    ).read_bytes()
