@@ -484,3 +484,14 @@ def test_a_best_checkpoint_of_another_run_is_refused(tmp_path):
     with pytest.raises(MusicrecError, match="belongs to another training run"):
         # run a resumes after its last epoch and would load the stray weights as its best
         train(torch.nn.Linear(3, 1), batches, step_loss, validation_loss, cfg, tmp_path / "a", "a")
+
+
+def test_cnn_controls_are_registered_objectives_only():
+    from musicrec.models.cnn import CNNRun
+
+    assert CNNRun().controls == ("mse",)
+    for bad in (("wpe",), ("mse", "contrastive")):  # no registered control of theirs
+        with pytest.raises(MusicrecError, match="cnn.controls"):
+            CNNRun(controls=bad)
+    with pytest.raises(MusicrecError, match="cnn.controls"):
+        CNNRun(objectives=("wpe",), controls=("mse",))  # the model itself is not trained

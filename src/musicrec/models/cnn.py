@@ -44,6 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from musicrec import registry
 from musicrec.audio import ClipSpec
 from musicrec.errors import MusicrecError
 from musicrec.models.content import (
@@ -537,9 +538,12 @@ class CNNRun:
             raise MusicrecError(
                 f"cnn.objectives: a list of {', '.join(OBJECTIVES)}, not {list(self.objectives)}"
             )
-        if not set(self.controls) <= set(self.objectives):
+        # A control is a model of its own: registered, and an output of dvc.yaml's cnn stage.
+        registered = {o for o in OBJECTIVES if f"cnn_{o}_shuffled" in registry.MODEL_NAMES}
+        if not set(self.controls) <= set(self.objectives) & registered:
             raise MusicrecError(
-                f"cnn.controls: objectives of cnn.objectives, not {list(self.controls)}"
+                f"cnn.controls: objectives of cnn.objectives whose control the registry and "
+                f"dvc.yaml name ({', '.join(sorted(registered))}), not {list(self.controls)}"
             )
 
 
