@@ -29,6 +29,7 @@ from musicrec.models.training import TrainConfig
 def build_model(params: dict, device: str) -> CNNModel:
     cnn = dict(params["cnn"])
     cnn.pop("objectives", None)
+    cnn.pop("controls", None)
     train_cfg = TrainConfig(**{**params["cnn_training"], "device": device})
     model = CNNModel("mse", CNNConfig(**cnn), train_cfg)
     n_mels = int(params["features"]["n_mels"])

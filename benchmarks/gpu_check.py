@@ -265,7 +265,7 @@ def train_models(work: Path, params: dict, device: str, tag: str) -> dict:
     out, checkpoints = data_dir / f"models_{tag}", work / ".cache" / f"checkpoints_{tag}"
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    cnn_params = {k: v for k, v in params["cnn"].items() if k != "objectives"}
+    cnn_params = {k: v for k, v in params["cnn"].items() if k not in ("objectives", "controls")}
     dbn_params = {k: v for k, v in params["dbn"].items() if k != "models"}
     cnn_train = TrainConfig(**{**params["cnn_training"], "device": device, "processes": 1})
     dbn_train = TrainConfig(**{**params["dbn_training"], "device": device, "processes": 1})
@@ -515,7 +515,7 @@ def torchrun_part(work: Path, params: dict, device, report: Report, seconds_left
         shutil.rmtree(run_dir, ignore_errors=True)
         run_dir.mkdir()
         p = json.loads(json.dumps(params))
-        p["cnn"]["objectives"] = ["mse"]
+        p["cnn"]["objectives"], p["cnn"]["controls"] = ["mse"], []
         p["cnn_training"].update(epochs=1, processes=processes, device=device.type)
         (run_dir / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
         folders = ["--split", str(work / "data/split"), "--features", str(work / "data/features")]

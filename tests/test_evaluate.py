@@ -75,3 +75,17 @@ def test_a_view_scores_the_models_of_its_split():
     assert registry.scores_on(["cold", "all"], "cold_new_artist")
     assert registry.scores_on(list(registry.SPLITS), "cold_new_artist")
     assert not registry.scores_on(["warm", "cold_user"], "cold_new_artist")
+
+
+def test_a_view_of_fewer_than_five_songs_is_not_scored(splits):
+    from musicrec.ranking import MIN_VIEW_SONGS
+
+    plays = splits.matrices["all"].tocoo()
+    log = pd.DataFrame(
+        {"user_id": [f"u{u:03d}" for u in plays.row], "song_id": [f"s{s:03d}" for s in plays.col]}
+    ).assign(play_count=plays.data)
+    artists = np.array([f"a{s // 3}" for s in range(120)])  # 40 artists of 3 songs
+    cfg = SplitConfig(seed=1, new_artist_fraction=0.02)  # one artist: 3 songs
+    few = make_splits(log, [f"s{s:03d}" for s in range(120)], cfg, artists)
+    assert 0 < few.songs["new_artist"].sum() < MIN_VIEW_SONGS == 5
+    assert "cold_new_artist" not in split_tasks(few)

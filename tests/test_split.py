@@ -93,6 +93,8 @@ def test_bad_fraction_is_refused():
         SplitConfig(cold_song_fraction=1.5)
     with pytest.raises(MusicrecError, match="new_artist_fraction must not exceed"):
         SplitConfig(cold_song_fraction=0.1, new_artist_fraction=0.2)
+    # no cold songs at all: no new artists either (the default fraction is not an error)
+    assert SplitConfig(cold_song_fraction=0.0).new_artist_fraction == 0.05
 
 
 def test_new_artists_are_held_out_whole_among_the_cold_songs(plays, splits):
@@ -110,6 +112,14 @@ def test_new_artists_are_held_out_whole_among_the_cold_songs(plays, splits):
     assert "" not in set(artists[new])
     # The cold split keeps its size; the new artists' songs are part of it.
     assert (songs["role"] == "cold").sum() == (splits.songs["role"] == "cold").sum() == 20
+
+
+def test_no_cold_songs_means_no_new_artists(plays):
+    artists = np.array([f"a{s // 5}" for s in range(100)])
+    none = make_splits(
+        plays, [f"s{s}" for s in range(100)], SplitConfig(cold_song_fraction=0.0), artists
+    )
+    assert not none.songs["new_artist"].any() and (none.songs["role"] == "warm").all()
 
 
 def test_without_artists_the_split_is_the_one_before_new_artists(plays, splits):

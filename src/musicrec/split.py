@@ -58,7 +58,7 @@ class SplitConfig:
                 raise MusicrecError(f"split.{name} must be in [0, 1)")
         if self.cold_user_seed_plays < 1:
             raise MusicrecError("split.cold_user_seed_plays must be >= 1")
-        if self.new_artist_fraction > self.cold_song_fraction:
+        if self.new_artist_fraction > self.cold_song_fraction > 0:
             raise MusicrecError(
                 "split.new_artist_fraction must not exceed split.cold_song_fraction: the new "
                 "artists' songs are some of the cold songs"
@@ -133,7 +133,7 @@ def make_splits(
 
     is_new_artist = (
         new_artist_songs(np.asarray(artists, dtype=str), cfg.new_artist_fraction, cfg.seed)
-        if artists is not None
+        if artists is not None and cfg.cold_song_fraction > 0  # no cold songs: none of them
         else np.zeros(n_songs, bool)
     )
     # The rest of the cold songs at random among the others (with no new artists, the very

@@ -34,6 +34,8 @@ def tiny_params(base: Path = REPO_PARAMS, **overrides: dict) -> dict:
     params = yaml.safe_load(Path(base).read_text())
     params["synthesize"].update(TINY_WORLD, n_jobs=1)
     params["validate"].update(min_seconds=1.0, n_jobs=1)
+    # 5% of 60 songs is one artist's single song here: 10% holds out one of 8 songs.
+    params["split"].update(new_artist_fraction=0.1)
     params["features"].update(clip_seconds=3.0, n_jobs=1)
     params["wmf"].update(factors=8, iterations=5)
     params["tune"].update(trials=4, factors=[4, 8], iterations=[3, 8])
