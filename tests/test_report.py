@@ -142,3 +142,40 @@ def test_ids_paths_and_decoder_messages_cannot_inject_markup_into_the_report(tmp
     assert f'content="{REPORT_CSP}"' in html and "script" not in REPORT_CSP
     # raw HTML written into the markdown itself is shown, not run
     assert "<script>" not in markdown_to_html("<script>alert(3)</script>", tmp_path)
+
+
+def test_every_model_keeps_one_colour_and_every_recall_panel_names_its_models(monkeypatch):
+    import musicrec.report as report
+    from musicrec import registry
+
+    everyone = report.model_colours(list(registry.MODEL_NAMES))
+    assert len(set(everyone.values())) == len(registry.MODEL_NAMES)  # no colour twice
+    some = report.model_colours(["random", "cnn_mse"])
+    assert some == {"random": everyone["random"], "cnn_mse": everyone["cnn_mse"]}
+
+    ks = [10, 50]
+    point = {"map@500": 0.1, "recall@10": 0.1, "recall@50": 0.2}
+    means = {
+        "wmf": {"warm": point, "all": point},
+        "cnn_mse": {"cold": point, "all": point},
+        "random": {"warm": point, "cold": point, "all": point},
+    }
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig))
+    report.plot_recall(means, ks, None)
+    axes = figures[0].axes
+    named = {ax.get_title(): [t.get_text() for t in ax.get_legend().get_texts()] for ax in axes}
+    assert named == {
+        "warm": ["wmf", "random"],
+        "cold": ["cnn_mse", "random"],
+        "all": ["wmf", "cnn_mse", "random"],
+    }
+    colour = {line.get_label(): line.get_color() for ax in axes for line in ax.get_lines()}
+    for ax in axes:  # the same colour for a model in every panel
+        for line in ax.get_lines():
+            assert line.get_color() == colour[line.get_label()]
+    intervals = {m: {s: {"map@500": [0.09, 0.11]} for s in v} for m, v in means.items()}
+    report.plot_map(means, intervals, None)
+    containers = [c for c in figures[1].axes[0].containers if hasattr(c, "patches")]
+    bars = {c.get_label(): c.patches[0].get_facecolor()[:3] for c in containers}
+    assert bars == {m: tuple(everyone[m][:3]) for m in means}

@@ -302,27 +302,54 @@ def _rule_kind(choice: dict) -> str:
     return "one weight for every song" if kind == "global" else "per song, from its listeners"
 
 
+def model_colours(models: list[str]) -> dict[str, tuple]:
+    """One colour per model, the same in every panel and figure: by the model's place in the
+    registry (``tab20`` then ``Dark2`` and ``Set1``: 37 distinct colours), so a model keeps
+    its colour across runs and worlds; models the registry does not know come after."""
+    palette = [*plt.get_cmap("tab20").colors, *plt.get_cmap("Dark2").colors]
+    palette += list(plt.get_cmap("Set1").colors)
+    order = list(registry.MODEL_NAMES) + sorted(set(models) - set(registry.MODEL_NAMES))
+    return {m: palette[order.index(m) % len(palette)] for m in models}
+
+
+def _line_style(model: str) -> str:
+    """References (the yardsticks) dashed, so they read as bounds, not contenders."""
+    return "--" if model in registry.yardsticks() else "-"
+
+
 def plot_recall(means: dict, ks: list[int], path: Path) -> None:
+    """recall@k per split, a panel each, every model its own colour and a legend per panel
+    (each panel names the models it draws)."""
     splits = [s for s in SPLIT_ORDER if any(s in v for v in means.values())]
-    fig, axes = plt.subplots(1, len(splits), figsize=(4 * len(splits), 3.6), squeeze=False)
+    colours = model_colours(_model_order(means))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 7.4), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         for model in _model_order(means):
             if split in means[model]:
                 ax.plot(
-                    ks, [means[model][split][f"recall@{k}"] for k in ks], marker="o", label=model
+                    ks,
+                    [means[model][split][f"recall@{k}"] for k in ks],
+                    marker="o",
+                    markersize=3,
+                    color=colours[model],
+                    linestyle=_line_style(model),
+                    label=model,
                 )
         ax.set(xscale="log", title=f"{split}", xlabel="k", ylabel="recall@k")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+        ax.legend(fontsize=6.5, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     _save(fig, path)
 
 
 def plot_map(means: dict, intervals: dict, path: Path) -> None:
+    """mAP per split with 95% intervals, a bar per model in its own colour (as in the recall
+    figure), the legend beside the chart."""
     splits = [s for s in SPLIT_ORDER if any(s in v for v in means.values())]
     models = _model_order(means)
+    colours = model_colours(models)
     map_key = registry.map_key_in(next(iter(means.values()))["all"])
-    fig, ax = plt.subplots(figsize=(10, 3.8))
+    fig, ax = plt.subplots(figsize=(13, 4.4))
     width = 0.8 / len(models)
     for j, model in enumerate(models):
         xs, ys, errs = [], [], [[], []]
@@ -334,10 +361,13 @@ def plot_map(means: dict, intervals: dict, path: Path) -> None:
                 ys.append(value)
                 errs[0].append(value - low)
                 errs[1].append(high - value)
-        ax.bar(xs, ys, width, yerr=errs, capsize=2, label=model)
+        hatch = "//" if model in registry.yardsticks() else None
+        ax.bar(
+            xs, ys, width, yerr=errs, capsize=1.5, label=model, color=colours[model], hatch=hatch
+        )
     ax.set_xticks(range(len(splits)), splits)
-    ax.set(ylabel=f"{map_key} (95% CI)", title=f"{map_key} per split")
-    ax.legend(fontsize=8, ncol=2)
+    ax.set(ylabel=f"{map_key} (95% CI)", title=f"{map_key} per split (hatched: references)")
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, path)
