@@ -110,3 +110,32 @@ def test_a_toy_model_with_one_registry_entry_is_scored_reported_and_recommended(
         ),
     )
     assert Recommender(project).best_model("all") != "toy"
+
+
+def test_dvc_yaml_names_every_deployable_model_as_an_artifact_and_plots_each_loss_file():
+    dag = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    artifacts = dag["artifacts"]
+    assert {a["path"] for a in artifacts.values()} == {
+        f"data/models/{name}" for name in registry.deployable()
+    }
+    for name, artifact in artifacts.items():
+        spec = registry.model(artifact["path"].removeprefix("data/models/"))
+        assert name == spec.name.replace("_", "-") and artifact["type"] == "model"
+        assert f"stage-{spec.stage.replace('_', '-')}" in artifact["labels"]
+    # every loss file a stage writes is drawn, training and validation loss together
+    written = {
+        o
+        for stage in dag["stages"].values()
+        for o in _outs(stage)
+        if o.startswith("reports/plots/") and o.endswith("_loss.csv")
+    }
+    drawn = {}
+    for plot in dag["plots"]:
+        if isinstance(plot, dict):
+            (definition,) = plot.values()
+            drawn.update(definition["y"])
+    assert set(drawn) == written and all(y == ["train_loss", "val_loss"] for y in drawn.values())
+    images = {p for p in dag["plots"] if isinstance(p, str)}
+    assert images == {
+        f"reports/figures/{f}.png" for f in ("map_at_500", "recall_at_k", "training_curves", "data")
+    }
