@@ -220,14 +220,14 @@ def kill_repro_when(
 def test_killed_stages_resume_and_every_run_gives_the_same_metrics(dvc_project):
     """SIGKILL during features and during cnn, then dvc repro: same metrics as a clean run.
 
-    Also the determinism check: a second, forced run of the whole pipeline gives identical
-    metrics.json.
+    Also the determinism check of the parts that could differ between runs: features computed
+    again (by worker processes) and CNNs trained again give the same metrics.json, bit for bit.
+    (A forced rerun of every stage gave it too; it cost a minute of the suite, and `make repro`
+    in a clean clone reproduces the committed metrics.json byte for byte, README.)
     """
     project = dvc_project(tiny_params())
     run(["dvc", "repro"], project)
     reference = (project / "reports" / "metrics.json").read_bytes()
-    run(["dvc", "repro", "--force"], project)
-    assert (project / "reports" / "metrics.json").read_bytes() == reference
 
     # Start features over with no cache, and kill them midway.
     shutil.rmtree(project / ".cache" / "features")
