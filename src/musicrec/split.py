@@ -3,7 +3,7 @@
 - ``cold``: a fraction of songs is held out whole; none of their plays is in training. Some of
   them are the songs of whole artists held out (``new_artist_fraction`` of the songs, from the
   data folder's ``songs.csv``): the ``cold_new_artist`` view scores those alone, where no song
-  of the artist is known (README "New artists").
+  of the artist is known (README "How models are scored").
 - ``warm``: a fraction of each remaining user's plays on the other songs is held out.
 - ``all``: the union of the two held-out sets, ranked over the whole catalogue.
 - ``cold_user``: a fraction of users is held out whole; each gives ``cold_user_seed_plays``
