@@ -123,6 +123,10 @@ def _best(means: dict, models, split: str) -> str | None:
     )
 
 
+# How a finding words :func:`_versus`'s verdict.
+VERDICT_WORDS = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
+
+
 def _versus(means: dict, intervals: dict, a: str, b: str, split: str) -> tuple[str, int]:
     """``a`` against ``b`` on ``split`` (mAP@500 with intervals) and the verdict: 1 when a is
     ahead with intervals apart, -1 when behind with intervals apart, 0 when they overlap."""
@@ -157,23 +161,26 @@ def _lift_text(means: dict, model: str, split: str) -> str:
 def context_findings(means: dict, intervals: dict, new_artist_songs: int | None = None) -> list:
     """The issue-18 comparisons: context against audio, the audio+context hybrid against both,
     the contrastive CNN against MSE and WPE, and new artists against the cold split."""
-    words = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
     lines = []
     audio = _best(means, CONTENT_MODELS, "cold")
     if audio and "cold" in means.get("context", {}):
         text, verdict = _versus(means, intervals, "context", audio, "cold")
         lines.append(
             f"- Cold songs, the song's metadata (`context`) against the best audio model: "
-            f"{text} ({words[verdict]})."
+            f"{text} ({VERDICT_WORDS[verdict]})."
         )
     if "cold" in means.get("hybrid_audio_context", {}):
         for other in [m for m in ("context", audio) if m and "cold" in means.get(m, {})]:
             text, verdict = _versus(means, intervals, "hybrid_audio_context", other, "cold")
-            lines.append(f"- Cold songs, audio and context together: {text} ({words[verdict]}).")
+            lines.append(
+                f"- Cold songs, audio and context together: {text} ({VERDICT_WORDS[verdict]})."
+            )
     if "cold" in means.get("cnn_contrastive", {}):
         for other in [m for m in ("cnn_mse", "cnn_wpe") if "cold" in means.get(m, {})]:
             text, verdict = _versus(means, intervals, "cnn_contrastive", other, "cold")
-            lines.append(f"- Cold songs, InfoNCE against regression: {text} ({words[verdict]}).")
+            lines.append(
+                f"- Cold songs, InfoNCE against regression: {text} ({VERDICT_WORDS[verdict]})."
+            )
     view = "cold_new_artist"
     if any(view in v for v in means.values()):
         count = f"{new_artist_songs} songs of " if new_artist_songs is not None else ""
@@ -183,7 +190,8 @@ def context_findings(means: dict, intervals: dict, new_artist_songs: int | None 
             text, verdict = _versus(means, intervals, model, "random", view)
             lines.append(
                 f"- New artists (`{view}`: {count}artists with no training song), against "
-                f"`random`: {text} ({words[verdict]}){_lift_text(means, model, view)}; on all "
+                f"`random`: {text} ({VERDICT_WORDS[verdict]})"
+                f"{_lift_text(means, model, view)}; on all "
                 f"cold songs{_lift_text(means, model, 'cold') or ' n/a'}."
             )
     return lines
@@ -192,14 +200,13 @@ def context_findings(means: dict, intervals: dict, new_artist_songs: int | None 
 def findings_section(means: dict, intervals: dict, new_artist_songs: int | None = None) -> str:
     """Plain statements of how the reproduced models compare, and where that disagrees with
     the papers (mAP@500, 95% intervals; "apart" means the intervals do not overlap)."""
-    words = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
     lines = []
     cnn, bow = _best(means, CNN_MODELS, "cold"), _best(means, BOW_MODELS, "cold")
     if cnn and bow:
         text, verdict = _versus(means, intervals, cnn, bow, "cold")
         agrees = "as van den Oord et al. found" if verdict == 1 else "unlike van den Oord et al."
         lines.append(
-            f"- Cold songs, CNN against bag-of-words: {text} ({words[verdict]}; {agrees})."
+            f"- Cold songs, CNN against bag-of-words: {text} ({VERDICT_WORDS[verdict]}; {agrees})."
         )
     if cnn and "hldbn" in means:
         text, verdict = _versus(means, intervals, "hldbn", cnn, "cold")
@@ -209,14 +216,14 @@ def findings_section(means: dict, intervals: dict, new_artist_songs: int | None 
             else "Wang and Wang report HLDBN ahead of the CNN; here it is not"
         )
         lines.append(
-            f"- Cold songs, HLDBN against the best CNN: {text} ({words[verdict]}): {paper}."
+            f"- Cold songs, HLDBN against the best CNN: {text} ({VERDICT_WORDS[verdict]}): {paper}."
         )
     learnt = _best(means, [m for m in CONTENT_MODELS if m != "stats_ridge"], "cold")
     if learnt and "cold" in means.get("stats_ridge", {}):
         text, verdict = _versus(means, intervals, learnt, "stats_ridge", "cold")
         lines.append(
             f"- Cold songs, the best learnt audio model against ridge on the clip's plain "
-            f"statistics: {text} ({words[verdict]})."
+            f"statistics: {text} ({VERDICT_WORDS[verdict]})."
         )
     for control in (m for m in means if m.endswith("_shuffled")):
         model = control.removesuffix("_shuffled")
@@ -225,30 +232,32 @@ def findings_section(means: dict, intervals: dict, new_artist_songs: int | None 
             useful = "real audio signal" if verdict == 1 else "not shown to use the audio"
             lines.append(
                 f"- Cold songs, `{model}` against its shuffled control (audio paired with "
-                f"other songs' factors): {text} ({words[verdict]}: {useful})."
+                f"other songs' factors): {text} ({VERDICT_WORDS[verdict]}: {useful})."
             )
     lines += context_findings(means, intervals, new_artist_songs)
     if "hldbn" in means and "hldbn_nopretrain" in means:
         text, verdict = _versus(means, intervals, "hldbn", "hldbn_nopretrain", "cold")
-        lines.append(f"- Pre-training, cold songs: {text} ({words[verdict]}).")
+        lines.append(f"- Pre-training, cold songs: {text} ({VERDICT_WORDS[verdict]}).")
     hybrid = _best(means, HYBRID_MODELS, "all")
     content = _best(means, CONTENT_MODELS, "all")
     if hybrid and "wmf" in means:
         for other in [m for m in ("wmf", content) if m]:
             text, verdict = _versus(means, intervals, hybrid, other, "all")
-            lines.append(f"- The whole catalogue (`all`), best hybrid: {text} ({words[verdict]}).")
+            lines.append(
+                f"- The whole catalogue (`all`), best hybrid: {text} ({VERDICT_WORDS[verdict]})."
+            )
     for split in SPLIT_ORDER:
         best = _best(means, [m for m in registry.deployable() if m != "popularity"], split)
         if best and split in means.get("popularity", {}):
             text, verdict = _versus(means, intervals, best, "popularity", split)
             lines.append(
                 f"- `{split}`, the best deployable model against popularity on the training "
-                f"plays: {text} ({words[verdict]}){_lift_text(means, best, split)}."
+                f"plays: {text} ({VERDICT_WORDS[verdict]}){_lift_text(means, best, split)}."
             )
     new_user = _best(means, ("wmf", "content_profile"), "cold_user")
     if new_user and "popularity" in means and "cold_user" in means["popularity"]:
         text, verdict = _versus(means, intervals, new_user, "popularity", "cold_user")
-        lines.append(f"- New users from their seed plays: {text} ({words[verdict]}).")
+        lines.append(f"- New users from their seed plays: {text} ({VERDICT_WORDS[verdict]}).")
     return "\n".join(lines)
 
 

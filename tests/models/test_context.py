@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -103,3 +105,20 @@ def test_no_metadata_means_the_model_is_skipped_with_a_reason(tmp_path):
 def test_bad_context_params_are_one_clear_error(bad):
     with pytest.raises(MusicrecError, match="context"):
         ContextConfig(**bad)
+
+
+def test_without_metadata_a_stage_writes_why_it_skipped(tmp_path):
+    from musicrec.models.context import metadata_or_skip
+
+    features = tmp_path / "features"
+    features.mkdir()
+    (features / "songs.tsv").write_text("song_id\trow\ns1\t0\ns2\t1\n")
+    record = {"stage": "audio_context"}
+    out = tmp_path / "models" / "hybrid_audio_context"
+    assert metadata_or_skip(tmp_path, features, ("artist",), out, record) is None
+    skipped = json.loads((out / "skipped.json").read_text())
+    assert skipped == {"model": "hybrid_audio_context", "reason": record["skipped"]}
+    assert "is absent" in record["skipped"]
+    (tmp_path / "songs.csv").write_text("song_id,artist\ns2,B\ns1,A\n")
+    found = metadata_or_skip(tmp_path, features, ("artist",), tmp_path / "other", {"stage": "x"})
+    assert found["artist"].tolist() == ["A", "B"] and not (tmp_path / "other").exists()

@@ -37,10 +37,9 @@ import pandas as pd
 
 from musicrec import registry
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, load_params, read_tsv, write_json
-from musicrec.metadata import read_metadata
+from musicrec.io import load_params
 from musicrec.models.content import ContentData, content_stage_parser, load_content_data
-from musicrec.models.context import ContextConfig, context_regression, skip_reason
+from musicrec.models.context import ContextConfig, context_regression, metadata_or_skip
 from musicrec.models.vectors import ModelVectors, discover_models, load_model, save_model
 from musicrec.ranking import mean_map, songs_task
 from musicrec.stage import DataConfig, read_config, run_stage
@@ -156,15 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         tracker,
     ):
         data = load_content_data(args.split, args.models / "wmf", args.features)
-        songs = read_tsv(args.features / "songs.tsv")["song_id"]
-        metadata = read_metadata(root, songs, context_cfg.columns)
-        reason = skip_reason(root, metadata, context_cfg.columns)
-        if reason:
-            with atomic_path(out) as tmp:
-                tmp.mkdir()
-                write_json(tmp / "skipped.json", {"model": NAME, "reason": reason})
-            record.update(skipped=reason)
-            print(f"audio_context: skipped ({reason})")
+        metadata = metadata_or_skip(root, args.features, context_cfg.columns, out, record)
+        if metadata is None:
             return 0
         candidates = audio_candidates(args.models, data.index_digest)
         if not candidates:

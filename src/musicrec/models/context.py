@@ -74,6 +74,26 @@ def skip_reason(root: Path, metadata: pd.DataFrame, columns: tuple[str, ...]) ->
     return None
 
 
+def metadata_or_skip(
+    root: Path, features_dir: Path, columns: tuple[str, ...], out: Path, record: dict
+) -> pd.DataFrame | None:
+    """The metadata a stage fitting on ``songs.csv`` reads (:func:`read_metadata`, in the
+    features' song order), or None after writing ``<out>/skipped.json`` with the reason
+    (:func:`skip_reason`) and recording it in the stage's timing ``record`` (the report shows
+    it). ``context`` and ``audio_context`` skip alike."""
+    songs = read_tsv(Path(features_dir) / "songs.tsv")["song_id"]
+    metadata = read_metadata(root, songs, columns)
+    reason = skip_reason(root, metadata, columns)
+    if reason is None:
+        return metadata
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        write_json(tmp / "skipped.json", {"model": out.name, "reason": reason})
+    record.update(skipped=reason)
+    print(f"{record['stage']}: skipped ({reason})")
+    return None
+
+
 def value_means(
     values: pd.Series, targets: np.ndarray, source: np.ndarray, shrinkage: float
 ) -> np.ndarray:
@@ -189,15 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.models / NAME
     with run_stage(NAME, args, params, (NAME,)) as (record, tracker):
         data = load_content_data(args.split, args.models / "wmf", args.features)
-        songs = read_tsv(args.features / "songs.tsv")["song_id"]
-        metadata = read_metadata(root, songs, cfg.columns)
-        reason = skip_reason(root, metadata, cfg.columns)
-        if reason:
-            with atomic_path(out) as tmp:
-                tmp.mkdir()
-                write_json(tmp / "skipped.json", {"model": NAME, "reason": reason})
-            record.update(skipped=reason)
-            print(f"context: skipped ({reason})")
+        metadata = metadata_or_skip(root, args.features, cfg.columns, out, record)
+        if metadata is None:
             return 0
         vectors, summary = fit_context(metadata, data, cfg)
         save_model(
