@@ -3,9 +3,9 @@
 One prepared command proves the GPU path whenever a GPU machine is at hand (README "On a GPU").
 In a scratch folder it builds a world with the stages' own code, then
 
-1. trains ``cnn_mse``, ``cnn_wpe``, ``hldbn``, ``hldbn_nopretrain`` and ``hybrid_dbn`` on the
-   device (the models' own ``fit``, as the ``cnn`` and ``dbn`` stages call it) and scores them on
-   the ``cold`` split with ``evaluate``'s functions;
+1. trains ``cnn_mse``, ``cnn_wpe``, ``cnn_contrastive``, ``hldbn``, ``hldbn_nopretrain`` and
+   ``hybrid_dbn`` on the device (the models' own ``fit``, as the ``cnn`` and ``dbn`` stages call
+   it) and scores them on the ``cold`` split with ``evaluate``'s functions;
 2. compares each cold mAP@k with the CPU result of the same params: the committed
    ``reports/metrics.json`` and its bootstrap interval for the default world, or a CPU run made
    by this check for any other world (``--reference cpu``, the ``--quick`` default);
@@ -59,7 +59,9 @@ sys.path.insert(0, str(REPO / "src"))
 
 from musicrec import registry  # noqa: E402 - after src/ is on the path
 
-MODELS = ("cnn_mse", "cnn_wpe", "hldbn", "hldbn_nopretrain", "hybrid_dbn")
+CNN_MODELS = ("cnn_mse", "cnn_wpe", "cnn_contrastive")
+DBN_MODELS = ("hldbn", "hldbn_nopretrain", "hybrid_dbn")
+MODELS = CNN_MODELS + DBN_MODELS
 # What ``prepare`` carries: the outputs of validate, split and wmf (the stages whose packages a
 # bare GPU machine lacks), and a fingerprint of the world they were made from.
 PREPARED = ("data/validated", "data/split", "data/models/wmf")
@@ -271,7 +273,7 @@ def train_models(work: Path, params: dict, device: str, tag: str) -> dict:
     dbn_train = TrainConfig(**{**params["dbn_training"], "device": device, "processes": 1})
 
     def fitted():  # as the stages fit them: cnn's objectives, then dbn's kinds
-        for name in MODELS[:2]:
+        for name in CNN_MODELS:
             model = CNNModel(
                 name.removeprefix("cnn_"),
                 CNNConfig(**cnn_params),
@@ -280,7 +282,7 @@ def train_models(work: Path, params: dict, device: str, tag: str) -> dict:
             )
             yield model.fit(features, data, checkpoints / name)
         dbn_cfg = DBNConfig(**dbn_params)
-        yield from fit_models(MODELS[2:], dbn_cfg, dbn_train, features, data, checkpoints)
+        yield from fit_models(DBN_MODELS, dbn_cfg, dbn_train, features, data, checkpoints)
 
     timings: dict = {}
     start = time.perf_counter()
@@ -431,13 +433,14 @@ def committed_cpu_timings(timings_dir: Path) -> dict:
     """CPU seconds per epoch of a pipeline run: stage wall time, less the time its searches
     spent on settings not kept (``<model>_search_seconds``), over its epochs."""
     out = {}
-    for stage_name, names in (("cnn", MODELS[:2]), ("dbn", MODELS[2:])):
+    for stage_name, names in (("cnn", CNN_MODELS), ("dbn", DBN_MODELS)):
         path = timings_dir / f"{stage_name}.json"
         if not path.exists():
             continue
         timing = json.loads(path.read_text())
-        epochs = sum(int(timing.get(f"{n}_epochs", 0)) for n in names)
-        searching = sum(float(timing.get(f"{n}_search_seconds", 0)) for n in names)
+        # Every model the stage trained, shuffled controls included: all share its wall time.
+        epochs = sum(int(v) for k, v in timing.items() if k.endswith("_epochs"))
+        searching = sum(float(v) for k, v in timing.items() if k.endswith("_search_seconds"))
         for n in names:
             if epochs:
                 out[n] = (timing["wall_seconds"] - searching) / epochs

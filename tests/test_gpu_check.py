@@ -13,7 +13,7 @@ from conftest import REPO
 # Runs every stage of a tiny world, several times: the slow tier.
 pytestmark = pytest.mark.slow
 
-MODELS = ("cnn_mse", "cnn_wpe", "hldbn", "hldbn_nopretrain", "hybrid_dbn")
+MODELS = ("cnn_mse", "cnn_wpe", "cnn_contrastive", "hldbn", "hldbn_nopretrain", "hybrid_dbn")
 
 
 @pytest.fixture(scope="module")
