@@ -28,7 +28,7 @@ CFG = FeatureConfig(
 @pytest.mark.parametrize("freq", [220.0, 1000.0, 4000.0])
 def test_pure_tone_peaks_in_the_nearest_mel_bin(freq):
     t = np.arange(CFG.n_samples) / CFG.sample_rate
-    logmel, _ = compute_song_features(0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32), CFG)
+    logmel, *_ = compute_song_features(0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32), CFG)
     centres = librosa.mel_frequencies(n_mels=CFG.n_mels + 2, fmax=CFG.sample_rate / 2)[1:-1]
     assert int(np.argmax(logmel.mean(axis=1))) == int(np.argmin(np.abs(centres - freq)))
 
@@ -40,8 +40,9 @@ def test_pure_tone_peaks_in_the_nearest_mel_bin(freq):
     ids=["default", "other-params"],
 )  # fmt: skip
 def test_features_are_librosas_to_float32_rounding(cfg):
-    """The stage writes librosa's melspectrogram, power_to_db, mfcc and delta out in single
-    precision; it must agree with them on noise with a loud and a quiet half and a tone."""
+    """The stage writes librosa's melspectrogram, power_to_db, mfcc, delta and chroma_stft out
+    in single precision; it must agree with them on noise with a loud and a quiet half and a
+    tone."""
     rng = np.random.default_rng(0)
     noise = (
         rng.standard_normal(cfg.n_samples)
@@ -49,10 +50,12 @@ def test_features_are_librosas_to_float32_rounding(cfg):
     )
     t = np.arange(cfg.n_samples) / cfg.sample_rate
     for y in (noise.astype(np.float32), (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)):
-        logmel, mfcc = compute_song_features(y, cfg)
-        expected_logmel, expected_mfcc = librosa_features(y, cfg)
-        assert logmel.dtype == mfcc.dtype == np.float32
+        logmel, mfcc, chroma = compute_song_features(y, cfg)
+        expected_logmel, expected_mfcc, expected_chroma = librosa_features(y, cfg)
+        assert logmel.dtype == mfcc.dtype == chroma.dtype == np.float32
         assert logmel.shape == expected_logmel.shape and mfcc.shape == expected_mfcc.shape
+        assert chroma.shape == expected_chroma.shape == (12, cfg.n_frames)
+        np.testing.assert_allclose(chroma, expected_chroma, atol=1e-3)
         # Where the power is far below the loudest bin, float32 rounding of the FFT shows.
         audible = expected_logmel > expected_logmel.max() - 60
         np.testing.assert_allclose(logmel[audible], expected_logmel[audible], atol=0.01)
@@ -115,13 +118,13 @@ def test_a_songs_clips_are_read_from_their_places_and_computed_side_by_side(tmp_
     assert clips.shape == (3, 44100)
     np.testing.assert_allclose(clips[:, 0] * 100, [2.0, 4.0, 6.0], atol=1e-4)
 
-    logmel, mfcc = compute_clips_features(clips, cfg)
-    assert logmel.shape == (cfg.n_mels, cfg.song_frames) and cfg.song_frames == 3 * cfg.n_frames
+    song = compute_clips_features(clips, cfg)
+    assert song[0].shape == (cfg.n_mels, cfg.song_frames) and cfg.song_frames == 3 * cfg.n_frames
+    assert [a.shape[0] for a in song] == list(cfg.rows.values())
     for i, clip in enumerate(clips):
-        one_logmel, one_mfcc = compute_song_features(clip, cfg)
         part = slice(i * cfg.n_frames, (i + 1) * cfg.n_frames)
-        assert np.array_equal(logmel[:, part], one_logmel)
-        assert np.array_equal(mfcc[:, part], one_mfcc)
+        for whole, one in zip(song, compute_song_features(clip, cfg), strict=True):
+            assert np.array_equal(whole[:, part], one)
 
 
 def test_a_file_too_short_for_distinct_clips_repeats_its_one_clip(tmp_path, monkeypatch):
@@ -136,15 +139,16 @@ def test_a_file_too_short_for_distinct_clips_repeats_its_one_clip(tmp_path, monk
         "compute_song_features",
         lambda *a, **k: computed.append(1) or real(*a, **k),
     )
-    logmel, _ = compute_clips_features(load_mono_clips(tmp_path / "short.wav", cfg), cfg)
+    logmel, *_ = compute_clips_features(load_mono_clips(tmp_path / "short.wav", cfg), cfg)
     assert len(computed) == 1  # the same clip three times is computed once
     thirds = np.split(logmel, 3, axis=1)
     assert np.array_equal(thirds[0], thirds[1]) and np.array_equal(thirds[0], thirds[2])
 
 
 def test_silence_gives_the_floor_and_shapes_are_as_documented():
-    logmel, mfcc = compute_song_features(np.zeros(CFG.n_samples, np.float32), CFG)
+    logmel, mfcc, chroma = compute_song_features(np.zeros(CFG.n_samples, np.float32), CFG)
     assert logmel.shape == (64, CFG.n_frames) and mfcc.shape == (60, CFG.n_frames)
+    assert chroma.shape == (12, CFG.n_frames) and not chroma.any()  # silence: no pitch class
     np.testing.assert_allclose(logmel, DB_FLOOR, atol=1e-3)
     np.testing.assert_allclose(mfcc[20:], 0.0, atol=1e-4)  # constant input: deltas vanish
 
@@ -152,8 +156,8 @@ def test_silence_gives_the_floor_and_shapes_are_as_documented():
 def test_louder_signal_has_higher_log_mel_by_its_gain_in_db():
     t = np.arange(CFG.n_samples) / CFG.sample_rate
     tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
-    quiet, _ = compute_song_features(0.1 * tone, CFG)
-    loud, _ = compute_song_features(0.4 * tone, CFG)
+    quiet, *_ = compute_song_features(0.1 * tone, CFG)
+    loud, *_ = compute_song_features(0.4 * tone, CFG)
     peak = np.argmax(loud.mean(axis=1))
     assert loud[peak].mean() - quiet[peak].mean() == pytest.approx(20 * np.log10(4), abs=0.1)
 
@@ -322,3 +326,15 @@ def test_a_cluster_beyond_this_machine_is_reached_over_mutual_tls_only(tmp_path,
     assert (tmp_path / "tls" / "logmel.npy").read_bytes() == (
         tmp_path / "local" / "logmel.npy"
     ).read_bytes()
+
+
+@pytest.mark.parametrize(("midi", "pitch_class"), [(57, 9), (60, 0), (64, 4), (71, 11)])
+def test_a_tone_peaks_in_its_pitch_class_whatever_its_octave(midi, pitch_class):
+    t = np.arange(CFG.n_samples) / CFG.sample_rate
+    for octave in (0, 12):
+        freq = 440.0 * 2 ** ((midi + octave - 69) / 12)
+        _, _, chroma = compute_song_features(
+            (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32), CFG
+        )
+        assert int(np.argmax(chroma.mean(axis=1))) == pitch_class  # C = 0, A = 9
+        assert chroma.max(axis=0) == pytest.approx(1.0)  # each frame's largest class is 1

@@ -1,4 +1,4 @@
-"""Log-mel and MFCC features of one clip: the params, the transforms and the computation.
+"""Log-mel, MFCC and chroma features of one clip: the params, the transforms and the computation.
 
 A library: the ``features`` stage computes every song with it, and ``recommend`` a new song.
 A song is ``clips`` clips of ``clip_seconds`` (where in the file: :class:`musicrec.audio.ClipSpec`),
@@ -7,12 +7,17 @@ each resampled to ``sample_rate`` and mixed to mono. Each clip becomes
 - ``logmel`` [shape=(n_mels, n_frames)]: mel power in dB relative to full scale, floored at
   -100 dB (silence gives the floor), and
 - ``mfcc`` [shape=(3 * n_mfcc, n_frames)]: MFCCs of that log-mel, then their first and second
-  deltas,
+  deltas, and
+- ``chroma`` [shape=(12, n_frames)]: the power of each pitch class (C, C#, ..., B; equal
+  temperament at A = 440 Hz), each frame scaled so that its largest class is 1 (librosa's
+  ``chroma_stft``), from a longer window (``chroma_n_fft``) on the same frame centres: a
+  semitone at 65 Hz is 3.9 Hz, and 2,048 points at 22,050 Hz resolve 10.8. Sixty-four mel
+  bands cannot tell a major third from a minor one; the pitch classes can, so the key and
+  mode of a song are read from them (:mod:`musicrec.tonality`),
 
 and a song's features are its clips' side by side along time,
-[shape=(n_mels, clips * n_frames)] and [shape=(3 * n_mfcc, clips * n_frames)]: a model that
-pools over frames reads them as one, and one that crops windows (the CNN) keeps each window
-inside one clip.
+[shape=(rows, clips * n_frames)]: a model that pools over frames reads them as one, and one
+that crops windows (the CNN) keeps each window inside one clip.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from musicrec.audio import ClipSpec, read_clip
 from musicrec.errors import MusicrecError
 
 DB_FLOOR = -100.0
+N_CHROMA = 12  # pitch classes
+# The features of a song, in the order they are computed, cached and stacked.
+FEATURE_NAMES = ("logmel", "mfcc", "chroma")
 DELTA_WIDTH = 9  # frames each MFCC delta is fitted over (librosa's default)
 # Part of the cache key: bump it when the computation changes, so no old entry is reused.
-FEATURE_CODE_VERSION = 2
+FEATURE_CODE_VERSION = 3  # 3: chroma
 
 
 @functools.cache
@@ -67,6 +75,7 @@ class FeatureConfig:
     hop_length: int = 512
     n_mels: int = 64
     n_mfcc: int = 20
+    chroma_n_fft: int = 8192  # the chroma's window: 2.7-Hz bins, semitones apart down to 45 Hz
     clip_seconds: float = 10.0
     offset_seconds: float = 0.0
     # params.yaml asks for 3 clips from the middle; these defaults are what a features.json
@@ -83,6 +92,8 @@ class FeatureConfig:
             # Even: centred frames of odd length number one fewer than n_frames when hop
             # divides n_samples.
             problems.append("need an even n_fft >= 64 and 1 <= hop_length <= n_fft")
+        if self.chroma_n_fft < self.n_fft or self.chroma_n_fft % 2:
+            problems.append("need an even chroma_n_fft >= n_fft")
         if not 1 <= self.n_mfcc <= self.n_mels:
             problems.append("need 1 <= n_mfcc <= n_mels")
         if self.n_frames < DELTA_WIDTH or self.offset_seconds < 0:
@@ -103,6 +114,11 @@ class FeatureConfig:
     def song_frames(self) -> int:
         """Frames of a song's features: its clips side by side."""
         return self.clips * self.n_frames
+
+    @property
+    def rows(self) -> dict[str, int]:
+        """Rows of each feature of a frame, in :data:`FEATURE_NAMES` order."""
+        return {"logmel": self.n_mels, "mfcc": 3 * self.n_mfcc, "chroma": N_CHROMA}
 
     @property
     def clip_spec(self) -> ClipSpec:
@@ -148,7 +164,7 @@ def load_mono_clips(path: Path, cfg: FeatureConfig) -> np.ndarray:
 
 def compute_clips_features(
     clips: np.ndarray, cfg: FeatureConfig, transforms: Transforms | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A song's features: :func:`compute_song_features` of each of its clips
     [shape=(n_clips, n_samples)], side by side along time.
 
@@ -159,8 +175,9 @@ def compute_clips_features(
     -------
     logmel : np.ndarray [shape=(n_mels, n_clips * n_frames), dtype=float32]
     mfcc : np.ndarray [shape=(3 * n_mfcc, n_clips * n_frames), dtype=float32]
+    chroma : np.ndarray [shape=(12, n_clips * n_frames), dtype=float32]
     """
-    done: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = []
+    done: list[tuple[np.ndarray, tuple[np.ndarray, ...]]] = []
     per_clip = []
     for clip in np.atleast_2d(clips):
         same = next((f for c, f in done if np.array_equal(c, clip)), None)
@@ -182,6 +199,11 @@ class Transforms:
         Periodic Hann window (librosa's default).
     mel_basis : np.ndarray [shape=(n_mels, 1 + n_fft // 2), dtype=float32]
         ``librosa.filters.mel`` (Slaney scale and norm).
+    chroma_window : np.ndarray [shape=(chroma_n_fft,), dtype=float32]
+        Periodic Hann window of the chroma's frames.
+    chroma_basis : np.ndarray [shape=(12, 1 + chroma_n_fft // 2), dtype=float32]
+        ``librosa.filters.chroma`` at A = 440 Hz (``tuning=0``: estimating each song's tuning
+        would make the filters depend on the song).
     delta_kernels : np.ndarray [shape=(2, 9, 9), dtype=float32]
         For delta orders 1 and 2, the Savitzky-Golay filter (``librosa.feature.delta``:
         width 9, ``mode="interp"``) as a linear map on 9 frames: column 4 is the kernel of
@@ -191,6 +213,8 @@ class Transforms:
 
     window: np.ndarray
     mel_basis: np.ndarray
+    chroma_window: np.ndarray
+    chroma_basis: np.ndarray
     delta_kernels: np.ndarray
 
 
@@ -201,7 +225,11 @@ def feature_transforms(cfg: FeatureConfig) -> Transforms:
     import scipy.signal
 
     window = scipy.signal.get_window("hann", cfg.n_fft, fftbins=True).astype(np.float32)
+    chroma_window = scipy.signal.get_window("hann", cfg.chroma_n_fft, fftbins=True)
     mel_basis = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels)
+    chroma_basis = librosa.filters.chroma(
+        sr=cfg.sample_rate, n_fft=cfg.chroma_n_fft, tuning=0.0, n_chroma=N_CHROMA
+    )
     # savgol_filter is linear: filtering the 9 unit impulses gives its matrix on 9 frames.
     impulses = np.eye(DELTA_WIDTH)
     delta_kernels = np.stack([
@@ -210,7 +238,13 @@ def feature_transforms(cfg: FeatureConfig) -> Transforms:
         )
         for order in (1, 2)
     ])  # fmt: skip
-    return Transforms(window, mel_basis.astype(np.float32), delta_kernels.astype(np.float32))
+    return Transforms(
+        window,
+        mel_basis.astype(np.float32),
+        chroma_window.astype(np.float32),
+        chroma_basis.astype(np.float32),
+        delta_kernels.astype(np.float32),
+    )
 
 
 def _delta(features: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -251,11 +285,12 @@ def _keep_freed_memory() -> None:
 
 def compute_song_features(
     y: np.ndarray, cfg: FeatureConfig, transforms: Transforms | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Log-mel and MFCC(+delta, +delta-delta) of one mono clip.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-mel, MFCC(+delta, +delta-delta) and chroma of one mono clip.
 
-    librosa's ``melspectrogram``, ``power_to_db``, ``mfcc`` and ``delta`` (default
-    arguments: centred frames padded with zeros, Hann window), written out in single precision
+    librosa's ``melspectrogram``, ``power_to_db``, ``mfcc``, ``delta`` and ``chroma_stft``
+    (default arguments but ``tuning=0``: centred frames padded with zeros, Hann window; the
+    chroma's spectrum of ``chroma_n_fft`` points), written out in single precision
     on contiguous frames: half the time per song of calling librosa, which computes the
     FFT in double precision. The results agree with librosa's to float32 rounding
     (tested); they are stored as float16.
@@ -271,24 +306,41 @@ def compute_song_features(
     -------
     logmel : np.ndarray [shape=(n_mels, n_frames), dtype=float32], dB, floored at -100
     mfcc : np.ndarray [shape=(3 * n_mfcc, n_frames), dtype=float32]
+    chroma : np.ndarray [shape=(12, n_frames), dtype=float32], each frame's largest class 1
+        (a silent frame: 0)
     """
     import scipy.fft
 
     _keep_freed_memory()
     if transforms is None:
         transforms = feature_transforms(cfg)
-    padded = np.pad(np.asarray(y, np.float32), cfg.n_fft // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
-    spectrum = scipy.fft.rfft(frames * transforms.window, axis=1)  # (n_frames, 1 + n_fft/2)
-    power = spectrum.real**2 + spectrum.imag**2
+    y = np.asarray(y, np.float32)
+
+    def power_spectrum(n_fft: int, window: np.ndarray) -> np.ndarray:
+        """Centred frames' power [shape=(n_frames, 1 + n_fft // 2)]: the same frame centres
+        whatever ``n_fft``."""
+        padded = np.pad(y, n_fft // 2)
+        frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[:: cfg.hop_length]
+        spectrum = scipy.fft.rfft(frames * window, axis=1)
+        return spectrum.real**2 + spectrum.imag**2
+
+    power = power_spectrum(cfg.n_fft, transforms.window)
     mel = transforms.mel_basis @ power.T
     logmel = 10.0 * np.log10(np.maximum(mel, np.float32(10 ** (DB_FLOOR / 10))))
     mfcc = scipy.fft.dct(logmel, type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
     deltas = [_delta(mfcc, kernel) for kernel in transforms.delta_kernels]
-    return logmel, np.vstack([mfcc, *deltas])
+    if cfg.chroma_n_fft != cfg.n_fft:
+        power = power_spectrum(cfg.chroma_n_fft, transforms.chroma_window)
+    chroma = transforms.chroma_basis @ power.T
+    # librosa's normalize(norm=inf): a frame below the smallest normal float stays as it is.
+    peak = chroma.max(axis=0)
+    chroma /= np.where(peak < np.finfo(np.float32).tiny, np.float32(1), peak)
+    return logmel, np.vstack([mfcc, *deltas]), chroma
 
 
-def librosa_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+def librosa_features(
+    y: np.ndarray, cfg: FeatureConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What :func:`compute_song_features` computes, through librosa's own calls: the
     reference it is tested against and the benchmark's baseline. Same shapes, float32."""
     import librosa
@@ -299,4 +351,8 @@ def librosa_features(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, np.
     logmel = librosa.power_to_db(mel, ref=1.0, amin=10 ** (DB_FLOOR / 10), top_db=None)
     mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=cfg.n_mfcc)
     deltas = [librosa.feature.delta(mfcc, order=order, width=DELTA_WIDTH) for order in (1, 2)]
-    return logmel, np.vstack([mfcc, *deltas])
+    power = np.abs(librosa.stft(y, n_fft=cfg.chroma_n_fft, hop_length=cfg.hop_length)) ** 2
+    chroma = librosa.feature.chroma_stft(
+        S=power, sr=cfg.sample_rate, n_fft=cfg.chroma_n_fft, tuning=0.0, n_chroma=N_CHROMA
+    )
+    return logmel, np.vstack([mfcc, *deltas]), chroma

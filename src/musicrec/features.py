@@ -1,7 +1,8 @@
-"""Stage ``features``: log-mel spectrograms and MFCCs with deltas for every usable song.
+"""Stage ``features``: log-mel spectrograms, MFCCs with deltas and chroma for every usable song.
 
-Each song's clips become a log-mel [shape=(n_mels, clips * n_frames)] and MFCCs with deltas
-[shape=(3 * n_mfcc, clips * n_frames)], computed by :mod:`musicrec.audio_features`.
+Each song's clips become a log-mel [shape=(n_mels, clips * n_frames)], MFCCs with deltas
+[shape=(3 * n_mfcc, clips * n_frames)] and chroma [shape=(12, clips * n_frames)], computed by
+:mod:`musicrec.audio_features`.
 
 Songs are computed in parallel (``n_jobs`` processes, or a Dask cluster with
 ``features.backend: dask``) into a per-song cache keyed by the audio file's content and the
@@ -27,6 +28,7 @@ from musicrec.audio import resolve_audio
 from musicrec.audio_features import (
     DB_FLOOR,
     FEATURE_CODE_VERSION,
+    FEATURE_NAMES,
     FeatureConfig,
     Transforms,
     compute_clips_features,
@@ -41,7 +43,7 @@ from musicrec.stage import DataConfig, Workers, read_config, run_stage, stage_pa
 
 def _compute_chunk(
     paths: list[Path], cfg: FeatureConfig, transforms: Transforms | None
-) -> list[tuple[np.ndarray, np.ndarray]]:
+) -> list[tuple[np.ndarray, ...]]:
     """Features of a few songs, as float16 (how they are stored), computed in a worker
     (which builds the transforms itself, once, when it is not sent them).
 
@@ -53,8 +55,8 @@ def _compute_chunk(
     out = []
     with threadpool_limits(limits=1, user_api="blas"):
         for path in paths:
-            logmel, mfcc = compute_clips_features(load_mono_clips(path, cfg), cfg, transforms)
-            out.append((logmel.astype(np.float16), mfcc.astype(np.float16)))
+            arrays = compute_clips_features(load_mono_clips(path, cfg), cfg, transforms)
+            out.append(tuple(a.astype(np.float16) for a in arrays))
     return out
 
 
@@ -74,8 +76,8 @@ def _compute_job(job: tuple) -> tuple[list[int], list | None]:
     arrays = _compute_chunk(paths, cfg, transforms)
     if targets is None:
         return rows, arrays
-    for target, (logmel, mfcc) in zip(targets, arrays, strict=True):
-        _write_cache_entry(target, logmel, mfcc)
+    for target, song_arrays in zip(targets, arrays, strict=True):
+        _write_cache_entry(target, song_arrays)
     return rows, None
 
 
@@ -83,7 +85,7 @@ def readable_entry(target: Path, cfg: FeatureConfig) -> bool:
     """Whether a cache entry can be used: a ``.npy`` whose header reads, of the shape and type
     ``cfg`` gives. Anything else (absent, empty after a crash, cut short, another shape) is a
     miss: removed, so the song is computed again."""
-    rows, frames = cfg.n_mels + 3 * cfg.n_mfcc, cfg.song_frames
+    rows, frames = sum(cfg.rows.values()), cfg.song_frames
     try:
         with open(target, "rb") as entry:
             version = np.lib.format.read_magic(entry)
@@ -105,12 +107,12 @@ def readable_entry(target: Path, cfg: FeatureConfig) -> bool:
     return ok
 
 
-def _write_cache_entry(target: Path, logmel: np.ndarray, mfcc: np.ndarray) -> None:
-    """One song's entry: logmel's rows then mfcc's, one plain ``.npy`` (a third of the time
-    of an ``.npz`` of two arrays, which is a zip file)."""
+def _write_cache_entry(target: Path, arrays: tuple[np.ndarray, ...]) -> None:
+    """One song's entry: the rows of each feature (:data:`FEATURE_NAMES` order) one after the
+    other, one plain ``.npy`` (a third of the time of an ``.npz`` of the arrays, a zip file)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(target, suffix=".npy") as tmp:
-        np.save(tmp, np.vstack([logmel, mfcc]))
+        np.save(tmp, np.vstack(arrays))
 
 
 def compute_features(
@@ -126,7 +128,8 @@ def compute_features(
     """Compute (or take from the cache) every song's features and stack them in ``out_dir``.
 
     Writes ``logmel.npy`` [shape=(n_songs, n_mels, clips * n_frames), float16], ``mfcc.npy``
-    [shape=(n_songs, 3 * n_mfcc, clips * n_frames), float16], ``songs.tsv`` (row order) and
+    [shape=(n_songs, 3 * n_mfcc, clips * n_frames), float16], ``chroma.npy``
+    [shape=(n_songs, 12, clips * n_frames), float16], ``songs.tsv`` (row order) and
     ``features.json`` (params and shapes). Returns counts of computed and cached songs.
 
     Songs missing from the cache are computed in chunks of 16 by ``backend`` (``local``
@@ -159,8 +162,8 @@ def compute_features(
     results = map_unordered(_compute_job, jobs, n_jobs, backend, scheduler)
     with tqdm(total=len(todo), desc=f"features: computing ({backend})", unit="song") as bar:
         for rows, arrays in results:
-            for row, (logmel, mfcc) in zip(rows, arrays or [], strict=False):
-                _write_cache_entry(targets[row], logmel, mfcc)
+            for row, song_arrays in zip(rows, arrays or [], strict=False):
+                _write_cache_entry(targets[row], song_arrays)
             bar.update(len(rows))
     _stack(targets, songs, cfg, Path(out_dir))
     return {"songs": len(songs), "computed": len(todo), "cached": len(songs) - len(todo)}
@@ -197,10 +200,8 @@ def _cache_targets(
 def _stack(targets: list[Path], songs: pd.DataFrame, cfg: FeatureConfig, out_dir: Path) -> None:
     """Stack the cache entries, in song order, into the stage's outputs (atomically)."""
     n_songs = len(songs)
-    shapes = {
-        "logmel": (n_songs, cfg.n_mels, cfg.song_frames),
-        "mfcc": (n_songs, 3 * cfg.n_mfcc, cfg.song_frames),
-    }
+    shapes = {name: (n_songs, rows, cfg.song_frames) for name, rows in cfg.rows.items()}
+    splits = np.cumsum([cfg.rows[name] for name in FEATURE_NAMES])[:-1]
     with atomic_path(out_dir) as tmp, ExitStack() as files:
         tmp.mkdir()
         # Rows are appended in order to plain .npy files rather than set in a memory map:
@@ -211,13 +212,13 @@ def _stack(targets: list[Path], songs: pd.DataFrame, cfg: FeatureConfig, out_dir
             header = {"descr": np.dtype(np.float16).str, "fortran_order": False, "shape": shape}
             np.lib.format.write_array_header_1_0(outputs[name], header)
         for target in tqdm(targets, desc="features: stacking", unit="song"):
-            logmel, mfcc = np.split(np.load(target), [cfg.n_mels])
-            if logmel.shape != shapes["logmel"][1:] or mfcc.shape != shapes["mfcc"][1:]:
+            parts = np.split(np.load(target), splits)
+            if any(p.shape != shapes[n][1:] for n, p in zip(FEATURE_NAMES, parts, strict=True)):
                 raise MusicrecError(
                     f"features: cache entry {target} has the wrong shape; delete it"
                 )
-            outputs["logmel"].write(np.ascontiguousarray(logmel, np.float16).tobytes())
-            outputs["mfcc"].write(np.ascontiguousarray(mfcc, np.float16).tobytes())
+            for name, part in zip(FEATURE_NAMES, parts, strict=True):
+                outputs[name].write(np.ascontiguousarray(part, np.float16).tobytes())
         write_tsv(tmp / "songs.tsv", songs[["song_id"]].assign(row=np.arange(n_songs)))
         write_json(
             tmp / "features.json",

@@ -485,14 +485,13 @@ class Recommender:
 
         The features are rounded to float16, as the ``features`` stage stores them.
         """
-        from musicrec.audio_features import compute_clips_features
+        from musicrec.audio_features import FEATURE_NAMES, compute_clips_features
 
         cfg = self.feature_config
         clips = np.broadcast_to(clip, (cfg.clips, cfg.n_samples))
-        logmel, mfcc = compute_clips_features(clips, cfg)
         features = {
-            "logmel": logmel[None].astype(np.float16),
-            "mfcc": mfcc[None].astype(np.float16),
+            name: array[None].astype(np.float16)
+            for name, array in zip(FEATURE_NAMES, compute_clips_features(clips, cfg), strict=True)
         }
         vector = self.predictor(self.audio_model).predict_new(features)[0]
         return np.asarray(vector, np.float32)

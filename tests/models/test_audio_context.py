@@ -14,13 +14,22 @@ from musicrec.models.context import ContextConfig
 from musicrec.models.vectors import ModelVectors
 
 
-def _world(seed: int = 0, n_artists: int = 16, per_artist: int = 10, n_users: int = 300):
-    """Factors = what can be heard + the artist's standing; users play the songs they score
-    highest. 70% of songs train, 15% validate, 15% are new."""
+def _world(
+    seed: int = 0,
+    n_artists: int = 16,
+    per_artist: int = 10,
+    n_users: int = 300,
+    unheard: np.ndarray | None = None,
+):
+    """Factors = what can be heard (+ ``unheard`` [(n_songs, 4)], a part the audio models
+    miss) + the artist's standing; users play the songs they score highest. 70% of songs
+    train, 15% validate, 15% are new."""
     rng = np.random.default_rng(seed)
     artists = np.repeat(np.arange(n_artists), per_artist)
     n = len(artists)
     audible = rng.normal(0, 1, (n, 4))
+    if unheard is not None:
+        audible = audible + unheard
     targets = (audible + 1.2 * rng.normal(0, 1, (n_artists, 4))[artists]).astype(np.float32)
     users = rng.normal(0, 1, (n_users, 4)).astype(np.float32)
     scores = users @ targets.T
@@ -109,3 +118,31 @@ def test_the_mean_of_the_audio_models_is_a_candidate_too():
     )
     assert summary["audio_model"] == "audio_mean"
     assert set(summary["validation_map_by_model_and_weight"]) == {"left", "right", "audio_mean"}
+
+
+def test_the_key_descriptors_add_what_the_audio_models_miss():
+    rng = np.random.default_rng(3)
+    n_songs = 160
+    descriptors = rng.normal(0, 1, (n_songs, 15))
+    unheard = descriptors @ rng.normal(0, 0.5, (15, 4))  # the mode, say: no audio model hears it
+    metadata, data, audible, targets, new = _world(unheard=unheard)
+    ear = _audio("ear", (audible - unheard).astype(np.float32))  # hears all but that part
+    with_key, summary = fit_audio_context(
+        metadata, data, [ear], CONTEXT, AudioContextConfig(), descriptors
+    )
+    assert summary["key_descriptors"] is True and summary["key_alpha"] in CONTEXT.alphas
+    assert set(summary["validation_map_by_model_and_weight"]) == {"ear", "ear+key"}
+    without, summary = fit_audio_context(metadata, data, [ear], CONTEXT, AudioContextConfig())
+    assert summary["key_descriptors"] is False and summary["key_alpha"] is None
+
+    def error(v):
+        return float(np.mean((v[new] - targets[new]) ** 2))
+
+    assert error(with_key) < 0.7 * error(without)
+    # Not asked for: never added, whatever the descriptors.
+    _, summary = fit_audio_context(
+        metadata, data, [ear], CONTEXT, AudioContextConfig(key_descriptors=(False,)), descriptors
+    )
+    assert summary["key_descriptors"] is False
+    with pytest.raises(MusicrecError, match="key_descriptors"):
+        AudioContextConfig(key_descriptors=("yes",))

@@ -5,19 +5,25 @@ An audio model predicts the part of a song's WMF factors that can be heard; what
 share beyond the sound (an artist's standing, a scene, a label) no audio reveals, but songs of
 the same artist, album or year carry it. So the song's vector is
 
-    v_hat = a + weight * r
+    v_hat = h + weight * r
 
-- ``a``: an audio model's prediction (a content model predicting WMF factors), or the mean of
-  all of theirs (``audio_mean``: their errors partly cancel);
+- ``h``, what is heard: an audio model's prediction ``a`` (a content model predicting WMF
+  factors), or the mean of all of theirs (``audio_mean``: their errors partly cancel); or,
+  where ``audio_context.key_descriptors`` lets it, a ridge from ``a`` and the song's key and
+  mode (:func:`musicrec.tonality.key_descriptors`, from the chroma) onto the factors, fitted
+  on the training songs with its penalty chosen on the validation songs. No audio model
+  hears the mode (their log-mel inputs cannot tell a major third from a minor one), and
+  taste follows it;
 - ``r``: the context filter (:func:`musicrec.models.context.context_regression`) fitted on what
-  that audio model leaves of the factors, ``targets - a``, on the training songs: for each
+  audio leaves of the factors, ``targets - h``, on the training songs: for each
   metadata column, the shrunk mean residual of the training songs sharing the value, combined
   by ridge. The shrinkage is the gate by how much is known: a value with many training songs
   moves the song a long way, one with few a little, and the songs of an artist no training
   song has (a new artist) all by one and the same vector, which leaves every user's ranking of
   them as the audio model's;
-- ``weight`` (of ``audio_context.weights``) and the audio model are the pair that ranks the
-  validation songs best, cold-like (the task the hybrid chooses its content model on).
+- ``weight`` (of ``audio_context.weights``), the audio model and whether the key is heard are
+  what ranks the validation songs best, cold-like (the task the hybrid chooses its content
+  model on).
 
 An audio model's predictions on its own training songs are closer to their factors than on new
 songs, so the residuals there are smaller than a new song's; the weight, chosen on songs the
@@ -38,11 +44,19 @@ import pandas as pd
 from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params
-from musicrec.models.content import ContentData, content_stage_parser, load_content_data
+from musicrec.models.content import (
+    ContentData,
+    choose_ridge,
+    content_stage_parser,
+    load_content_data,
+    ridge_predict,
+    target_scaling,
+)
 from musicrec.models.context import ContextConfig, context_regression, metadata_or_skip
 from musicrec.models.vectors import ModelVectors, discover_models, load_model, save_model
 from musicrec.ranking import mean_map, songs_task
 from musicrec.stage import DataConfig, read_config, run_stage
+from musicrec.tonality import key_descriptors
 
 NAME = "hybrid_audio_context"
 AUDIO_MEAN = "audio_mean"  # the candidate that averages the audio models' vectors
@@ -53,13 +67,51 @@ class AudioContextConfig:
     """``audio_context`` in params.yaml."""
 
     weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # of r, tried
+    key_descriptors: tuple[bool, ...] = (False, True)  # without and with k, tried
     map_k: int = 500
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        if not self.key_descriptors or any(not isinstance(k, bool) for k in self.key_descriptors):
+            raise MusicrecError(
+                "audio_context.key_descriptors: a list of true/false to try (false: the audio "
+                f"model alone; true: plus its key and mode), not {self.key_descriptors!r}"
+            )
+        object.__setattr__(self, "key_descriptors", tuple(self.key_descriptors))
         if not self.weights or min(self.weights) < 0 or self.map_k < 1:
             raise MusicrecError("audio_context: need weights >= 0 (at least one) and map_k >= 1")
+
+
+def hear_with_key(
+    audio: np.ndarray, descriptors: np.ndarray, data: ContentData, alphas: tuple[float, ...]
+) -> tuple[np.ndarray, float]:
+    """``h`` with the key: a ridge from an audio model's prediction and the key descriptors
+    onto the WMF factors.
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(n_songs, d)]  ``a``, the audio model's prediction.
+    descriptors : np.ndarray [shape=(n_songs, n_descriptors)]  :func:`key_descriptors`.
+    data : ContentData  its training songs fit the ridge, its validation songs (which no
+        audio model trained on) choose the penalty (of ``alphas``, the context filter's).
+
+    Returns
+    -------
+    heard : np.ndarray [shape=(n_songs, d), float64]
+    alpha : float  the penalty kept.
+    """
+    train, validation = data.train_songs, data.validation_songs
+    y_mean, y_scale = target_scaling(data.targets[train])
+    centre, spread = descriptors[train].mean(axis=0), descriptors[train].std(axis=0)
+    # Both inputs on a common scale, so that one penalty fits them: the prediction as its
+    # targets are scaled, the descriptors standardised.
+    x = np.hstack(
+        [(audio - y_mean) / y_scale, (descriptors - centre) / np.where(spread > 0, spread, 1.0)]
+    )
+    y = (data.targets - y_mean) / y_scale
+    alpha, weights, _ = choose_ridge(x[train], y[train], x[validation], y[validation], alphas)
+    return ridge_predict(x, weights) * y_scale + y_mean, alpha
 
 
 def fit_audio_context(
@@ -68,6 +120,7 @@ def fit_audio_context(
     audio_models: list[ModelVectors],
     context_cfg: ContextConfig,
     cfg: AudioContextConfig,
+    descriptors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict]:
     """The song vectors of ``hybrid_audio_context`` and what was chosen.
 
@@ -79,11 +132,15 @@ def fit_audio_context(
         predicting the WMF factors. With more than one, their mean (``audio_mean``) is one too.
     context_cfg : ContextConfig  shrinkage and ridge penalties, as the context filter's.
     cfg : AudioContextConfig
+    descriptors : np.ndarray [shape=(n_songs, n_descriptors)], optional
+        The songs' key descriptors (:func:`key_descriptors`); without them, or where
+        ``cfg.key_descriptors`` holds no true, the key is never heard.
 
     Returns
     -------
     vectors : np.ndarray [shape=(n_songs, d), float32]
-    summary : dict  the audio model and weight kept, and every pair's validation mAP.
+    summary : dict  the audio model, the key or not and the weight kept, and every choice's
+        validation mAP (``<audio model>+key`` with the key).
     """
     if len(audio_models) > 1:
         mean = np.mean([m.song_vectors for m in audio_models], axis=0).astype(np.float32)
@@ -92,29 +149,38 @@ def fit_audio_context(
             ModelVectors(AUDIO_MEAN, "", ["cold"], data.user_factors, mean),
         ]
     task = songs_task("validation", data.train_plays, data.validation_songs, 0, cfg.seed)
+    key_options = [k for k in cfg.key_descriptors if descriptors is not None or not k]
     scores: dict[str, dict[str, float]] = {}
-    best: tuple[float, str, float, np.ndarray, float] | None = None
+    best: tuple | None = None
     for audio in audio_models:
-        residual_context, alpha, _ = context_regression(
-            metadata,
-            data.targets - audio.song_vectors,
-            data.train_songs,
-            data.validation_songs,
-            context_cfg,
-        )
-        scores[audio.name] = {}
-        for weight in cfg.weights:
-            vectors = (audio.song_vectors + weight * residual_context).astype(np.float32)
-            probe = ModelVectors(NAME, "", ["cold"], data.user_factors, vectors)
-            score = mean_map(probe, task, cfg.map_k, cfg.seed)
-            scores[audio.name][f"{weight:g}"] = round(score, 6)
-            if best is None or score > best[0]:  # ties: the first (the smaller weight)
-                best = (score, audio.name, weight, vectors, alpha)
+        for with_key in key_options or [False]:
+            heard, key_alpha = audio.song_vectors.astype(np.float64), None
+            if with_key:
+                heard, key_alpha = hear_with_key(heard, descriptors, data, context_cfg.alphas)
+            residual_context, alpha, _ = context_regression(
+                metadata,
+                data.targets - heard,
+                data.train_songs,
+                data.validation_songs,
+                context_cfg,
+            )
+            label = f"{audio.name}+key" if with_key else audio.name
+            scores[label] = {}
+            for weight in cfg.weights:
+                vectors = (heard + weight * residual_context).astype(np.float32)
+                probe = ModelVectors(NAME, "", ["cold"], data.user_factors, vectors)
+                score = mean_map(probe, task, cfg.map_k, cfg.seed)
+                scores[label][f"{weight:g}"] = round(score, 6)
+                # Ties: the first (without k, the smaller weight).
+                if best is None or score > best[0]:
+                    best = (score, audio.name, with_key, key_alpha, weight, vectors, alpha)
     if best is None:
         raise MusicrecError("audio_context: no audio model to combine with the context")
-    score, audio_name, weight, vectors, alpha = best
+    score, audio_name, with_key, key_alpha, weight, vectors, alpha = best
     summary = {
         "audio_model": audio_name,
+        "key_descriptors": with_key,
+        "key_alpha": key_alpha,
         "weight": weight,
         "alpha": alpha,
         "columns": list(metadata.columns),
@@ -163,11 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             raise MusicrecError(
                 f"audio_context: no audio model in {args.models}; run dvc repro cnn first"
             )
-        vectors, summary = fit_audio_context(metadata, data, candidates, context_cfg, cfg)
+        descriptors = key_descriptors(np.load(args.features / "chroma.npy", mmap_mode="r"))
+        vectors, summary = fit_audio_context(
+            metadata, data, candidates, context_cfg, cfg, descriptors
+        )
+        heard = summary["audio_model"] + (" and its key" if summary["key_descriptors"] else "")
         save_model(
             ModelVectors(
                 NAME,
-                f"audio ({summary['audio_model']}) plus {summary['weight']:g} x the context "
+                f"audio ({heard}) plus {summary['weight']:g} x the context "
                 f"({', '.join(summary['columns'])}) of what the audio leaves of the factors",
                 list(registry.CONTENT_SPLITS),
                 data.user_factors,
@@ -179,9 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             config=summary,
         )
         tracker.log_metrics({NAME: {k: summary[k] for k in ("weight", "validation_map")}})
-        record.update(audio_model=summary["audio_model"], weight=summary["weight"])
+        record.update(
+            audio_model=summary["audio_model"],
+            key_descriptors=summary["key_descriptors"],
+            weight=summary["weight"],
+        )
     print(
-        f"audio_context: {summary['audio_model']} + {summary['weight']:g} x context residual "
+        f"audio_context: {heard} + {summary['weight']:g} x context residual "
         f"(validation mAP {summary['validation_map']:.4f}) -> {out}"
     )
     return 0
