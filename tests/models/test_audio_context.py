@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from musicrec.errors import MusicrecError
-from musicrec.models.audio_context import AudioContextConfig, fit_audio_context
+from musicrec.models.audio_context import AudioContextConfig, fit_audio_context, key_evidence
 from musicrec.models.content import ContentData
 from musicrec.models.context import ContextConfig
 from musicrec.models.vectors import ModelVectors
@@ -131,6 +131,7 @@ def test_the_key_descriptors_add_what_the_audio_models_miss():
         metadata, data, [ear], CONTEXT, AudioContextConfig(), descriptors
     )
     assert summary["key_descriptors"] is True and summary["key_alpha"] in CONTEXT.alphas
+    assert summary["key_gain_z"] >= 1.96
     assert set(summary["validation_map_by_model_and_weight"]) == {"ear", "ear+key"}
     without, summary = fit_audio_context(metadata, data, [ear], CONTEXT, AudioContextConfig())
     assert summary["key_descriptors"] is False and summary["key_alpha"] is None
@@ -144,5 +145,19 @@ def test_the_key_descriptors_add_what_the_audio_models_miss():
         metadata, data, [ear], CONTEXT, AudioContextConfig(key_descriptors=(False,)), descriptors
     )
     assert summary["key_descriptors"] is False
+    # Demanding more evidence than the validation users give: the key is not heard.
+    _, summary = fit_audio_context(
+        metadata, data, [ear], CONTEXT, AudioContextConfig(key_min_z=1e9), descriptors
+    )
+    assert summary["key_descriptors"] is False and summary["key_gain_z"] < 1e9
     with pytest.raises(MusicrecError, match="key_descriptors"):
         AudioContextConfig(key_descriptors=("yes",))
+
+
+def test_key_evidence_is_the_paired_gain_over_its_standard_error():
+    without = (0.5, "a", None, 1.0, None, 0.1, np.array([0.2, 0.4, np.nan, 0.6, 0.3]))
+    gain = np.array([0.1, 0.0, 0.2, 0.1])  # the users with something to find
+    with_key = (0.6, "a", 10.0, 1.0, None, 0.1, np.array([0.3, 0.4, np.nan, 0.8, 0.4]))
+    z = key_evidence({False: without, True: with_key})
+    assert z == pytest.approx(gain.mean() / (gain.std(ddof=1) / 2))
+    assert key_evidence({False: without}) is None
