@@ -286,3 +286,23 @@ def test_the_pipeline_completes_on_a_messy_copy_of_the_world(dvc_project, tiny_w
     assert all(song in songs for song in used)
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
     assert set(metrics) == MODELS
+
+
+def test_a_world_missing_most_of_its_audio_stops_at_the_gate(dvc_project, tiny_world):
+    """60% of the audio gone: validate stops the pipeline, naming the threshold, and nothing
+    after it runs."""
+    project = dvc_project(tiny_params(data={"root": "data/patchy"}))
+    shutil.copytree(tiny_world, project / "data" / "patchy")
+    files = sorted((project / "data" / "patchy" / "audio").iterdir())
+    for path in files[: int(0.6 * len(files))]:
+        path.unlink()
+    run(["dvc", "add", "data/patchy"], project)
+    result = run(["dvc", "repro"], project, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "validate.max_quarantined_share = 20.0%" in output, output[-3000:]
+    assert "share of the played songs quarantined: 60.0%" in output
+    assert not (project / "data" / "validated").exists()
+    assert not (project / "data" / "features").exists() and "Running stage 'features'" not in output
+    summary = json.loads((project / "reports" / "validation.json").read_text())
+    assert summary["gate"]["max_quarantined_share"]["ok"] is False and summary["accepted"] is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import runpy
 import shutil
 
@@ -13,7 +14,17 @@ from conftest import REPO
 
 from musicrec.audio import ClipSpec
 from musicrec.errors import MusicrecError, PlayLogError
-from musicrec.validate import check_play_log, validate_dataset
+from musicrec.validate import (
+    GATE_PARAMS,
+    PLAY_COUNT_BINS,
+    ValidateConfig,
+    accepted_figures,
+    check_play_log,
+    gate_checks,
+    gate_failures,
+    play_count_histogram,
+    validate_dataset,
+)
 
 GOOD = "u1\ts1\t3\nu2\ts1\t1\nu2\ts2\t5\n"
 
@@ -201,3 +212,74 @@ def test_a_streamed_log_grows_memory_far_less_than_reading_it_whole(tmp_path):
         for mode, by_size in results.items()
     }
     assert growth["streamed"] < growth["whole"] / 2, growth
+
+
+def test_play_count_shares_fall_in_powers_of_two():
+    shares = play_count_histogram(np.array([1, 1, 2, 3, 4, 7, 8, 2**30]))
+    assert len(shares) == PLAY_COUNT_BINS and sum(shares) == pytest.approx(1.0)
+    assert shares[:4] == [0.25, 0.25, 0.25, 0.125]  # 1 | 2-3 | 4-7 | 8-15
+    assert shares[-1] == 0.125  # 2**20 and more
+
+
+def _summary(root="data/w", checked=100, quarantined=0, rows=1000, dropped=0, counts=(1, 2)):
+    return {
+        "data_root": root,
+        "play_log": {"rows": rows, "play_count_histogram": play_count_histogram(np.array(counts))},
+        "audio": {"songs_checked": checked, "songs_quarantined": quarantined},
+        "plays_dropped": {"rows": dropped},
+    }
+
+
+def test_the_gate_names_each_limit_a_batch_breaks():
+    cfg = ValidateConfig()
+    accepted = accepted_figures(_summary())
+    fine = gate_checks(_summary(quarantined=20, dropped=200, rows=1400), accepted, cfg)
+    assert gate_failures(fine) == [] and fine["drift_compared_with"] == "data/w"
+    assert fine["max_row_change"]["value"] == pytest.approx(0.4)
+    bad = gate_checks(
+        _summary(quarantined=60, dropped=600, rows=400, counts=(64, 64)), accepted, cfg
+    )
+    failures = gate_failures(bad)
+    for name in GATE_PARAMS:
+        assert sum(f"validate.{name} " in f for f in failures) == 1, (name, failures)
+    assert bad["max_play_count_drift"]["value"] == pytest.approx(1.0)  # nothing in common
+    # Another data root, or none accepted yet: no drift checks; a null limit: not checked.
+    other = gate_checks(_summary(root="data/other", rows=10), accepted, cfg)
+    assert "max_row_change" not in other and "drift not checked" in other["drift_compared_with"]
+    off = gate_checks(_summary(quarantined=90), None, ValidateConfig(max_quarantined_share=None))
+    assert "max_quarantined_share" not in off and gate_failures(off) == []
+    with pytest.raises(MusicrecError, match="validate.max_row_change"):
+        ValidateConfig(max_row_change=-1)
+
+
+def _five_songs(root, users: int):
+    audio = root / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        sf.write(audio / f"s{i}.wav", 0.2 * rng.standard_normal(16000), 16000)
+    (root / "plays.tsv").write_text(
+        "".join(f"u{u}\ts{i}\t{1 + (u + i) % 3}\n" for u in range(users) for i in range(5))
+    )
+
+
+def test_the_stage_stops_on_drift_from_the_last_accepted_data_and_keeps_it(tmp_path):
+    from musicrec.validate import main
+
+    root = tmp_path / "data" / "w"
+    _five_songs(root, users=20)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        f"data: {{root: {root}}}\nvalidate: {{min_seconds: 0.5, n_jobs: 1}}\n"
+        "features: {clip_seconds: 1.0}\n"
+    )
+    args = ["--params", str(params), "--reports", str(tmp_path / "r"), "--out", str(tmp_path / "v")]
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "r" / "validation.json").read_text())
+    assert summary["accepted"]["rows"] == 100 and summary["gate"]["max_quarantined_share"]["ok"]
+    _five_songs(root, users=5)  # a quarter of the rows: a broken export, say
+    with pytest.raises(MusicrecError, match=r"validate\.max_row_change = 50\.0%"):
+        main(args)
+    after = json.loads((tmp_path / "r" / "validation.json").read_text())
+    assert after["accepted"]["rows"] == 100  # still the last accepted data
+    assert after["gate"]["max_row_change"]["ok"] is False

@@ -484,6 +484,22 @@ def validation_section(validation: dict) -> str:
         ]
         if len(audio["quarantine"]) > 50:
             lines.append(f"\n({len(audio['quarantine']) - 50} more in reports/validation.json)")
+    gate = validation.get("gate")
+    if gate:
+        lines += [
+            "",
+            f"The gate (`validate.max_*` in params.yaml; drift against "
+            f"{md_text(str(gate['drift_compared_with']))}):",
+            "",
+            "| check | value | limit | passed |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {md_text(c['what'])} (`{name}`) | {c['value']:.1%} | {c['limit']:.1%} | "
+            f"{'yes' if c['ok'] else '**no**'} |"
+            for name, c in gate.items()
+            if isinstance(c, dict)
+        ]
     return "\n".join(lines)
 
 

@@ -2,10 +2,14 @@
 
 The play log must be usable as a whole: any bad row stops the pipeline with a message that names
 the file, the line and the problem. A song whose audio is unusable is quarantined with a reason,
-its plays are dropped and counted, and the pipeline goes on. Nothing under the data folder is
-ever changed: the clean log and the usable-song manifest are written to ``data/validated/``,
-the summary to ``reports/validation.json`` and great-expectations' results to
-``reports/validation/``.
+its plays are dropped and counted, and the pipeline goes on, unless the batch as a whole fails
+the gate (:func:`gate_checks`): too many songs quarantined, too many play rows dropped, or,
+against the last accepted data of the same data root, too large a change in the number of play
+rows or in the distribution of play counts. Each limit is a param, and the error names it.
+Nothing under the data folder is ever changed: the clean log and the usable-song manifest are
+written to ``data/validated/``, the summary to ``reports/validation.json`` (which keeps the
+last accepted data's figures, ``accepted``, for the next run's drift checks) and
+great-expectations' results to ``reports/validation/``.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from musicrec.audio import (
     unsupported_audio_files,
 )
 from musicrec.errors import MusicrecError, PlayLogError
-from musicrec.io import load_params, write_json, write_tsv
+from musicrec.io import load_params, read_json, write_json, write_tsv
 from musicrec.stage import DataConfig, Workers, read_config, read_shared, run_stage, stage_parser
 
 # A safe id: not empty, not '.' or '..', no path separator, no control character.
@@ -45,6 +49,8 @@ CHUNK_LINES = 500_000
 MAX_PLAY_COUNT = 10**9
 # The start of a song's decode_error when its file is a link leading out of <root>/audio.
 UNSAFE = "UnsafePath: "
+# Play counts are compared as shares of rows per power of two: 1, 2-3, 4-7, ..., 2**20 and more.
+PLAY_COUNT_BINS = 21
 
 
 @dataclass
@@ -478,6 +484,7 @@ def validate_dataset(
             "users": int(plays["user_id"].nunique()),
             "songs": len(song_ids),
             "total_play_count": int(plays["play_count"].sum()),
+            "play_count_histogram": play_count_histogram(plays["play_count"].to_numpy()),
             "repairs": repairs,
         },
         "audio": {
@@ -501,16 +508,117 @@ def validate_dataset(
     )
 
 
+def play_count_histogram(counts: np.ndarray) -> list[float]:
+    """Share of play rows per power of two of their count [len PLAY_COUNT_BINS]: bin ``b``
+    holds counts in ``[2**b, 2**(b+1))``, the last one everything above."""
+    bins = np.minimum(np.floor(np.log2(np.maximum(counts, 1))), PLAY_COUNT_BINS - 1)
+    shares = np.bincount(bins.astype(np.int64), minlength=PLAY_COUNT_BINS) / max(len(counts), 1)
+    return [round(float(x), 6) for x in shares]
+
+
 @dataclass(frozen=True)
 class ValidateConfig:
     """``validate`` in params.yaml (``n_jobs``: :class:`musicrec.stage.Workers`)."""
 
     min_seconds: float = 3.0  # shorter files are quarantined
     silence_db: float = -60.0  # clips quieter than this (RMS, dBFS) are quarantined
+    # The gate (:func:`gate_checks`); a limit of null is not checked.
+    max_quarantined_share: float | None = 0.2  # of the played songs
+    max_dropped_play_share: float | None = 0.2  # of the play rows, dropped with their songs
+    max_row_change: float | None = 0.5  # |rows / accepted rows - 1|, same data root
+    max_play_count_drift: float | None = 0.2  # total variation of the play-count shares
 
     def __post_init__(self) -> None:
         if self.min_seconds < 0 or self.silence_db > 0:
             raise MusicrecError("validate: need min_seconds >= 0 and silence_db <= 0 (dBFS)")
+        for name in GATE_PARAMS:
+            limit = getattr(self, name)
+            if limit is not None and (not isinstance(limit, int | float) or limit < 0):
+                raise MusicrecError(f"validate.{name}: a share >= 0, or null, not {limit!r}")
+
+
+GATE_PARAMS = (
+    "max_quarantined_share",
+    "max_dropped_play_share",
+    "max_row_change",
+    "max_play_count_drift",
+)
+
+
+def accepted_figures(summary: dict) -> dict:
+    """What the next run's drift checks compare with: the data root, the play rows and their
+    play-count shares."""
+    log = summary["play_log"]
+    return {
+        "data_root": summary["data_root"],
+        "rows": log["rows"],
+        "play_count_histogram": log["play_count_histogram"],
+    }
+
+
+def gate_checks(summary: dict, accepted: dict | None, cfg: ValidateConfig) -> dict:
+    """The batch's gate: each check's value, its limit (the param) and whether it passed.
+
+    Parameters
+    ----------
+    summary : dict  :func:`validate_dataset`'s summary.
+    accepted : dict or None  :func:`accepted_figures` of the last accepted run; the drift
+        checks are made only where it is of the same data root.
+    cfg : ValidateConfig
+
+    Returns
+    -------
+    dict  ``{param name: {"value", "limit", "ok", "what"}}`` of the checks made, and
+        ``"drift_compared_with"``: the accepted data root, or why there was none.
+    """
+    audio, log = summary["audio"], summary["play_log"]
+    values = {
+        "max_quarantined_share": (
+            audio["songs_quarantined"] / max(audio["songs_checked"], 1),
+            "share of the played songs quarantined",
+        ),
+        "max_dropped_play_share": (
+            summary["plays_dropped"]["rows"] / max(log["rows"], 1),
+            "share of the play rows dropped with their songs",
+        ),
+    }
+    same_root = accepted is not None and accepted.get("data_root") == summary["data_root"]
+    if same_root:
+        values["max_row_change"] = (
+            abs(log["rows"] / max(accepted["rows"], 1) - 1),
+            f"change in play rows against the last accepted data ({accepted['rows']} rows)",
+        )
+        then = np.asarray(accepted["play_count_histogram"])
+        now = np.asarray(log["play_count_histogram"])
+        values["max_play_count_drift"] = (
+            0.5 * float(np.abs(now - then).sum()),
+            "total variation between the play-count shares (per power of two) and the last "
+            "accepted data's",
+        )
+    checks: dict = {
+        "drift_compared_with": summary["data_root"]
+        if same_root
+        else "nothing: no accepted data of this data root yet (drift not checked)"
+    }
+    for name, (value, what) in values.items():
+        limit = getattr(cfg, name)
+        if limit is not None:
+            checks[name] = {
+                "value": round(value, 6),
+                "limit": limit,
+                "ok": value <= limit,
+                "what": what,
+            }
+    return checks
+
+
+def gate_failures(checks: dict) -> list[str]:
+    """One line per failed check of :func:`gate_checks`, naming its param."""
+    return [
+        f"{c['what']}: {c['value']:.1%}, over validate.{name} = {c['limit']:.1%}"
+        for name, c in checks.items()
+        if isinstance(c, dict) and not c["ok"]
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,13 +640,18 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(read_config(params, "data", DataConfig).root)
     cfg, workers = read_config(params, "validate", ValidateConfig, Workers)
     clip = read_shared(params, "features", ClipSpec)
+    summary_path = args.reports / "validation.json"
+    # The summary persists between runs (dvc.yaml): its ``accepted`` figures are the last
+    # accepted data's, whatever this run finds.
+    previous = read_json(summary_path) if summary_path.exists() else {}
+    accepted = previous.get("accepted")
     with run_stage("validate", args) as (record, _):
         try:
             result = validate_dataset(root, clip, cfg.min_seconds, cfg.silence_db, workers.n_jobs)
         except PlayLogError as exc:
             write_json(args.reports / "validation" / "ge_play_log.json", exc.ge_result)
             write_json(
-                args.reports / "validation.json",
+                summary_path,
                 {
                     "data_root": str(root),
                     "play_log": {
@@ -547,14 +660,29 @@ def main(argv: list[str] | None = None) -> int:
                         "bad_lines": exc.bad_lines,
                         "errors": str(exc),
                     },
+                    "accepted": accepted,
                 },
             )
             raise
+        checks = gate_checks(result.summary, accepted, cfg)
+        failures = gate_failures(checks)
+        result.summary["gate"] = checks
+        if failures:
+            write_json(summary_path, {**result.summary, "accepted": accepted})
+            raise MusicrecError(
+                f"validate: the data in {root} fails the validation gate, so nothing is "
+                "trained on it:\n  "
+                + "\n  ".join(failures)
+                + "\nFix the data (reports/validation.json lists every quarantined song and "
+                "why), or, if this is expected, raise the limit in params.yaml (null: not "
+                "checked)."
+            )
+        result.summary["accepted"] = accepted_figures(result.summary)
         write_tsv(args.out / "plays.tsv", result.plays)
         write_tsv(args.out / "songs.tsv", result.songs)
         for name, ge in result.ge_results.items():
             write_json(args.reports / "validation" / f"ge_{name}.json", ge)
-        write_json(args.reports / "validation.json", result.summary)
+        write_json(summary_path, result.summary)
         record.update(
             rows=result.summary["play_log"]["rows"],
             quarantined=result.summary["audio"]["songs_quarantined"],
