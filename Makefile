@@ -19,12 +19,13 @@ export MPLCONFIGDIR ?= $(CURDIR)/.cache/matplotlib
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and exactly: the CPU wheel on disk; a looser spec pulls CUDA packages.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	# The verified set (constraints.txt) within pyproject.toml's ranges; dev brings every extra.
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 # The whole pipeline on the embedded synthetic world (or the data folder params.yaml names).

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from musicrec.tiny import TINY_WORLD, tiny_params  # noqa: F401 - the tests import them from here
+from musicrec.tiny import TINY_MACHINE, TINY_WORLD, tiny_params  # noqa: F401 - the tests import them from here
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -84,7 +84,9 @@ def dvc_project(tmp_path):
             ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
         )
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        (project / ".gitignore").write_text(".cache/\nwandb/\n")
+        # One process a stage: a tiny world gains nothing from more (musicrec.machine).
+        (project / "machine.yaml").write_text(yaml.safe_dump(TINY_MACHINE, sort_keys=False))
+        (project / ".gitignore").write_text(".cache/\nwandb/\nmachine.yaml\n")
         run(["git", "init", "-q"], project)
         run(["git", "config", "user.email", "test@musicrec.local"], project)
         run(["git", "config", "user.name", "musicrec tests"], project)

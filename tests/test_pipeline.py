@@ -17,6 +17,8 @@ from conftest import BIN, REPO, TINY_WORLD, run, tiny_params
 
 from musicrec import registry
 from musicrec.messy import mix_into
+from musicrec.recommend import Recommender
+from musicrec.serve import Served
 
 pytestmark = pytest.mark.slow
 
@@ -69,6 +71,23 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
 
     again = run(["dvc", "repro"], project)
     assert stages_run(again.stdout) == set()
+    # Machine settings are not params: more processes, another backend's workers, other
+    # loader workers rerun nothing (musicrec.machine).
+    machine = {
+        "features": {"n_jobs": 2},
+        "synthesize": {"n_jobs": 2},
+        "cnn_training": {"loader_workers": 2},
+    }
+    (project / "machine.yaml").write_text(yaml.safe_dump(machine))
+    other_machine = run(["dvc", "repro"], project)
+    assert stages_run(other_machine.stdout) == set()
+    assert "didn't change" in other_machine.stdout
+
+    # A server of these models, to swap in the retrained ones below (serve's POST /reload).
+    served = Served(Recommender(project))
+    before = served.current[1]
+    models = [p for p in (project / "data" / "models").iterdir() if p.is_dir()]
+    assert before["models"] and before["model_outputs"] == len(models)
 
     params = yaml.safe_load((project / "params.yaml").read_text())
     # No search: wmf's own section is used as it is (tune.trials 0), with 6 factors.
@@ -92,6 +111,11 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     }
     dims = json.loads((project / "data" / "models" / "wmf" / "model.json").read_text())["dim"]
     assert dims == 6
+    old = served.current[0]
+    assert served.reload() and served.current[1]["models"] != before["models"]
+    assert (
+        served.current[0] is not old and served.current[0].model("wmf").song_vectors.shape[1] == 6
+    )
 
     # (That the hybrids follow each audio model is dvc.yaml's deps: tests/test_dag_deps.py.)
 

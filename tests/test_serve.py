@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import uvicorn
+from fastapi.testclient import TestClient
 
 from musicrec.recommend import Recommender
 from musicrec.serve import create_app
@@ -235,3 +236,38 @@ def test_uploads_past_the_decoding_limit_wait_then_get_503(trained_project, monk
     response = busy.post("/new-song", files={"file": ("a.wav", wav_bytes(np.zeros(100), 22050))})
     assert response.status_code == 503 and "try again" in response.text
     assert response.headers["retry-after"] == "5"
+
+
+def test_health_names_the_model_version_and_reload_swaps_in_new_artifacts(trained_project):
+    """/health carries the dvc.lock hash of the models; POST /reload (loopback only, one at a
+    time) loads them again and swaps them in; the schema types every answer."""
+    lock = trained_project / "dvc.lock"
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  wmf:\n    outs:\n    - path: data/models/wmf\n      md5: a.dir\n"
+    )
+    try:
+        recommender = Recommender(trained_project)
+        recommender.warm_up()
+        app = create_app(recommender)
+        client = TestClient(app, client=("127.0.0.1", 50000))
+        first = client.get("/health").json()
+        assert first["version"]["models"] and first["version"]["model_outputs"] == 1
+        lock.write_text(lock.read_text().replace("a.dir", "b.dir"))  # what a retrain leaves
+        assert client.get("/health").json()["version"] == first["version"]  # not yet reloaded
+        reloaded = client.post("/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["version"]["models"] != first["version"]["models"]
+        assert app.state.served.current[0] is not recommender
+        user = recommender.users["user_id"].iat[1]
+        assert client.get(f"/recommend/user/{user}").json() == recommender.for_user(user).to_dict()
+        # From elsewhere: refused; while another reload runs: 409.
+        remote = TestClient(app, client=("203.0.113.7", 50000))
+        assert remote.post("/reload").status_code == 403
+        with app.state.served._reloading:
+            assert client.post("/reload").status_code == 409
+    finally:
+        lock.unlink()
+    schema = client.get("/openapi.json").json()
+    ranked = schema["paths"]["/recommend/user/{user_id}"]["get"]["responses"]["200"]
+    assert ranked["content"]["application/json"]["schema"]["$ref"].endswith("/Ranked")
+    assert {"Ranked", "Row", "Health", "ModelVersion"} <= set(schema["components"]["schemas"])

@@ -25,19 +25,24 @@ import scipy.sparse as sp
 import yaml
 
 from musicrec.errors import MusicrecError
+from musicrec.machine import MACHINE_FILE, apply_machine_settings
 
 PARAMS_FILE = Path("params.yaml")
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read the whole ``params.yaml`` (each stage then takes only its own sections)."""
+    """Read the whole ``params.yaml`` (each stage then takes only its own sections), with the
+    machine settings (:mod:`musicrec.machine`) filled in."""
     path = Path(path)
     if not path.exists():
         raise MusicrecError(
             f"{path}: params file not found; run from the project root or pass --params"
         )
     with path.open() as f:
-        return yaml.safe_load(f) or {}
+        params = yaml.safe_load(f) or {}
+    # How stages compute (processes, cluster, loader workers) comes from the machine, not from
+    # the file DVC tracks: changing it reruns nothing.
+    return apply_machine_settings(params, path.parent / MACHINE_FILE)
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -5,8 +5,16 @@
 ``POST /recommend/seed-songs``              ``{"songs": [ids], "n": 10}``: a new listener
 ``POST /new-song?n``                        multipart upload ``file``: listeners, similar songs
 ``GET  /similar/{song_id}?n``               songs most like a catalogue song
-``GET  /health``                            the models in use
+``GET  /health``                            the models in use and their version
+``POST /reload``                            load the artifacts again (after a ``dvc repro``)
 ========================================  ==================================================
+
+Every answer has a typed schema (``/openapi.json``). The version in ``/health`` is the
+``dvc.lock`` hash of the models (what ``dvc repro`` last wrote under ``data/models/``) and the
+project's git revision, read when the artifacts were loaded. ``POST /reload`` (from loopback
+only, unless ``--allow-remote-reload``) or ``SIGHUP`` loads the artifacts again into a new
+recommender and then swaps it in: a request uses the recommender it started with, so none is
+dropped or answered from half-loaded artifacts; one reload runs at a time (another gets 409).
 
 The schema is at ``/openapi.json`` (the interactive ``/docs`` page loads its script from a CDN,
 so it needs a network). The artifacts are loaded once, before the first request. A request body
@@ -22,13 +30,20 @@ of uploads cannot take every core and the memory. uvicorn accepts at most
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
+import signal
+import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
+import yaml
 from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from musicrec.errors import MusicrecError
 from musicrec.recommend import MissingArtifactError, Recommender, UnknownIdError
@@ -78,12 +93,123 @@ class BodyLimit:
         return f"request body larger than {self.max_bytes:,} bytes (see --max-upload-mb)"
 
 
+class Row(BaseModel):
+    """One ranked row: a song (``song_id``, its role, title and artist where known) or a
+    listener (``user_id``), with its ``score`` or ``cosine``."""
+
+    model_config = ConfigDict(extra="allow")
+    rank: int
+    song_id: str | None = None
+    user_id: str | None = None
+    score: float | None = None
+    cosine: float | None = None
+
+
+class Ranked(BaseModel):
+    """A ranked list and how it was made (:class:`musicrec.recommend.Recommendations`)."""
+
+    kind: str = Field(description="recommendations, listeners or similar songs")
+    query: dict[str, Any]
+    model: str = Field(description="the model that ranked")
+    method: str
+    items: list[Row]
+    similar_songs: list[Row] | None = Field(None, description="new-song: songs like it")
+    notes: list[str] | None = None
+
+
+class ModelVersion(BaseModel):
+    models: str | None = Field(
+        description="hash of dvc.lock's entries for data/models/ (None: no dvc.lock)"
+    )
+    git_revision: str | None = Field(description="the project's HEAD (None: not a git work tree)")
+    model_outputs: int = Field(description="dvc.lock's outputs under data/models/")
+
+
+class Health(BaseModel):
+    status: str
+    songs: int
+    users: int
+    default_model: str
+    audio_model: str
+    version: ModelVersion
+    loaded_at: str = Field(description="when these artifacts were loaded (UTC, ISO 8601)")
+
+
+def model_version(project: Path) -> dict:
+    """What identifies the models a server answers with: a hash of the ``dvc.lock`` entries
+    (path and md5) of every output under ``data/models/``, and the git revision."""
+    lock = Path(project) / "dvc.lock"
+    outputs: dict[str, str] = {}
+    if lock.exists():
+        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+            for out in stage.get("outs", []):
+                if str(out.get("path", "")).startswith("data/models/"):
+                    outputs[out["path"]] = str(out.get("md5", ""))
+    listing = "\n".join(f"{path} {md5}" for path, md5 in sorted(outputs.items()))
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(project), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        head = ""
+    return {
+        "models": hashlib.sha1(listing.encode()).hexdigest()[:12] if outputs else None,
+        "git_revision": head or None,
+        "model_outputs": len(outputs),
+    }
+
+
+class Served:
+    """The recommender in use and its version; :meth:`reload` swaps in a new one whole."""
+
+    def __init__(self, recommender: Recommender, load=None):
+        self._load = load or (lambda: _loaded(Recommender(recommender.project)))
+        self._reloading = threading.Lock()
+        self._set(recommender)
+
+    def _set(self, recommender: Recommender) -> None:
+        # One assignment of a tuple: a request reads the recommender and its version together.
+        self.current = (
+            recommender,
+            model_version(recommender.project),
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+
+    def reload(self) -> bool:
+        """Load the artifacts into a new recommender, then swap it in. False, and nothing
+        done, when a reload is running already."""
+        if not self._reloading.acquire(blocking=False):
+            return False
+        try:
+            self._set(self._load())
+        finally:
+            self._reloading.release()
+        return True
+
+
+def _loaded(recommender: Recommender) -> Recommender:
+    recommender.warm_up()
+    return recommender
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+RANKED = {"response_model": Ranked, "response_model_exclude_none": True}
+
+
 def create_app(
-    recommender: Recommender, max_upload_bytes: int = 20 * 2**20, max_decodes: int = 2
+    recommender: Recommender,
+    max_upload_bytes: int = 20 * 2**20,
+    max_decodes: int = 2,
+    allow_remote_reload: bool = False,
+    served: Served | None = None,
 ) -> FastAPI:
-    """The HTTP API over one :class:`Recommender` (its artifacts loaded by the caller);
-    ``max_decodes`` uploads are decoded at once at most."""
+    """The HTTP API over a :class:`Recommender` (its artifacts loaded by the caller), which
+    ``POST /reload`` replaces; ``max_decodes`` uploads are decoded at once at most."""
     decoding = threading.BoundedSemaphore(max_decodes)
+    served = served or Served(recommender)
     app = FastAPI(
         title="musicrec",
         version="0.1.0",
@@ -99,28 +225,46 @@ def create_app(
 
     # Plain `def` endpoints: FastAPI runs them in its thread pool, so requests run concurrently
     # (numpy and torch release the GIL in their heavy parts).
-    @app.get("/health")
+    def answer(result) -> dict:
+        # The recommender's own dict (as the CLI's --json prints it), checked against Ranked;
+        # fields a kind of answer lacks are left out, not sent as null (RANKED).
+        return result.to_dict()
+
+    @app.get("/health", response_model=Health)
     def health() -> dict:
+        recommender, version, loaded_at = served.current
         return {
             "status": "ok",
             "songs": len(recommender.songs),
             "users": len(recommender.users),
             "default_model": recommender.best_model("all"),
             "audio_model": recommender.audio_model,
+            "version": version,
+            "loaded_at": loaded_at,
         }
 
-    @app.get("/recommend/user/{user_id}")
+    @app.post("/reload", response_model=Health)
+    def reload(request: Request) -> dict:
+        client = request.client.host if request.client else ""
+        if not allow_remote_reload and client not in LOOPBACK:
+            raise HTTPException(403, "reload is allowed from loopback only (--allow-remote-reload)")
+        if not served.reload():
+            raise HTTPException(409, "a reload is running already; try again when it is done")
+        return health()
+
+    @app.get("/recommend/user/{user_id}", **RANKED)
     def recommend_user(
         user_id: str, n: int = Query(10, ge=1, le=MAX_N), model: str | None = None
     ) -> dict:
-        return recommender.for_user(user_id, n, model).to_dict()
+        return answer(served.current[0].for_user(user_id, n, model))
 
-    @app.post("/recommend/seed-songs")
+    @app.post("/recommend/seed-songs", **RANKED)
     def recommend_seed_songs(request: SeedSongs) -> dict:
-        return recommender.for_seed_songs(request.songs, request.n).to_dict()
+        return answer(served.current[0].for_seed_songs(request.songs, request.n))
 
-    @app.post("/new-song")
+    @app.post("/new-song", **RANKED)
     def new_song(file: UploadFile, n: int = Query(10, ge=1, le=MAX_N)) -> dict:
+        recommender = served.current[0]
         if not decoding.acquire(timeout=DECODE_WAIT_SECONDS):
             raise HTTPException(
                 503,
@@ -134,14 +278,15 @@ def create_app(
                 for chunk in iter(lambda: file.file.read(1 << 20), b""):
                     tmp.write(chunk)
                 tmp.flush()
-                return recommender.new_song(Path(tmp.name), n, n, name=file.filename).to_dict()
+                return answer(recommender.new_song(Path(tmp.name), n, n, name=file.filename))
         finally:
             decoding.release()
 
-    @app.get("/similar/{song_id}")
+    @app.get("/similar/{song_id}", **RANKED)
     def similar(song_id: str, n: int = Query(10, ge=1, le=MAX_N)) -> dict:
-        return recommender.similar(song_id, n).to_dict()
+        return answer(served.current[0].similar(song_id, n))
 
+    app.state.served = served
     return app
 
 
@@ -165,13 +310,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--project", type=Path, default=Path("."), help="the folder `dvc repro` ran in"
     )
+    parser.add_argument(
+        "--allow-remote-reload",
+        action="store_true",
+        help="accept POST /reload from other hosts too (default: loopback only)",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
-    recommender = Recommender(args.project)
-    recommender.warm_up()
-    app = create_app(recommender, int(args.max_upload_mb * 2**20), args.max_decodes)
-    print(f"musicrec serve: http://{args.host}:{args.port} (schema: /openapi.json)")
+    recommender = _loaded(Recommender(args.project))
+    served = Served(recommender)
+    app = create_app(
+        recommender,
+        int(args.max_upload_mb * 2**20),
+        args.max_decodes,
+        args.allow_remote_reload,
+        served,
+    )
+    # SIGHUP reloads too (in a thread: a handler must return at once).
+    signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=served.reload).start())
+    print(
+        f"musicrec serve: http://{args.host}:{args.port} (schema: /openapi.json; "
+        f"models {served.current[1]['models']}, pid {os.getpid()}: kill -HUP to reload)"
+    )
     uvicorn.run(
         app,
         host=args.host,

@@ -29,14 +29,18 @@ TINY_WORLD = dict(
 )
 
 
+# The tiny world's machine settings (musicrec.machine): one process a stage.
+TINY_MACHINE = {section: {"n_jobs": 1} for section in ("synthesize", "validate", "features")}
+
+
 def tiny_params(base: Path = REPO_PARAMS, **overrides: dict) -> dict:
     """``base`` params shrunk for the tiny world, with section ``overrides`` applied."""
     params = yaml.safe_load(Path(base).read_text())
-    params["synthesize"].update(TINY_WORLD, n_jobs=1)
-    params["validate"].update(min_seconds=1.0, n_jobs=1)
+    params["synthesize"].update(TINY_WORLD)
+    params["validate"].update(min_seconds=1.0)
     # 5% of 60 songs is one artist's single song here: 10% holds out one of 8 songs.
     params["split"].update(new_artist_fraction=0.1)
-    params["features"].update(clip_seconds=3.0, n_jobs=1)
+    params["features"].update(clip_seconds=3.0)
     params["wmf"].update(factors=8, iterations=5)
     params["tune"].update(trials=4, factors=[4, 8], iterations=[3, 8])
     params["tune_content"].update(bow_mlp=2, dbn=2, width=[16, 32])

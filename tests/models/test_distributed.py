@@ -22,10 +22,11 @@ def test_two_processes_train_as_well_as_one(trained_project, tmp_path):
     for project, processes in ((one, 1), (two, 2)):
         shutil.copytree(trained_project, project, ignore=shutil.ignore_patterns("wandb"))
         shutil.rmtree(project / ".cache" / "checkpoints", ignore_errors=True)
-        params = yaml.safe_load((project / "params.yaml").read_text())
-        for section in ("cnn_training", "dbn_training"):
-            params[section]["processes"] = processes
-        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        # A machine setting (musicrec.machine): the stage relaunches itself under torchrun.
+        machine = {
+            section: {"processes": processes} for section in ("cnn_training", "dbn_training")
+        }
+        (project / "machine.yaml").write_text(yaml.safe_dump(machine))
         stages = ("dbn", "evaluate") if processes == 1 else ("cnn", "dbn", "evaluate")
         for stage in stages:
             result = run(["musicrec", stage], project)
