@@ -26,7 +26,7 @@ def test_ranges_not_pins_and_every_verified_version_inside_them():
     assert "<3.12" not in project["requires-python"]
     pins = _pins()
     requirements = [Requirement(r) for r in project["dependencies"]]
-    for extra, reqs in project["optional-dependencies"].items():
+    for reqs in project["optional-dependencies"].values():
         requirements += [Requirement(r) for r in reqs if not r.startswith("musicrec")]
     for req in requirements:
         name = canonicalize_name(req.name)
