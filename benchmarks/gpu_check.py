@@ -7,8 +7,8 @@ In a scratch folder it builds a world with the stages' own code, then
    ``hybrid_dbn`` on the device (the models' own ``fit``, as the ``cnn`` and ``dbn`` stages call
    it) and scores them on the ``cold`` split with ``evaluate``'s functions;
 2. compares each cold mAP@k with the CPU result of the same params: the committed
-   ``reports/metrics.json`` and its bootstrap interval for the default world, or a CPU run made
-   by this check for any other world (``--reference cpu``, the ``--quick`` default);
+   ``reports/evaluation/metrics.json`` and its bootstrap interval for the default world, or a
+   CPU run made by this check for any other world (``--reference cpu``, the ``--quick`` default);
 3. times seconds per epoch and training windows per second against the committed CPU figures,
    and the CNN's training and inference throughput on this machine's CPU and device alike;
 4. runs one epoch of the ``cnn`` stage under ``torchrun`` (NCCL on a GPU, gloo on CPUs), two
@@ -368,9 +368,9 @@ def models_part(work: Path, params: dict, device, args, report: Report) -> list[
         )
         ref_timings = committed_cpu_timings(same_inputs)
     elif args.reference == "committed":
-        ref_means = json.loads((REPO / "reports" / "metrics.json").read_text())
+        ref_means = json.loads((REPO / "reports" / "evaluation" / "metrics.json").read_text())
         ref_intervals = json.loads((REPO / "reports" / "evaluation" / "intervals.json").read_text())
-        ref_name = "committed `reports/metrics.json` (CPU, 2 cores; its bootstrap interval)"
+        ref_name = "committed `reports/evaluation/metrics.json` (CPU, 2 cores; its interval)"
         ref_timings = committed_cpu_timings(REPO / "reports" / "timings")
     else:
         cpu_timings = train_models(work, params, "cpu", "reference")
@@ -378,7 +378,7 @@ def models_part(work: Path, params: dict, device, args, report: Report) -> list[
         ref_name = "a CPU run of the same params made by this check, on this machine"
         ref_timings = {m: t["seconds_per_epoch"] for m, t in cpu_timings.items()}
         report.figures["reference_train"] = cpu_timings
-    committed = json.loads((REPO / "reports" / "metrics.json").read_text())
+    committed = json.loads((REPO / "reports" / "evaluation" / "metrics.json").read_text())
     report.figures["reference_cold"] = {m: ref_means[m]["cold"] for m in MODELS}
     rows = []
     outside = 0
@@ -679,7 +679,7 @@ def pytest_part(report: Report) -> list[str]:
 def prepare(project: Path, target: Path, params_path: Path, reference: Path | None) -> int:
     """Copy validate's, split's and wmf's outputs and the world's fingerprint for carrying;
     with ``reference``, a reports folder of a CPU pipeline run on exactly these outputs (its
-    ``metrics.json``, ``evaluation/intervals.json`` and ``timings/``)."""
+    ``evaluation/metrics.json``, ``evaluation/intervals.json`` and ``timings/``)."""
     import yaml
 
     params = yaml.safe_load(params_path.read_text())
@@ -692,7 +692,7 @@ def prepare(project: Path, target: Path, params_path: Path, reference: Path | No
     if reference is not None:
         (target / "reference").mkdir()
         for relative in (
-            "metrics.json",
+            "evaluation/metrics.json",
             "evaluation/intervals.json",
             "timings/cnn.json",
             "timings/dbn.json",

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     role, validation = splits.songs["role"].to_numpy(), splits.songs["validation"].to_numpy()
     train = np.flatnonzero((role == "warm") & ~validation)
     task = split_tasks(splits)["cold"]
-    evaluate_cfg = read_json(Path("reports/metrics.json"))
+    evaluate_cfg = read_json(Path("reports/evaluation/metrics.json"))  # the full table
 
     def cold_map(song_vectors: np.ndarray) -> float:
         model = ModelVectors("probe", "", ["cold"], wmf.user_vectors, song_vectors)

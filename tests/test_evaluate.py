@@ -89,3 +89,23 @@ def test_a_view_of_fewer_than_five_songs_is_not_scored(splits):
     few = make_splits(log, [f"s{s:03d}" for s in range(120)], cfg, artists)
     assert 0 < few.songs["new_artist"].sum() < MIN_VIEW_SONGS == 5
     assert "cold_new_artist" not in split_tasks(few)
+
+
+def test_the_headline_is_each_deployable_models_map_and_recall_curves_a_column_per_model():
+    from musicrec.evaluate import headline, recall_curves
+
+    means = {
+        "random": {"cold": {"map@500": 0.03, "recall@10": 0.1, "recall@50": 0.4}},
+        "wmf": {
+            "warm": {"map@500": 0.16, "auc": 0.9, "recall@10": 0.3, "recall@50": 0.6},
+            "cold": {"map@500": 0.03, "auc": 0.5, "recall@10": 0.1, "recall@50": 0.3},
+        },
+        "cnn_mse": {"cold": {"map@500": 0.12, "r2": 0.2, "recall@10": 0.2, "recall@50": 0.5}},
+    }
+    # references (random) are left out; one value per model and split
+    assert headline(means, 500) == {"wmf": {"warm": 0.16, "cold": 0.03}, "cnn_mse": {"cold": 0.12}}
+    curves = recall_curves(means, [10, 50])
+    assert set(curves) == {"warm", "cold"}
+    assert list(curves["cold"].columns) == ["k", "random", "wmf", "cnn_mse"]  # registry order
+    assert curves["cold"]["cnn_mse"].tolist() == [0.2, 0.5]
+    assert list(curves["warm"].columns) == ["k", "wmf"]

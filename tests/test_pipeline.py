@@ -38,9 +38,21 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     project = dvc_project(tiny_params())
     first = run(["dvc", "repro"], project)
     assert stages_run(first.stdout) == set(registry.STAGE_NAMES)
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     assert set(metrics) == MODELS
     assert set(metrics["upper_bound"]) == EVERY_SPLIT
+    headline = json.loads((project / "reports" / "metrics.json").read_text())
+    assert set(headline) == set(registry.deployable())
+    assert headline["wmf"] == {s: v["map@500"] for s, v in metrics["wmf"].items()}
+    # recall@k: a file per split, a column per model scored on it, as dvc.yaml's plots draw them
+    dag = yaml.safe_load((project / "dvc.yaml").read_text())
+    for plot in dag["plots"]:
+        if isinstance(plot, dict) and "recall" in next(iter(plot)):
+            ((path, columns),) = next(iter(plot.values()))["y"].items()
+            split = Path(path).stem
+            header = (project / path).read_text().splitlines()[0].split(",")
+            assert header == ["k", *columns]
+            assert set(columns) == {m for m in metrics if split in metrics[m]}
     assert set(metrics["wmf"]) == EVERY_SPLIT  # new users folded in
     split_summary = json.loads((project / "data" / "split" / "split.json").read_text())
     assert split_summary["songs"]["new_artist"] > 0
@@ -144,7 +156,21 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     # The workspace, the baseline commit and the two experiments (└── 1a2b3c4 [switch9]).
     assert names[0] == "workspace" and names[1] == "master", names
     assert sorted(re.sub(r".*\[(\w+)\]", r"\1", n) for n in names[2:]) == ["switch2", "switch9"]
-    assert "hybrid_switching.all.map@500" in table and "hybrid_switching.cold_user.auc" in table
+    # The DVC metric is the headline, model -> split -> mAP@500 of the deployable models; the
+    # full table is reports/evaluation/metrics.json.
+    assert "hybrid_switching.all" in table and "hybrid_switching.cold_user.auc" not in table
+    assert "upper_bound.cold" not in table
+    # The default run and two experiments fit a terminal of 200 columns, with what changed.
+    shown = run(
+        ["dvc", "exp", "show", "--only-changed", "--no-pager"],
+        project,
+        env_extra={"COLUMNS": "200"},
+    ).stdout
+    assert max(len(line) for line in shown.splitlines()) <= 200
+    # (what may not fit, folded into "…": the hashes of the changed models, evaluate's deps)
+    header = next(line for line in shown.splitlines() if "Experiment" in line)
+    for column in ("hybrid.switch_min_plays", "hybrid_switching.warm", "hybrid_switching.all"):
+        assert column in header, shown
     # Two experiments side by side, params and metrics, as the CI comment shows them.
     diff = run(["dvc", "exp", "diff", "switch2", "switch9", "--md"], project).stdout
     assert "hybrid.switch_min_plays" in diff and "| 2 " in diff and "| 9 " in diff
@@ -190,7 +216,7 @@ def test_dvc_repro_on_real_recorded_audio(dvc_project):
     assert validation["audio"]["songs_quarantined"] == 0
     features = json.loads((project / "data" / "features" / "features.json").read_text())
     assert features["shapes"]["logmel"][0] == 8
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     assert set(metrics) == MODELS and "cold" in metrics["wmf"]
     status = run(["dvc", "status", "data/real.dvc"], project)
     assert "changed" not in status.stdout  # the raw folder is exactly what was added
@@ -308,7 +334,7 @@ def test_the_pipeline_completes_on_a_messy_copy_of_the_world(dvc_project, tiny_w
     used = {s for s, o in mixed["outcomes"].items() if o == "used"}
     songs = (project / "data" / "validated" / "songs.tsv").read_text()
     assert all(song in songs for song in used)
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     assert set(metrics) == MODELS
 
 

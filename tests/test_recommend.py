@@ -76,7 +76,7 @@ def evaluate_ranking(project, model_name: str, user_index: int) -> np.ndarray:
 
 
 def test_the_cli_top_n_is_the_ranking_evaluate_scored(trained_project):
-    metrics = json.loads((trained_project / "reports" / "metrics.json").read_text())
+    metrics = json.loads((trained_project / "reports" / "evaluation" / "metrics.json").read_text())
     best = max(
         (m for m in metrics if "all" in metrics[m] and m not in yardsticks()),
         key=lambda m: metrics[m]["all"]["map@500"],
@@ -233,10 +233,10 @@ def test_missing_artifacts_name_the_stage_to_run(trained_project, tmp_path):
         shutil.rmtree(predictor)
     result = run(["musicrec", "new-song", str(project / "x.wav")], project, check=False)
     assert "can predict from audio" in result.stderr and "run `dvc repro cnn`" in result.stderr
-    (project / "reports" / "metrics.json").unlink()
+    (project / "reports" / "evaluation" / "metrics.json").unlink()
     result = run(["musicrec", "recommend", "--user", "U000001"], project, check=False)
     assert result.returncode == 1
-    assert "reports/metrics.json is missing: run `dvc repro evaluate`" in result.stderr
+    assert "reports/evaluation/metrics.json is missing: run `dvc repro evaluate`" in result.stderr
 
 
 def test_near_ids_suggests_from_a_bounded_neighbourhood():

@@ -95,7 +95,7 @@ def test_a_toy_model_with_one_registry_entry_is_scored_reported_and_recommended(
     monkeypatch.setenv("WANDB_MODE", "disabled")
 
     assert musicrec(["evaluate"]) == 0
-    metrics = json.loads((project / "reports" / "metrics.json").read_text())
+    metrics = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     assert set(metrics["toy"]) == set(registry.SPLITS)
     assert musicrec(["report"]) == 0
     assert "`toy`" in (project / "reports" / "report.md").read_text()
@@ -134,7 +134,14 @@ def test_dvc_yaml_names_every_deployable_model_as_an_artifact_and_plots_each_los
         if isinstance(plot, dict):
             (definition,) = plot.values()
             drawn.update(definition["y"])
-    assert set(drawn) == written and all(y == ["train_loss", "val_loss"] for y in drawn.values())
+    losses = {f: y for f, y in drawn.items() if f.endswith("_loss.csv")}
+    assert set(losses) == written and all(y == ["train_loss", "val_loss"] for y in losses.values())
+    # recall@k: a plot per split, one curve per model (which columns: tests/test_pipeline.py)
+    recall = {f: y for f, y in drawn.items() if f not in losses}
+    assert set(recall) == {f"reports/plots/recall/{s}.csv" for s in registry.SPLITS}
+    assert "reports/plots/recall" in _outs(dag["stages"]["evaluate"])
+    for columns in recall.values():
+        assert {"random", "upper_bound"} <= set(columns) <= set(registry.MODEL_NAMES)
     images = {p for p in dag["plots"] if isinstance(p, str)}
     assert images == {
         f"reports/figures/{f}.png" for f in ("map_at_500", "recall_at_k", "training_curves", "data")

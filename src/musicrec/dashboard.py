@@ -9,12 +9,12 @@ experiments, and the workspace when its results are not yet any of those):
 - for two chosen experiments A and B, a paired comparison per user: the mean over users of
   B's mAP minus A's on the same users, with a 95% bootstrap interval, per model and split.
 
-Everything is read through DVC at each experiment's revision (``reports/metrics.json``,
-``params.yaml`` and ``reports/figures/`` from git; the per-user values in
-``data/evaluation/<split>.npz`` from the DVC cache, so an experiment pulled without its data
-still gets its tables). The page is self-contained: styles, the sorting script and the PNGs are
-inline, and it loads nothing from the network, so it opens offline and can be attached to a
-pull request or mailed.
+Everything is read through DVC at each experiment's revision (the full metrics table,
+``reports/evaluation/metrics.json``, ``params.yaml`` and ``reports/figures/`` from git; the
+per-user values in ``data/evaluation/<split>.npz`` from the DVC cache, so an experiment pulled
+without its data still gets its tables). The page is self-contained: styles, the sorting script
+and the PNGs are inline, and it loads nothing from the network, so it opens offline and can be
+attached to a pull request or mailed.
 
     musicrec dashboard                          # -> reports/dashboard.html
     musicrec dashboard --compare main switch2   # paired comparison of these two
@@ -56,7 +56,7 @@ class Experiment:
     rev : str  the full commit sha (``workspace`` for the working tree).
     baseline : str  the short sha of the commit the experiment started from.
     params : dict  flattened params.yaml, ``section.key`` -> value.
-    metrics : dict  model -> split -> metric -> value (``reports/metrics.json``).
+    metrics : dict  model -> split -> metric -> value (``reports/evaluation/metrics.json``).
     intervals : dict  model -> split -> metric -> [low, high].
     figures : dict  file name -> PNG bytes.
     """
@@ -107,7 +107,8 @@ def _filesystem(root: Path, rev: str):
 def read_experiment(root: Path, name: str, rev: str, baseline: str) -> Experiment | None:
     """Read one experiment's params, metrics and figures; None if it has no metrics."""
     fs = _filesystem(root, rev)
-    metrics_text = _read(fs, "reports/metrics.json")
+    # The full table; a revision from before it moved has it at the headline's path.
+    metrics_text = _read(fs, registry.FULL_METRICS) or _read(fs, registry.HEADLINE_METRICS)
     if not metrics_text:
         return None
     params_text = _read(fs, "params.yaml") or "{}"
@@ -174,8 +175,8 @@ def collect_experiments(root: Path) -> list[Experiment]:
         experiments.append(workspace)
     if not experiments:
         raise MusicrecError(
-            f"no experiment in {root} has reports/metrics.json; run `make repro` (or `dvc repro`) "
-            "first, then `dvc exp run -S ...` for variants"
+            f"no experiment in {root} has reports/evaluation/metrics.json; run `make repro` (or "
+            "`dvc repro`) first, then `dvc exp run -S ...` for variants"
         )
     return experiments
 

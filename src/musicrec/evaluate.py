@@ -3,10 +3,18 @@
 Each split's task (users, candidate songs, excluded and relevant songs) is built by
 :func:`musicrec.ranking.split_tasks` (DESIGN.md section 4). Every model folder under
 ``data/models/`` (format: :mod:`musicrec.models.vectors`) is scored.
-Outputs: ``reports/metrics.json`` (model -> split -> metric: mean over users, a DVC metric),
-``reports/evaluation/intervals.json`` (95% bootstrap intervals, resamples shared by all models
-on a split), per-user values in ``data/evaluation/<split>.npz`` for paired comparisons, and
-``reports/plots/recall_at_k.csv`` (a DVC plot).
+Outputs:
+
+- ``reports/metrics.json``, the DVC metric: what people compare across experiments (``dvc exp
+  show``, ``dvc metrics diff``): each deployable model's mAP@k on each split it is scored on,
+  model -> split -> value (:func:`headline`);
+- ``reports/evaluation/metrics.json``: the full table, model -> split -> metric (every metric,
+  mean over users), which the report, the dashboard, ``recommend`` and W&B read;
+- ``reports/evaluation/intervals.json``: 95% bootstrap intervals of the full table (resamples
+  shared by all models on a split);
+- per-user values in ``data/evaluation/<split>.npz`` for paired comparisons;
+- ``reports/plots/recall/<split>.csv``: recall@k, one column per model (dvc.yaml's plots draw
+  one curve per model).
 """
 
 from __future__ import annotations
@@ -87,15 +95,31 @@ def evaluate_models(
     return means, intervals, per_user
 
 
-def recall_curve_table(means: dict, ks: list[int]) -> pd.DataFrame:
-    """Long table (model, split, k, recall) of recall@k, the data of the recall plot."""
-    rows = [
-        {"model": model, "split": split, "k": k, "recall": values[f"recall@{k}"]}
+def headline(means: dict, map_k: int) -> dict:
+    """The DVC metric: each deployable model's (:func:`musicrec.registry.deployable`) mAP@k
+    on each split it was scored on, ``{model: {split: value}}``: about 65 values by default,
+    where the full table holds about 1,900."""
+    key = registry.map_key(map_k)
+    deployable = set(registry.deployable())
+    return {
+        model: {split: values[key] for split, values in by_split.items()}
         for model, by_split in means.items()
-        for split, values in by_split.items()
-        for k in ks
-    ]
-    return pd.DataFrame(rows)
+        if model in deployable
+    }
+
+
+def recall_curves(means: dict, ks: list[int]) -> dict[str, pd.DataFrame]:
+    """Per split, recall@k of every model scored on it: a column ``k`` and one column per
+    model, in registry order [shape=(len(ks), 1 + n_models)]."""
+    order = {name: i for i, name in enumerate(registry.MODEL_NAMES)}
+    curves = {}
+    for split in registry.SPLITS:
+        models = sorted((m for m in means if split in means[m]), key=lambda m: order.get(m, 0))
+        if models:
+            curves[split] = pd.DataFrame(
+                {"k": ks, **{m: [means[m][split][f"recall@{k}"] for k in ks] for m in models}}
+            )
+    return curves
 
 
 def _song_targets(path: Path) -> np.ndarray | None:
@@ -142,16 +166,23 @@ def main(argv: list[str] | None = None) -> int:
             _song_targets(args.models / "wmf" / "song_targets.npy"),
             cfg.max_users,
         )
-        write_json(args.reports / "metrics.json", means)
+        write_json(args.reports / "metrics.json", headline(means, cfg.map_k))
         tracker.log_metrics(means)
-        write_json(args.reports / "evaluation" / "intervals.json", intervals)
+        with atomic_path(args.reports / "evaluation") as tmp:
+            tmp.mkdir()
+            write_json(tmp / "metrics.json", means)
+            write_json(tmp / "intervals.json", intervals)
         with atomic_path(args.per_user) as tmp:
             tmp.mkdir()
             for split, arrays in per_user.items():
                 np.savez_compressed(tmp / f"{split}.npz", **arrays)
-        table = recall_curve_table(means, ks)
-        with atomic_path(args.reports / "plots" / "recall_at_k.csv") as tmp:
-            table.to_csv(tmp, index=False)
+        with atomic_path(args.reports / "plots" / "recall") as tmp:
+            tmp.mkdir()
+            for split, curve in recall_curves(means, ks).items():
+                curve.to_csv(tmp / f"{split}.csv", index=False)
         record.update(models=[m.name for m in models])
-    print(f"evaluate: {len(models)} models -> {args.reports / 'metrics.json'}")
+    print(
+        f"evaluate: {len(models)} models -> {args.reports / 'metrics.json'} (the headline), "
+        f"{args.reports / 'evaluation' / 'metrics.json'} (every metric)"
+    )
     return 0

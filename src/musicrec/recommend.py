@@ -6,8 +6,8 @@ Four questions, answered by :class:`Recommender` (shared by the command line and
 - **a known listener** (``musicrec recommend --user ID``): the model's scores over the whole
   catalogue, the songs the listener played in training left out: exactly the ranking
   ``evaluate`` scores on the ``all`` split. The default model is the best on ``all`` by
-  mAP@500 in ``reports/metrics.json`` (``upper_bound``, which saw the held-out plays, is a
-  yardstick and never chosen).
+  mAP@500 in ``reports/evaluation/metrics.json`` (``upper_bound``, which saw the held-out
+  plays, is a yardstick and never chosen).
 - **a new listener** (``musicrec recommend --seed-songs ID,ID``): from a few songs they like,
   by WMF fold-in (one least-squares solve against the fitted song factors) or by the content
   profile (the mean content vector of the seeds), whichever scored better on ``cold_user``;
@@ -234,7 +234,7 @@ class Recommender:
 
     @cached_property
     def metrics(self) -> dict:
-        return read_json(self._need("reports/metrics.json"))
+        return read_json(self._need(registry.FULL_METRICS))
 
     @cached_property
     def warm_songs(self) -> np.ndarray:
@@ -256,13 +256,13 @@ class Recommender:
         return tiebreak_keys(np.array([user]), len(self.songs), split_seed)[0]
 
     def model(self, name: str) -> ModelVectors | InterleavedModel:
-        """The model called ``name``: only a name that ``reports/metrics.json`` scored, checked
-        before any file is touched (a name from a query is never a path: ``wmf/.`` or
-        ``../models/wmf`` would load another copy, and an absolute path would probe folders),
-        loaded once and kept under that name."""
+        """The model called ``name``: only a name that ``reports/evaluation/metrics.json``
+        scored, checked before any file is touched (a name from a query is never a path:
+        ``wmf/.`` or ``../models/wmf`` would load another copy, and an absolute path would probe
+        folders), loaded once and kept under that name."""
         if name not in self.metrics:
             raise UnknownIdError(
-                f"no model {name!r} was trained and scored (reports/metrics.json); "
+                f"no model {name!r} was trained and scored (reports/evaluation/metrics.json); "
                 f"trained models: {', '.join(sorted(self.metrics))}"
             )
         if name not in self._models:
@@ -280,7 +280,7 @@ class Recommender:
         }
         if not scored:
             raise MusicrecError(
-                f"reports/metrics.json has no model for the {split} split that fits; "
+                f"reports/evaluation/metrics.json has no model for the {split} split that fits; "
                 "run `dvc repro` to train and evaluate the models"
             )
         return max(scored, key=scored.get)
@@ -538,7 +538,8 @@ def _parser(prog: str, description: str):
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Reads the artifacts of the last `dvc repro` (data/split, data/models, "
-        "reports/metrics.json); see `musicrec recommend --help` for how models are chosen.",
+        "reports/evaluation/metrics.json); see `musicrec recommend --help` for how models are "
+        "chosen.",
     )
 
 

@@ -28,6 +28,12 @@ def scores_on(model_splits: list[str] | tuple[str, ...], split: str) -> bool:
     return split in model_splits or VIEWS.get(split) in model_splits
 
 
+# evaluate's outputs: the DVC metric (each deployable model's mAP per split: what experiments
+# are compared on) and the full table (every metric of every model on every split).
+HEADLINE_METRICS = "reports/metrics.json"
+FULL_METRICS = "reports/evaluation/metrics.json"
+
+
 def map_key(map_k: int) -> str:
     """The metrics key of mAP at ``map_k`` (``evaluate.map_k``): ``map@500`` by default."""
     return f"map@{int(map_k)}"

@@ -527,7 +527,7 @@ def skipped_models_text(timings_dir: Path) -> str:
 
 def build_report(reports: Path, split_dir: Path) -> str:
     """Write the plots and return the report's markdown (images referenced relative to it)."""
-    means = read_json(reports / "metrics.json")
+    means = read_json(reports / "evaluation" / "metrics.json")  # the full table
     intervals = read_json(reports / "evaluation" / "intervals.json")
     validation = read_json(reports / "validation.json")
     split_summary = read_json(split_dir / "split.json")

@@ -10,7 +10,7 @@ from conftest import run
 
 
 def cold_map(project, model: str) -> tuple[float, list[float]]:
-    means = json.loads((project / "reports" / "metrics.json").read_text())
+    means = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     intervals = json.loads((project / "reports" / "evaluation" / "intervals.json").read_text())
     return means[model]["cold"]["map@500"], intervals[model]["cold"]["map@500"]
 
