@@ -98,7 +98,7 @@ def evaluate_models(
 def headline(means: dict, map_k: int) -> dict:
     """The DVC metric: each deployable model's (:func:`musicrec.registry.deployable`) mAP@k
     on each split it was scored on, ``{model: {split: value}}``: about 65 values by default,
-    where the full table holds about 1,900."""
+    where the full table holds about 1,700."""
     key = registry.map_key(map_k)
     deployable = set(registry.deployable())
     return {
