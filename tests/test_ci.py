@@ -29,7 +29,7 @@ def test_workflow_passes_actionlint():
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     broken = tmp_path / "broken.yml"
-    text = WORKFLOW.read_text().replace("runs-on: ubuntu-latest", "runs_on: ubuntu-latest")
+    text = WORKFLOW.read_text().replace("    runs-on:", "    runs_on:")
     broken.write_text(text.replace("steps.repro.outcome", "steps.repro.outcom ==="))
     result = actionlint(broken)
     assert result.returncode == 1
@@ -102,3 +102,32 @@ def test_secrets_reach_only_the_steps_that_need_them():
         "github.event_name != 'pull_request'"
         in steps["Push the new results to the DVC remote"]["if"]
     )
+
+
+def test_retraining_can_be_found_again_and_a_pull_request_gets_one_comment():
+    """Main and the schedule commit dvc.lock and reports to retrain/main and open or update one
+    pull request; a pull request's run edits its one comment; the environment is cached; the
+    runner is a variable (a self-hosted GPU runner, README)."""
+    workflow = yaml.safe_load(WORKFLOW.read_text())
+    assert workflow["permissions"]["contents"] == "write"
+    job = workflow["jobs"]["retrain"]
+    assert "vars.RETRAIN_RUNS_ON" in job["runs-on"] and "ubuntu-latest" in job["runs-on"]
+    steps = {step.get("name", step.get("uses")): step for step in job["steps"]}
+    cache = steps["Restore the installed environment"]
+    assert cache["uses"].startswith("actions/cache@") and cache["with"]["path"] == ".venv"
+    assert "hashFiles('constraints.txt', 'pyproject.toml')" in cache["with"]["key"]
+    names = list(steps)
+    assert names.index("Restore the installed environment") < names.index(
+        "Install (the project's virtual environment, as make does)"
+    )
+    commit = steps[
+        "Commit the retrained results to retrain/main and open or update its pull request"
+    ]
+    assert commit["if"].startswith("github.event_name != 'pull_request'")
+    for command in ("git add dvc.lock reports/", "git push --force", "retrain/main",
+                    "gh pr create", "gh pr edit", "gh pr list --head retrain/main"):  # fmt: skip
+        assert command in commit["run"], command
+    assert "secrets." not in json.dumps(commit)  # the job's own token, for this push only
+    comment = steps["Comment on the pull request (one comment, kept up to date)"]["run"]
+    assert "--edit-last" in comment
+    assert "RUN_URL" in steps["Metric changes against the base branch"]["env"]

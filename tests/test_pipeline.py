@@ -76,6 +76,14 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     assert len(runs) == 10
     saved = [json.loads(p.read_text()) for p in project.glob("wandb/*/files/musicrec_metrics.json")]
     assert metrics in saved
+    # The evaluate run (the one with a metrics table): all of params.yaml in its config (the
+    # CNN's params too), its inputs from the DAG (the data, WMF and the CNNs, with DVC's md5)
+    # and the evaluation it logged as an artifact (read from the run's record file).
+    (evaluate_run,) = [r for r in runs if list(r.glob("files/media/table/metrics_*.table.json"))]
+    records = next(evaluate_run.glob("run-*.wandb")).read_bytes()
+    for needle in (b"windows_per_song", b"data/models/wmf", b"data/models/cnn_mse", b"data/split"):
+        assert needle in records, needle
+    assert b"reports-evaluation" in records and b"git_revision" in records
     html = (project / "reports" / "report.html").read_text()
     head = html.split("<body>")[0]  # nothing loaded from a network
     assert "data:image/png;base64," in html and "http://" not in head and "https://" not in head

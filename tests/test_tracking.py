@@ -73,3 +73,80 @@ def test_a_failing_log_call_does_not_fail_the_stage(capsys):
 
     tracking.Tracker(BrokenRun()).log_history("m", [{"epoch": 0, "train_loss": 1.0}])
     assert "could not log the training curve (disk full)" in capsys.readouterr().err
+
+
+def test_epochs_are_logged_as_they_happen_on_each_models_own_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    logged, defined = [], []
+    with tracked_run("cnn", {"cnn": {}}, root=tmp_path) as tracker:
+        monkeypatch.setattr(tracker.run, "log", lambda values: logged.append(values))
+        monkeypatch.setattr(
+            tracker.run, "define_metric", lambda name, **kw: defined.append((name, kw))
+        )
+        for epoch in range(2):  # what the training loop calls (musicrec.models.training)
+            tracking.log_epoch("cnn_mse", {"epoch": epoch, "train_loss": 1.0, "val_loss": 2.0})
+        tracking.log_epoch("cnn_mse", {"epoch": 0, "train_loss": 0.5, "val_loss": 1.0})  # again
+        tracker.log_history("cnn_mse", [{"epoch": 0, "train_loss": 9.0}])  # already live: no-op
+    assert logged[0] == {"cnn_mse/train_loss": 1.0, "cnn_mse/val_loss": 2.0, "cnn_mse/epoch": 0}
+    assert logged[2]["cnn_mse#2/epoch"] == 0 and len(logged) == 3
+    assert ("cnn_mse/*", {"step_metric": "cnn_mse/epoch"}) in defined
+    tracking.log_epoch("cnn_mse", {"epoch": 5, "train_loss": 1.0})  # no stage running: nothing
+    assert len(logged) == 3
+
+
+def test_an_evaluate_run_holds_all_params_a_metrics_table_and_its_lineage(tmp_path, monkeypatch):
+    """What a stage's run holds when run_stage opens it in a DVC project: all of params.yaml,
+    the revision and experiment, and artifacts from the DAG (data and models used, the
+    evaluation logged)."""
+    import argparse
+
+    import yaml
+
+    from musicrec.stage import run_stage
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-lineage")
+    monkeypatch.chdir(tmp_path)
+    for folder in ("data/split", "data/models/wmf", "data/models/cnn_mse", "reports/evaluation"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "x.json").write_text("{}")
+    dag = {
+        "stages": {
+            "evaluate": {
+                "cmd": "musicrec evaluate",
+                "deps": ["data/split", "data/models/wmf", "data/models/cnn_mse", "src/x.py"],
+                "outs": [{"reports/evaluation": {"cache": False}}],
+            }
+        }
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dag))
+    lock = {
+        "stages": {
+            "split": {"outs": [{"path": "data/split", "md5": "aa11.dir"}]},
+            "wmf": {"outs": [{"path": "data/models/wmf", "md5": "bb22.dir"}]},
+            "cnn": {"outs": [{"path": "data/models/cnn_mse", "md5": "cc33.dir"}]},
+        }
+    }
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    params = {"evaluate": {"map_k": 500}, "cnn": {"dropout": 0.3}}
+    args = argparse.Namespace(reports=tmp_path / "reports")
+    with run_stage("evaluate", args, params, ("evaluate",)) as (_, tracker):
+        config = dict(tracker.run.config)
+        assert config["cnn"] == {"dropout": 0.3} and config["evaluate"] == {"map_k": 500}
+        assert config["musicrec"]["experiment"] == "exp-lineage"
+        assert config["musicrec"]["stage"] == "evaluate"
+        tracker.log_table("metrics", ["model", "mean"], [["wmf", 0.1]])
+        run_config = tracker.run.config
+    config_inputs = run_config["musicrec"]["inputs"]
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    tables = list((run / "files" / "media" / "table").glob("metrics_*.table.json"))
+    assert len(tables) == 1 and json.loads(tables[0].read_text())["data"] == [["wmf", 0.1]]
+    assert config_inputs == {
+        "data/split": "aa11.dir",
+        "data/models/wmf": "bb22.dir",
+        "data/models/cnn_mse": "cc33.dir",
+    }
+    records = next(run.glob("run-*.wandb")).read_bytes()
+    # The evaluation is logged as an artifact naming its inputs (W&B refuses use_artifact
+    # offline: online, the inputs are used artifacts too).
+    assert b"reports-evaluation" in records and b"cc33.dir" in records

@@ -168,6 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_json(args.reports / "metrics.json", headline(means, cfg.map_k))
         tracker.log_metrics(means)
+        tracker.log_table(
+            "metrics",
+            ["model", "split", "metric", "mean", "low", "high"],
+            [
+                [model, split, metric, value, *intervals[model][split].get(metric, [None, None])]
+                for model, by_split in means.items()
+                for split, values in by_split.items()
+                for metric, value in values.items()
+            ],
+        )
         with atomic_path(args.reports / "evaluation") as tmp:
             tmp.mkdir()
             write_json(tmp / "metrics.json", means)

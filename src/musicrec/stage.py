@@ -27,7 +27,13 @@ from typing import Any
 
 from musicrec.errors import MusicrecError
 from musicrec.io import section, stage_timer
-from musicrec.tracking import Tracker, tracked_run
+from musicrec.tracking import (
+    Tracker,
+    git_revision,
+    group_name,
+    link_stage_artifacts,
+    tracked_run,
+)
 
 REPORTS = Path("reports")
 # The project layout dvc.yaml uses: option name -> (default folder, what it holds).
@@ -154,13 +160,27 @@ def run_stage(
     """The bookkeeping of one stage run: its timing record and its W&B tracker.
 
     The record is written to ``<args.reports>/timings/<stage>.json`` when the stage succeeds.
-    With ``tracked`` section names, the stage is a W&B run whose config is those sections of
-    ``params``; otherwise the tracker does nothing.
+    With ``tracked`` section names (those it reads, checked to be there), the stage is a W&B
+    run whose config is all of ``params`` and, under ``musicrec``, the stage, the sections it
+    reads, the git revision and the experiment; when the stage succeeds, its place in the DAG
+    is logged as artifacts (:func:`musicrec.tracking.link_stage_artifacts`). Otherwise the
+    tracker does nothing.
     """
     with stage_timer(stage, args.reports) as record:
         if not tracked:
             yield record, Tracker(None)
             return
-        config = {name: section(params or {}, name) for name in tracked}
+        for name in tracked:
+            section(params or {}, name)
+        config = {
+            **(params or {}),
+            "musicrec": {
+                "stage": stage,
+                "reads": list(tracked),
+                "git_revision": git_revision(),
+                "experiment": group_name(),
+            },
+        }
         with tracked_run(stage, config) as tracker:
             yield record, tracker
+            link_stage_artifacts(tracker, stage)

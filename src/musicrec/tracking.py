@@ -14,6 +14,25 @@ Runs of one ``dvc exp run`` share a group named after the experiment (``DVC_EXP_
 DVC sets); runs of a plain ``dvc repro`` share ``workspace``. If W&B cannot start (no key, no
 network, a broken install) the stage says so in one line and goes on untracked. Only params and
 results are logged: no environment variable, so no key, ever reaches a run's config.
+
+What a run holds (:func:`musicrec.stage.run_stage` opens it):
+
+- its config: all of ``params.yaml``, and under ``musicrec`` the stage, the git revision and
+  the experiment's name (so W&B can chart any param against any result);
+- each model's epochs as they happen (:func:`log_epoch`, called by the training loop), on its
+  own step, ``<model>/epoch`` (``define_metric``); a search's later trials of one model are
+  ``<model>#2``, ``<model>#3``, ...;
+- final numbers in its summary, and ``evaluate``'s as a table with intervals (``metrics``);
+- lineage from the DAG (:func:`link_stage_artifacts`): the stage's inputs that other stages
+  wrote (splits, features, models) as used artifacts, its models and evaluation as logged
+  ones, each a reference (no upload) to DVC's cache or the workspace, with DVC's md5 as its
+  metadata: W&B's artifact graph then runs from the data through the models to the
+  evaluation. W&B refuses ``use_artifact`` offline, so an offline run records its inputs
+  (path and DVC md5) in its config (``musicrec.inputs``) and in each artifact it logs
+  (``inputs``), and uses them as artifacts when it runs online;
+- system metrics (CPU, memory, GPU), unless ``WANDB_X_DISABLE_STATS=true``.
+
+CI runs are tagged ``ci`` and grouped by commit (``GITHUB_SHA``) where no experiment names them.
 """
 
 from __future__ import annotations
@@ -21,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +54,9 @@ class Tracker:
 
     def __init__(self, run: Any = None):
         self.run = run
+        self._live: dict[str, str] = {}  # model -> the key its running attempt logs under
+        self._attempts: dict[str, int] = {}
+        self._last_epoch: dict[str, int] = {}  # key -> its last epoch logged
 
     @property
     def active(self) -> bool:
@@ -47,10 +70,31 @@ class Tracker:
         except Exception as error:  # tracking must never break a stage
             print(f"tracking: could not {action} ({error}); going on", file=sys.stderr)
 
-    def log_history(self, model: str, history: list[dict]) -> None:
-        """One point per epoch: ``<model>/train_loss``, ``<model>/val_loss``, ..."""
+    def log_epoch(self, model: str, record: dict) -> None:
+        """One epoch of ``model`` as it ends (``record``: ``epoch``, ``train_loss``, ...), on
+        the model's own step ``<model>/epoch``. An epoch 0 (or a first epoch after a resume)
+        of a model already logged starts a new attempt, ``<model>#2``."""
 
         def log() -> None:
+            key = self._live.get(model)
+            if key is None or record["epoch"] <= self._last_epoch.get(key, -1):
+                n = self._attempts[model] = self._attempts.get(model, 0) + 1
+                key = self._live[model] = model if n == 1 else f"{model}#{n}"
+                self.run.define_metric(f"{key}/epoch")
+                self.run.define_metric(f"{key}/*", step_metric=f"{key}/epoch")
+            self._last_epoch[key] = record["epoch"]
+            values = {f"{key}/{k}": v for k, v in record.items() if k != "epoch"}
+            self.run.log({**values, f"{key}/epoch": record["epoch"]})
+
+        self._guard("log the epoch", log)
+
+    def log_history(self, model: str, history: list[dict]) -> None:
+        """One point per epoch: ``<model>/train_loss``, ``<model>/val_loss``, ...; nothing for
+        a model whose epochs were logged as they happened (:meth:`log_epoch`)."""
+
+        def log() -> None:
+            if model in self._live:
+                return
             for row in history:
                 values = {f"{model}/{k}": v for k, v in row.items() if k != "epoch"}
                 self.run.log({**values, f"{model}/epoch": row["epoch"]})
@@ -70,6 +114,16 @@ class Tracker:
             )
 
         self._guard("log the metrics", log)
+
+    def log_table(self, name: str, columns: list[str], rows: list[list]) -> None:
+        """A ``wandb.Table`` (sortable and chartable in W&B) under ``name``."""
+
+        def log() -> None:
+            import wandb
+
+            self.run.log({name: wandb.Table(columns=columns, data=rows)})
+
+        self._guard("log the table", log)
 
     def log_images(self, paths: list[Path]) -> None:
         def log() -> None:
@@ -93,8 +147,109 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def group_name() -> str:
-    """The experiment's name under ``dvc exp run``, else ``workspace``."""
-    return os.environ.get("DVC_EXP_NAME") or "workspace"
+    """The experiment's name under ``dvc exp run``; in CI, the commit; else ``workspace``."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return os.environ["DVC_EXP_NAME"]
+    if os.environ.get("GITHUB_SHA"):
+        return f"ci-{os.environ['GITHUB_SHA'][:12]}"
+    return "workspace"
+
+
+def git_revision(root: Path = Path(".")) -> str | None:
+    """The git revision (HEAD) of ``root``, or None outside a git work tree."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head or None
+
+
+# The tracker of the stage running in this process, for the training loop's log_epoch.
+_ACTIVE: list[Tracker] = []
+
+
+def log_epoch(model: str, record: dict) -> None:
+    """Log one epoch to the running stage's W&B run, if there is one (else nothing)."""
+    if _ACTIVE:
+        _ACTIVE[-1].log_epoch(model, record)
+
+
+def _artifact_type(path: str) -> str | None:
+    if path.startswith("data/models/"):
+        return "model"
+    if path == "reports/evaluation":
+        return "evaluation"
+    if path.startswith("data/"):
+        return "dataset"
+    return None
+
+
+def _artifact_name(path: str) -> str:
+    return path.strip("/").replace("/", "-")
+
+
+def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -> None:
+    """Log the stage's place in the DAG as artifacts (see the module docstring): its deps that
+    other stages wrote, with their md5 from ``dvc.lock`` (current: DVC updates the lock after
+    each stage), as used; its outputs under ``data/models/`` and ``reports/evaluation`` as
+    logged. Where there is no ``dvc.yaml`` (a stage run by hand elsewhere), nothing."""
+    root = Path(root)
+    if tracker.run is None or not (root / "dvc.yaml").exists():
+        return
+
+    def link() -> None:
+        import yaml
+
+        import wandb
+
+        dag = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
+        lock = {}
+        if (root / "dvc.lock").exists():
+            lock = yaml.safe_load((root / "dvc.lock").read_text()).get("stages", {})
+        written = {
+            out["path"]: out.get("md5", "")
+            for entry in lock.values()
+            for out in entry.get("outs", [])
+        }
+        spec = dag.get(stage, {})
+        offline = os.environ.get("WANDB_MODE", "offline") == "offline"
+        inputs = {}
+        for dep in spec.get("deps", []):
+            kind = _artifact_type(str(dep))
+            if kind is None or dep not in written or not (root / dep).exists():
+                continue
+            md5 = written[dep]
+            # DVC's cache object when it is there (content-addressed: a new md5 is a new URI).
+            cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+            target = cached if md5 and cached.exists() else root / dep
+            artifact = wandb.Artifact(
+                _artifact_name(dep), type=kind, metadata={"path": dep, "dvc_md5": md5}
+            )
+            artifact.add_reference(target.resolve().as_uri(), name=dep, checksum=False)
+            inputs[dep] = md5
+            if not offline:
+                tracker.run.use_artifact(artifact)
+        tracker.run.config.update(
+            {"musicrec": {**tracker.run.config.get("musicrec", {}), "inputs": inputs}},
+            allow_val_change=True,
+        )
+        for out in spec.get("outs", []):
+            path = next(iter(out)) if isinstance(out, dict) else str(out)
+            kind = _artifact_type(path)
+            if kind not in ("model", "evaluation") or not (root / path).exists():
+                continue
+            artifact = wandb.Artifact(
+                _artifact_name(path), type=kind, metadata={"path": path, "inputs": inputs}
+            )
+            artifact.add_reference((root / path).resolve().as_uri(), name=path)
+            tracker.run.log_artifact(artifact)
+
+    tracker._guard("log the stage's artifacts", link)
 
 
 @contextlib.contextmanager
@@ -110,18 +265,24 @@ def tracked_run(stage: str, config: dict[str, Any], root: Path = Path(".")) -> I
         try:
             import wandb
 
+            in_ci = bool(os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS"))
             run = wandb.init(
                 project=os.environ.get("WANDB_PROJECT", PROJECT),
                 group=group_name(),
                 job_type=stage,
                 name=f"{group_name()}-{stage}",
                 config=config,
-                dir=str(root),
+                dir=str(Path(root).resolve()),  # the service process may have another cwd
                 reinit="finish_previous",
+                tags=["ci"] if in_ci else None,
                 settings=wandb.Settings(
                     silent=True,
                     console="off",
-                    x_disable_stats=True,
+                    # System metrics on unless asked off (WANDB_X_DISABLE_STATS=true).
+                    x_disable_stats=os.environ.get("WANDB_X_DISABLE_STATS", "").lower()
+                    in ("1", "true"),
+                    # The revision is in the config (musicrec.git_revision); W&B's own git
+                    # probe would also send the remote's URL.
                     disable_git=True,
                     save_code=False,
                     init_timeout=60,
@@ -131,9 +292,11 @@ def tracked_run(stage: str, config: dict[str, Any], root: Path = Path(".")) -> I
             print(f"tracking: W&B did not start ({error}); {stage} runs untracked", file=sys.stderr)
             run = None
     tracker = Tracker(run)
+    _ACTIVE.append(tracker)
     try:
         yield tracker
     finally:
+        _ACTIVE.remove(tracker)
         if run is not None:
             try:
                 run.finish()

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path
 from musicrec.models import distributed
+from musicrec.tracking import log_epoch
 
 _LOOP_DIGEST = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:8]
 
@@ -166,6 +167,8 @@ def train(
             break
         record = _epoch(epoch, trained, model, batches, step_loss, validation_loss, optimiser, cfg)
         progress.history.append(record)
+        if distributed.is_main():
+            log_epoch(desc, record)  # to the stage's W&B run, as it happens
         scheduler.step()
         bar.set_postfix(train=f"{record['train_loss']:.4f}", val=f"{record['val_loss']:.4f}")
         improved = record["val_loss"] < progress.best_score
