@@ -33,7 +33,6 @@ import argparse
 import hashlib
 import os
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from musicrec.errors import MusicrecError
 from musicrec.recommend import MissingArtifactError, Recommender, UnknownIdError
+from musicrec.tracking import git_revision
 
 MAX_N = 10_000
 DECODE_WAIT_SECONDS = 10.0  # an upload waits this long for a decoding slot, then gets 503
@@ -146,18 +146,9 @@ def model_version(project: Path) -> dict:
                 if str(out.get("path", "")).startswith("data/models/"):
                     outputs[out["path"]] = str(out.get("md5", ""))
     listing = "\n".join(f"{path} {md5}" for path, md5 in sorted(outputs.items()))
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(project), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        head = ""
     return {
         "models": hashlib.sha1(listing.encode()).hexdigest()[:12] if outputs else None,
-        "git_revision": head or None,
+        "git_revision": git_revision(project),
         "model_outputs": len(outputs),
     }
 

@@ -203,9 +203,8 @@ def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -
         return
 
     def link() -> None:
-        import yaml
-
         import wandb
+        import yaml
 
         dag = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
         lock = {}
