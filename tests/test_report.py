@@ -179,3 +179,31 @@ def test_every_model_keeps_one_colour_and_every_recall_panel_names_its_models(mo
     containers = [c for c in figures[1].axes[0].containers if hasattr(c, "patches")]
     bars = {c.get_label(): c.patches[0].get_facecolor()[:3] for c in containers}
     assert bars == {m: tuple(everyone[m][:3]) for m in means}
+
+
+def test_every_expectation_is_rendered_with_counts_summed_over_chunks():
+    from musicrec.report import expectation_rows
+
+    def result(ok: bool, checked: int, bad: int) -> dict:
+        return {
+            "success": ok,
+            "expectation_config": {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"batch_id": "b", "column": "count", "min_value": 0},
+            },
+            "result": {"element_count": checked, "unexpected_count": bad},
+        }
+
+    play_log = {
+        "chunks": [{"results": [result(True, 500, 0)]}, {"results": [result(False, 20, 2)]}]
+    }
+    (row,) = expectation_rows(play_log)
+    assert row == {
+        "expectation": "expect_column_values_to_be_between",
+        "column": "count",
+        "arguments": "min_value=0",
+        "checked": 520,
+        "unexpected": 2,
+        "success": False,
+    }
+    assert expectation_rows({"results": [result(True, 7, 0)]})[0]["checked"] == 7

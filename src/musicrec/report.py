@@ -503,6 +503,60 @@ def validation_section(validation: dict) -> str:
     return "\n".join(lines)
 
 
+def expectation_rows(ge_result: dict) -> list[dict]:
+    """One row per expectation of a great-expectations suite result (``reports/validation/
+    ge_<suite>.json``): its type, column, arguments, rows checked, unexpected rows and success.
+    A play log validated in chunks (``chunks``) gives each expectation's counts summed over
+    them, a success only if every chunk passed."""
+    chunks = ge_result.get("chunks", [ge_result])
+    rows: dict[str, dict] = {}
+    for chunk in chunks:
+        for i, result in enumerate(chunk.get("results", [])):
+            config = result["expectation_config"]
+            kwargs = {k: v for k, v in config["kwargs"].items() if k not in ("batch_id", "column")}
+            counts = result.get("result", {})
+            row = rows.setdefault(
+                f"{i}",
+                {
+                    "expectation": config["type"],
+                    "column": config["kwargs"].get("column", ""),
+                    "arguments": ", ".join(f"{k}={v}" for k, v in kwargs.items()),
+                    "checked": 0,
+                    "unexpected": 0,
+                    "success": True,
+                },
+            )
+            row["checked"] += int(counts.get("element_count", 0))
+            row["unexpected"] += int(counts.get("unexpected_count", 0))
+            row["success"] = row["success"] and bool(result.get("success"))
+    return list(rows.values())
+
+
+def expectations_section(validation_dir: Path) -> str:
+    """Every expectation great-expectations checked and its result, per suite: the offline
+    rendering of its results (GE's Data Docs load their assets from CDNs)."""
+    lines = []
+    for path in sorted(Path(validation_dir).glob("ge_*.json")):
+        rows = expectation_rows(read_json(path))
+        if not rows:
+            continue
+        suite = path.stem.removeprefix("ge_")
+        lines += [
+            "",
+            f"Suite `{suite}` (`{path.name}`):",
+            "",
+            "| expectation | column | arguments | rows checked | unexpected | passed |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{r['expectation']}` | {md_code(r['column']) if r['column'] else '-'} | "
+            f"{md_text(r['arguments']) or '-'} | {r['checked']} | {r['unexpected']} | "
+            f"{'yes' if r['success'] else '**no** (quarantined or refused, above)'} |"
+            for r in rows
+        ]
+    return "\n".join(lines).strip()
+
+
 def timings_section(timings_dir: Path) -> str:
     rows = []
     for stage in STAGE_ORDER:
@@ -581,6 +635,9 @@ def build_report(reports: Path, split_dir: Path) -> str:
     parts += [
         "## Validation",
         validation_section(validation),
+        "### Every expectation",
+        expectations_section(reports / "validation")
+        or "(no great-expectations results in reports/validation/)",
         "## Stage wall times",
         timings_section(reports / "timings"),
     ]
