@@ -50,10 +50,9 @@ from musicrec.errors import MusicrecError
 from musicrec.io import load_params
 from musicrec.models.content import (
     ContentData,
-    choose_ridge,
     content_stage_parser,
     load_content_data,
-    ridge_predict,
+    ridge_onto_targets,
     target_scaling,
 )
 from musicrec.models.context import ContextConfig, context_regression, metadata_or_skip
@@ -108,7 +107,7 @@ def hear_with_key(
     heard : np.ndarray [shape=(n_songs, d), float64]
     alpha : float  the penalty kept.
     """
-    train, validation = data.train_songs, data.validation_songs
+    train = data.train_songs
     y_mean, y_scale = target_scaling(data.targets[train])
     centre, spread = descriptors[train].mean(axis=0), descriptors[train].std(axis=0)
     # Both inputs on a common scale, so that one penalty fits them: the prediction as its
@@ -116,9 +115,8 @@ def hear_with_key(
     x = np.hstack(
         [(audio - y_mean) / y_scale, (descriptors - centre) / np.where(spread > 0, spread, 1.0)]
     )
-    y = (data.targets - y_mean) / y_scale
-    alpha, weights, _ = choose_ridge(x[train], y[train], x[validation], y[validation], alphas)
-    return ridge_predict(x, weights) * y_scale + y_mean, alpha
+    heard, alpha, _ = ridge_onto_targets(x, data.targets, train, data.validation_songs, alphas)
+    return heard, alpha
 
 
 def fit_audio_context(

@@ -230,6 +230,30 @@ def choose_ridge(
     return best, fitted[best], errors
 
 
+def ridge_onto_targets(
+    x: np.ndarray,
+    targets: np.ndarray,
+    train: np.ndarray,
+    validation: np.ndarray,
+    alphas: tuple[float, ...],
+) -> tuple[np.ndarray, float, dict[float, float]]:
+    """Every song's prediction of ``targets`` [(n_songs, d)] by a ridge from ``x``
+    [(n_songs, d_in)]: targets scaled by :func:`target_scaling` of the ``train`` songs, fitted
+    on them, the penalty of ``alphas`` chosen on the ``validation`` songs
+    (:func:`choose_ridge`).
+
+    Returns
+    -------
+    predicted : np.ndarray [shape=(n_songs, d), float64], in the targets' units
+    alpha : float  the penalty kept.
+    errors : dict  each penalty's mean squared error on the validation songs (scaled targets).
+    """
+    y_mean, y_scale = target_scaling(targets[train])
+    y = (targets - y_mean) / y_scale
+    alpha, weights, errors = choose_ridge(x[train], y[train], x[validation], y[validation], alphas)
+    return ridge_predict(x, weights) * y_scale + y_mean, alpha, errors
+
+
 def validation_songs_map(
     model: SongFactorModel, features: dict, data: ContentData, k: int, seed: int
 ) -> float:

@@ -33,11 +33,9 @@ from musicrec.io import atomic_path, load_params, read_tsv, write_json
 from musicrec.metadata import read_metadata
 from musicrec.models.content import (
     ContentData,
-    choose_ridge,
     content_stage_parser,
     load_content_data,
-    ridge_predict,
-    target_scaling,
+    ridge_onto_targets,
 )
 from musicrec.models.vectors import ModelVectors, save_model
 from musicrec.stage import DataConfig, read_config, run_stage
@@ -160,12 +158,7 @@ def context_regression(
     x = np.hstack(
         [value_means(metadata[c], targets, train_songs, cfg.shrinkage) for c in metadata.columns]
     )
-    y_mean, y_scale = target_scaling(targets[train_songs])
-    y = (targets - y_mean) / y_scale
-    alpha, weights, errors = choose_ridge(
-        x[train_songs], y[train_songs], x[validation_songs], y[validation_songs], cfg.alphas
-    )
-    return ridge_predict(x, weights) * y_scale + y_mean, alpha, errors
+    return ridge_onto_targets(x, targets, train_songs, validation_songs, cfg.alphas)
 
 
 def fit_context(
