@@ -39,14 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fastapi import FastAPI, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from musicrec.errors import MusicrecError
 from musicrec.recommend import MissingArtifactError, Recommender, UnknownIdError
-from musicrec.tracking import git_revision
+from musicrec.tracking import git_revision, locked_outputs
 
 MAX_N = 10_000
 DECODE_WAIT_SECONDS = 10.0  # an upload waits this long for a decoding slot, then gets 503
@@ -138,13 +137,11 @@ class Health(BaseModel):
 def model_version(project: Path) -> dict:
     """What identifies the models a server answers with: a hash of the ``dvc.lock`` entries
     (path and md5) of every output under ``data/models/``, and the git revision."""
-    lock = Path(project) / "dvc.lock"
-    outputs: dict[str, str] = {}
-    if lock.exists():
-        for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
-            for out in stage.get("outs", []):
-                if str(out.get("path", "")).startswith("data/models/"):
-                    outputs[out["path"]] = str(out.get("md5", ""))
+    outputs = {
+        path: md5
+        for path, md5 in locked_outputs(Path(project)).items()
+        if path.startswith("data/models/")
+    }
     listing = "\n".join(f"{path} {md5}" for path, md5 in sorted(outputs.items()))
     return {
         "models": hashlib.sha1(listing.encode()).hexdigest()[:12] if outputs else None,

@@ -179,6 +179,22 @@ def log_epoch(model: str, record: dict) -> None:
         _ACTIVE[-1].log_epoch(model, record)
 
 
+def locked_outputs(root: Path = Path(".")) -> dict[str, str]:
+    """Every stage output recorded in ``root/dvc.lock``, path -> md5 (empty without a lock):
+    what the last ``dvc repro`` wrote."""
+    import yaml
+
+    lock = Path(root) / "dvc.lock"
+    if not lock.exists():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {
+        str(out["path"]): str(out.get("md5", ""))
+        for entry in stages.values()
+        for out in entry.get("outs", [])
+    }
+
+
 def _artifact_type(path: str) -> str | None:
     if path.startswith("data/models/"):
         return "model"
@@ -207,14 +223,7 @@ def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -
         import yaml
 
         dag = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
-        lock = {}
-        if (root / "dvc.lock").exists():
-            lock = yaml.safe_load((root / "dvc.lock").read_text()).get("stages", {})
-        written = {
-            out["path"]: out.get("md5", "")
-            for entry in lock.values()
-            for out in entry.get("outs", [])
-        }
+        written = locked_outputs(root)
         spec = dag.get(stage, {})
         offline = os.environ.get("WANDB_MODE", "offline") == "offline"
         inputs = {}
