@@ -153,8 +153,7 @@ def model_version(project: Path) -> dict:
 class Served:
     """The recommender in use and its version; :meth:`reload` swaps in a new one whole."""
 
-    def __init__(self, recommender: Recommender, load=None):
-        self._load = load or (lambda: _loaded(Recommender(recommender.project)))
+    def __init__(self, recommender: Recommender):
         self._reloading = threading.Lock()
         self._set(recommender)
 
@@ -172,7 +171,7 @@ class Served:
         if not self._reloading.acquire(blocking=False):
             return False
         try:
-            self._set(self._load())
+            self._set(_loaded(Recommender(self.current[0].project)))
         finally:
             self._reloading.release()
         return True
