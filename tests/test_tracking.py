@@ -94,10 +94,52 @@ def test_epochs_are_logged_as_they_happen_on_each_models_own_step(tmp_path, monk
     assert len(logged) == 3
 
 
+def offline_records(run_dir) -> list:
+    """The records of an offline run's log (``run-*.wandb``): W&B's header, then records in
+    LevelDB's log format (32 KiB blocks; each chunk a CRC, a length, a type: full, first,
+    middle, last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    assert data[:4] == b":W&B"
+    block, position, pending, records = 32768, 7, b"", []
+    while position + 7 <= len(data):
+        room = block - position % block
+        if room < 7:  # a block's tail too short for a header is padding
+            position += room
+            continue
+        length, kind = struct.unpack_from("<HB", data, position + 4)
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # full, last
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def artifact_records(run_dir) -> dict[str, tuple[str, bool, list[str]]]:
+    """Artifact name -> (digest, used, references) for every artifact an offline run logged or
+    used."""
+    return {
+        r.artifact.name: (
+            r.artifact.digest,
+            r.artifact.use_after_commit,
+            [entry.ref for entry in r.artifact.manifest.contents],
+        )
+        for r in offline_records(run_dir)
+        if r.WhichOneof("record_type") == "artifact"
+    }
+
+
 def test_an_evaluate_run_holds_all_params_a_metrics_table_and_its_lineage(tmp_path, monkeypatch):
     """What a stage's run holds when run_stage opens it in a DVC project: all of params.yaml,
-    the revision and experiment, and artifacts from the DAG (data and models used, the
-    evaluation logged)."""
+    the revision and experiment, and artifacts from the DAG: the data and models used, the
+    evaluation logged, and the model the same version (digest) as the one its stage logged,
+    which is what joins the two runs in W&B's artifact graph once synced."""
     import argparse
 
     import yaml
@@ -109,27 +151,35 @@ def test_an_evaluate_run_holds_all_params_a_metrics_table_and_its_lineage(tmp_pa
     monkeypatch.chdir(tmp_path)
     for folder in ("data/split", "data/models/wmf", "data/models/cnn_mse", "reports/evaluation"):
         (tmp_path / folder).mkdir(parents=True)
-        (tmp_path / folder / "x.json").write_text("{}")
+        (tmp_path / folder / "x.json").write_text(json.dumps(folder))
     dag = {
         "stages": {
+            "wmf": {
+                "cmd": "musicrec wmf",
+                "deps": ["data/split", "src/x.py"],
+                "outs": ["data/models/wmf"],
+            },
             "evaluate": {
                 "cmd": "musicrec evaluate",
                 "deps": ["data/split", "data/models/wmf", "data/models/cnn_mse", "src/x.py"],
                 "outs": [{"reports/evaluation": {"cache": False}}],
-            }
+            },
         }
     }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dag))
-    lock = {
-        "stages": {
-            "split": {"outs": [{"path": "data/split", "md5": "aa11.dir"}]},
-            "wmf": {"outs": [{"path": "data/models/wmf", "md5": "bb22.dir"}]},
-            "cnn": {"outs": [{"path": "data/models/cnn_mse", "md5": "cc33.dir"}]},
-        }
-    }
+    lock = {"stages": {"split": {"outs": [{"path": "data/split", "md5": "aa11.dir"}]}}}
+    cached_split = tmp_path / ".dvc" / "cache" / "files" / "md5" / "aa" / "11.dir"
+    cached_split.parent.mkdir(parents=True)
+    cached_split.write_text("[]")  # DVC's listing of the split folder
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    params = {"evaluate": {"map_k": 500}, "cnn": {"dropout": 0.3}}
+    params = {"evaluate": {"map_k": 500}, "cnn": {"dropout": 0.3}, "wmf": {"factors": 8}}
     args = argparse.Namespace(reports=tmp_path / "reports")
+    with run_stage("wmf", args, params, ("wmf",)):
+        pass
+    lock["stages"]["wmf"] = {"outs": [{"path": "data/models/wmf", "md5": "bb22.dir"}]}
+    lock["stages"]["cnn"] = {"outs": [{"path": "data/models/cnn_mse", "md5": "cc33.dir"}]}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-lineage")
     with run_stage("evaluate", args, params, ("evaluate",)) as (_, tracker):
         config = dict(tracker.run.config)
         assert config["cnn"] == {"dropout": 0.3} and config["evaluate"] == {"map_k": 500}
@@ -137,16 +187,27 @@ def test_an_evaluate_run_holds_all_params_a_metrics_table_and_its_lineage(tmp_pa
         assert config["musicrec"]["stage"] == "evaluate"
         tracker.log_table("metrics", ["model", "mean"], [["wmf", 0.1]])
         run_config = tracker.run.config
-    config_inputs = run_config["musicrec"]["inputs"]
-    (run,) = (tmp_path / "wandb").glob("offline-run-*")
-    tables = list((run / "files" / "media" / "table").glob("metrics_*.table.json"))
-    assert len(tables) == 1 and json.loads(tables[0].read_text())["data"] == [["wmf", 0.1]]
-    assert config_inputs == {
+        evaluate_id = tracker.run.id
+    assert run_config["musicrec"]["inputs"] == {
         "data/split": "aa11.dir",
         "data/models/wmf": "bb22.dir",
         "data/models/cnn_mse": "cc33.dir",
     }
-    records = next(run.glob("run-*.wandb")).read_bytes()
-    # The evaluation is logged as an artifact naming its inputs (W&B refuses use_artifact
-    # offline: online, the inputs are used artifacts too).
-    assert b"reports-evaluation" in records and b"cc33.dir" in records
+    runs = {path.name.rsplit("-", 1)[1]: path for path in (tmp_path / "wandb").glob("offline-*")}
+    (wmf_id,) = set(runs) - {evaluate_id}
+    tables = list((runs[evaluate_id] / "files" / "media" / "table").glob("metrics_*.table.json"))
+    assert len(tables) == 1 and json.loads(tables[0].read_text())["data"] == [["wmf", 0.1]]
+    produced = artifact_records(runs[wmf_id])
+    assert set(produced) == {"data-split", "data-models-wmf"}
+    assert produced["data-split"][1] and not produced["data-models-wmf"][1]  # used, logged
+    evaluated = artifact_records(runs[evaluate_id])
+    used = {name for name, (_, is_used, _) in evaluated.items() if is_used}
+    assert used == {"data-split", "data-models-wmf", "data-models-cnn_mse"}
+    assert not evaluated["reports-evaluation"][1]
+    # One version each: what wmf logged is what evaluate used, and both used the same split.
+    assert evaluated["data-models-wmf"][0] == produced["data-models-wmf"][0]
+    assert evaluated["data-split"][0] == produced["data-split"][0]
+    assert evaluated["data-models-wmf"][0] != evaluated["data-models-cnn_mse"][0]
+    # The dataset refers to DVC's cache (content-addressed), a model to its workspace folder.
+    assert evaluated["data-split"][2] == [cached_split.resolve().as_uri()]
+    assert evaluated["data-models-wmf"][2][0].endswith("data/models/wmf/x.json")

@@ -25,11 +25,14 @@ What a run holds (:func:`musicrec.stage.run_stage` opens it):
 - final numbers in its summary, and ``evaluate``'s as a table with intervals (``metrics``);
 - lineage from the DAG (:func:`link_stage_artifacts`): the stage's inputs that other stages
   wrote (splits, features, models) as used artifacts, its models and evaluation as logged
-  ones, each a reference (no upload) to DVC's cache or the workspace, with DVC's md5 as its
-  metadata: W&B's artifact graph then runs from the data through the models to the
-  evaluation. W&B refuses ``use_artifact`` offline, so an offline run records its inputs
-  (path and DVC md5) in its config (``musicrec.inputs``) and in each artifact it logs
-  (``inputs``), and uses them as artifacts when it runs online;
+  ones, each a reference (no upload: datasets to DVC's cache, models to the workspace path,
+  checksummed by W&B), built alike on both sides, so a model the ``wmf`` stage logs and the
+  one ``evaluate`` uses are one artifact version (one digest) and W&B's artifact graph runs
+  from the data through the models to the evaluation. Offline, where ``run.use_artifact``
+  refuses to run, a used input is written to the run's log as W&B itself writes a used draft
+  artifact (logged, to be used once committed): ``wandb sync`` then draws the same graph.
+  The inputs' paths and DVC md5s are also in the config (``musicrec.inputs``) and in each
+  logged artifact's metadata;
 - system metrics (CPU, memory, GPU), unless ``WANDB_X_DISABLE_STATS=true``.
 
 CI runs are tagged ``ci`` and grouped by commit (``GITHUB_SHA``) where no experiment names them.
@@ -209,39 +212,59 @@ def _artifact_name(path: str) -> str:
     return path.strip("/").replace("/", "-")
 
 
+def _dag_artifact(path: str, kind: str, root: Path, md5: str, metadata: dict[str, Any]) -> Any:
+    """A W&B reference artifact for a DAG path, built the same way by the stage that writes it
+    and by every stage that reads it: one name and one reference make one digest, which is what
+    makes W&B take them for one version and link the runs.
+
+    Models and evaluations (a few MB, logged by the stage that writes them, which cannot know
+    DVC's md5 yet) refer to the workspace path, checksummed by W&B. Datasets (splits, features:
+    hundreds of MB, used but never logged) refer to their object in DVC's cache, whose URI
+    holds the md5 (content-addressed), so W&B has nothing to checksum."""
+    import wandb
+
+    artifact = wandb.Artifact(_artifact_name(path), type=kind, metadata=metadata)
+    cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    if kind == "dataset" and md5 and cached.exists():
+        artifact.add_reference(cached.resolve().as_uri(), name=path, checksum=False)
+    else:
+        artifact.add_reference((root / path).resolve().as_uri(), name=path)
+    return artifact
+
+
+def _use_artifact(run: Any, artifact: Any) -> None:
+    """Declare ``artifact`` an input of ``run``, online or offline."""
+    if not run.offline:
+        run.use_artifact(artifact)
+        return
+    # Offline, run.use_artifact raises before doing what it does for a draft artifact online:
+    # log it with use_after_commit, a record `wandb sync` commits and then marks as used.
+    run._log_artifact(artifact, aliases=[], is_user_created=True, use_after_commit=True)
+
+
 def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -> None:
     """Log the stage's place in the DAG as artifacts (see the module docstring): its deps that
-    other stages wrote, with their md5 from ``dvc.lock`` (current: DVC updates the lock after
-    each stage), as used; its outputs under ``data/models/`` and ``reports/evaluation`` as
-    logged. Where there is no ``dvc.yaml`` (a stage run by hand elsewhere), nothing."""
+    other stages wrote (DVC md5 from ``dvc.lock``, current: DVC updates the lock after each
+    stage) as used; its outputs under ``data/models/`` and ``reports/evaluation`` as logged.
+    Where there is no ``dvc.yaml`` (a stage run by hand elsewhere), nothing."""
     root = Path(root)
     if tracker.run is None or not (root / "dvc.yaml").exists():
         return
 
     def link() -> None:
-        import wandb
         import yaml
 
         dag = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
         written = locked_outputs(root)
         spec = dag.get(stage, {})
-        offline = os.environ.get("WANDB_MODE", "offline") == "offline"
         inputs = {}
         for dep in spec.get("deps", []):
             kind = _artifact_type(str(dep))
             if kind is None or dep not in written or not (root / dep).exists():
                 continue
-            md5 = written[dep]
-            # DVC's cache object when it is there (content-addressed: a new md5 is a new URI).
-            cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
-            target = cached if md5 and cached.exists() else root / dep
-            artifact = wandb.Artifact(
-                _artifact_name(dep), type=kind, metadata={"path": dep, "dvc_md5": md5}
-            )
-            artifact.add_reference(target.resolve().as_uri(), name=dep, checksum=False)
-            inputs[dep] = md5
-            if not offline:
-                tracker.run.use_artifact(artifact)
+            inputs[dep] = written[dep]
+            metadata = {"path": dep, "dvc_md5": written[dep]}
+            _use_artifact(tracker.run, _dag_artifact(dep, kind, root, written[dep], metadata))
         tracker.run.config.update(
             {"musicrec": {**tracker.run.config.get("musicrec", {}), "inputs": inputs}},
             allow_val_change=True,
@@ -251,11 +274,8 @@ def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -
             kind = _artifact_type(path)
             if kind not in ("model", "evaluation") or not (root / path).exists():
                 continue
-            artifact = wandb.Artifact(
-                _artifact_name(path), type=kind, metadata={"path": path, "inputs": inputs}
-            )
-            artifact.add_reference((root / path).resolve().as_uri(), name=path)
-            tracker.run.log_artifact(artifact)
+            metadata = {"path": path, "inputs": inputs}
+            tracker.run.log_artifact(_dag_artifact(path, kind, root, "", metadata))
 
     tracker._guard("log the stage's artifacts", link)
 

@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     # params.yaml's wmf section with the values the tune stage chose on validation.
-    cfg = replace(read_config(load_params(args.params), "wmf", WMFConfig), **read_json(args.tune))
-    with run_stage("wmf", args) as (record, _):
+    params = load_params(args.params)
+    cfg = replace(read_config(params, "wmf", WMFConfig), **read_json(args.tune))
+    # A W&B run, so that the artifact graph runs from the splits through WMF to what uses it.
+    with run_stage("wmf", args, params, ("wmf",)) as (record, _):
         splits = load_splits(args.split)
         users, songs = fit_wmf(splits.matrices["train"], cfg)
         targets = song_targets(songs, users, splits, cfg)
