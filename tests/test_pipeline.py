@@ -182,6 +182,16 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     # Two experiments side by side, params and metrics, as the CI comment shows them.
     diff = run(["dvc", "exp", "diff", "switch2", "switch9", "--md"], project).stdout
     assert "hybrid.switch_min_plays" in diff and "| 2 " in diff and "| 9 " in diff
+    # dvc plots diff of the two: recall@k with one curve per model, and the report's images.
+    plots = json.loads(
+        run(["dvc", "plots", "diff", "switch2", "switch9", "--json"], project).stdout
+    )["data"]
+    (recall,) = plots["recall@k on cold"]
+    curves = {(row["rev"], row["field"]) for row in recall["content"]["data"]["values"]}
+    assert {field for _, field in curves} == {m for m in metrics if "cold" in metrics[m]}
+    assert {rev for rev, _ in curves} == {"switch2", "switch9"}
+    images = plots["reports/figures/recall_at_k.png"]
+    assert {image["type"] for image in images} == {"image"} and len(images) == 2
 
     # The dashboard compares all three, offline, and renders in a browser.
     run(["musicrec", "dashboard", "--compare", "master", "switch9"], project)
