@@ -206,3 +206,51 @@ def trained_project(tmp_path_factory, tiny_world) -> Path:
     for stage in TRAINED_STAGES:
         run(["musicrec", stage], project)
     return project
+
+
+def offline_records(run_dir) -> list:
+    """The records of an offline run's log (``run-*.wandb``): W&B's header, then records in
+    LevelDB's log format (32 KiB blocks; each chunk a CRC, a length, a type: full, first,
+    middle, last)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data = next(run_dir.glob("run-*.wandb")).read_bytes()
+    assert data[:4] == b":W&B"
+    block, position, pending, records = 32768, 7, b"", []
+    while position + 7 <= len(data):
+        room = block - position % block
+        if room < 7:  # a block's tail too short for a header is padding
+            position += room
+            continue
+        length, kind = struct.unpack_from("<HB", data, position + 4)
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # full, last
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+            pending = b""
+    return records
+
+
+def run_job_type(run_dir) -> str:
+    """The stage an offline W&B run was opened for (its ``job_type``)."""
+    return next(
+        r.run.job_type for r in offline_records(run_dir) if r.WhichOneof("record_type") == "run"
+    )
+
+
+def artifact_records(run_dir) -> dict[str, tuple[str, bool, list[str]]]:
+    """Artifact name -> (digest, used, references) for every artifact an offline run logged or
+    used."""
+    return {
+        r.artifact.name: (
+            r.artifact.digest,
+            r.artifact.use_after_commit,
+            [entry.ref for entry in r.artifact.manifest.contents],
+        )
+        for r in offline_records(run_dir)
+        if r.WhichOneof("record_type") == "artifact"
+    }

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, REPO, TINY_WORLD, run, tiny_params
+from conftest import (
+    BIN,
+    REPO,
+    TINY_WORLD,
+    artifact_records,
+    run,
+    run_job_type,
+    tiny_params,
+)
 
 from musicrec import registry
 from musicrec.messy import mix_into
@@ -72,8 +80,8 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     assert json.loads((project / "reports" / "hybrid.json").read_text())["content_model"]
     # Tracking (offline here): one W&B run per tracked stage; the evaluate run holds the metrics.
     runs = list((project / "wandb").glob("offline-run-*"))
-    # tune, ridge, context, bow, cnn, dbn, audio_context, hybrid, evaluate, report
-    assert len(runs) == 10
+    # tune, wmf, ridge, context, bow, cnn, dbn, audio_context, hybrid, evaluate, report
+    assert len(runs) == 11
     saved = [json.loads(p.read_text()) for p in project.glob("wandb/*/files/musicrec_metrics.json")]
     assert metrics in saved
     # The evaluate run (the one with a metrics table): all of params.yaml in its config (the
@@ -84,6 +92,14 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
     for needle in (b"windows_per_song", b"data/models/wmf", b"data/models/cnn_mse", b"data/split"):
         assert needle in records, needle
     assert b"reports-evaluation" in records and b"git_revision" in records
+    # Lineage: evaluate used the very versions (digests) of WMF and the CNN their stages logged,
+    # and the split they were trained on.
+    by_stage = {run_job_type(r): artifact_records(r) for r in runs}
+    used = {name: digest for name, (digest, is_used, _) in by_stage["evaluate"].items() if is_used}
+    assert used["data-models-wmf"] == by_stage["wmf"]["data-models-wmf"][0]
+    assert used["data-models-cnn_mse"] == by_stage["cnn"]["data-models-cnn_mse"][0]
+    assert used["data-split"] == by_stage["wmf"]["data-split"][0]
+    assert not by_stage["evaluate"]["reports-evaluation"][1]  # logged, not used
     html = (project / "reports" / "report.html").read_text()
     head = html.split("<body>")[0]  # nothing loaded from a network
     assert "data:image/png;base64," in html and "http://" not in head and "https://" not in head

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import artifact_records
 
 from musicrec import tracking
 from musicrec.tracking import flatten, tracked_run
@@ -92,47 +93,6 @@ def test_epochs_are_logged_as_they_happen_on_each_models_own_step(tmp_path, monk
     assert ("cnn_mse/*", {"step_metric": "cnn_mse/epoch"}) in defined
     tracking.log_epoch("cnn_mse", {"epoch": 5, "train_loss": 1.0})  # no stage running: nothing
     assert len(logged) == 3
-
-
-def offline_records(run_dir) -> list:
-    """The records of an offline run's log (``run-*.wandb``): W&B's header, then records in
-    LevelDB's log format (32 KiB blocks; each chunk a CRC, a length, a type: full, first,
-    middle, last)."""
-    import struct
-
-    from wandb.proto import wandb_internal_pb2
-
-    data = next(run_dir.glob("run-*.wandb")).read_bytes()
-    assert data[:4] == b":W&B"
-    block, position, pending, records = 32768, 7, b"", []
-    while position + 7 <= len(data):
-        room = block - position % block
-        if room < 7:  # a block's tail too short for a header is padding
-            position += room
-            continue
-        length, kind = struct.unpack_from("<HB", data, position + 4)
-        pending += data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind in (1, 4):  # full, last
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-            pending = b""
-    return records
-
-
-def artifact_records(run_dir) -> dict[str, tuple[str, bool, list[str]]]:
-    """Artifact name -> (digest, used, references) for every artifact an offline run logged or
-    used."""
-    return {
-        r.artifact.name: (
-            r.artifact.digest,
-            r.artifact.use_after_commit,
-            [entry.ref for entry in r.artifact.manifest.contents],
-        )
-        for r in offline_records(run_dir)
-        if r.WhichOneof("record_type") == "artifact"
-    }
 
 
 def test_an_evaluate_run_holds_all_params_a_metrics_table_and_its_lineage(tmp_path, monkeypatch):
