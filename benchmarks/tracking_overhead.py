@@ -7,7 +7,8 @@ Linux), each run is started inside a fresh network namespace with ``unshare -n``
 but loopback, so the network is unreachable, as the issue's acceptance asks. The figures go to
 the ``tracking_overhead`` section of ``reports/benchmarks.md``.
 
-    python benchmarks/tracking_overhead.py [--rounds 2] [--project .] [--out reports/benchmarks.md]
+    python benchmarks/tracking_overhead.py [--rounds 2] [--warmup 1] [--project .]
+        [--out reports/benchmarks.md]
 
 One round is two full pipeline runs (about 15 minutes on the default world and 2 CPU cores).
 """
@@ -56,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", type=Path, default=Path("."))
     parser.add_argument("--rounds", type=int, default=2, help="runs per mode")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed runs first (default 1): the first run on a machine also fills the page "
+        "cache and numba's cache, which made it twice as slow as the next here",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks.md"))
     parser.add_argument(
         "--command",
@@ -65,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = isolated_prefix()
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for _ in range(args.warmup):
+        seconds = timed_repro(args.project, "disabled", prefix, shlex.split(args.command))
+        print(f"warm-up (not counted): {seconds:.1f} s", flush=True)
     for round_index in range(args.rounds):
         # Alternate which mode goes first, so a slow start or a warming cache favours neither.
         order = MODES if round_index % 2 == 0 else MODES[::-1]
@@ -79,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Tracking overhead",
         "",
         f"`python benchmarks/tracking_overhead.py --rounds {args.rounds}`: `{args.command}` of "
-        f"the whole pipeline {network}, alternating the modes; wall seconds per run.",
+        f"the whole pipeline {network}, alternating the modes after {args.warmup} untimed "
+        "warm-up run(s); wall seconds per run.",
         "",
         "| WANDB_MODE | runs (s) | median (s) |",
         "|---|---|---|",

@@ -31,7 +31,8 @@ def test_cnn_throughput_writes_its_section_and_keeps_the_others(tmp_path, monkey
 
 
 def test_tracking_overhead_alternates_modes_and_writes_the_ratio(tmp_path, monkeypatch):
-    """With a stand-in command that records WANDB_MODE: both modes, alternated, and a ratio."""
+    """With a stand-in command that records WANDB_MODE: an untimed warm-up, then both modes,
+    alternated, and a ratio."""
     seen = tmp_path / "modes.txt"
     out = tmp_path / "benchmarks.md"
     module = runpy.run_path(str(REPO / "benchmarks" / "tracking_overhead.py"))
@@ -39,8 +40,9 @@ def test_tracking_overhead_alternates_modes_and_writes_the_ratio(tmp_path, monke
     monkeypatch.setitem(module["main"].__globals__, "isolated_prefix", lambda: [])
     args = ["--project", str(tmp_path), "--rounds", "2", "--out", str(out)]
     assert module["main"]([*args, "--command", command]) == 0
-    assert seen.read_text().split() == ["disabled", "offline", "offline", "disabled"]
+    assert seen.read_text().split() == ["disabled", "disabled", "offline", "offline", "disabled"]
     text = out.read_text()
+    assert "after 1 untimed warm-up run(s)" in text
     assert "| disabled |" in text and "| offline |" in text
     assert re.search(r"offline / disabled: \*\*\d+\.\d{3}\*\*", text)
 
