@@ -1,6 +1,7 @@
-"""What W&B tracking costs: a whole ``dvc repro --force`` with tracking offline vs disabled.
+"""What W&B tracking costs: a whole pipeline run with tracking offline vs disabled.
 
 Runs the full pipeline of the project in ``--project`` (default: this checkout) several times,
+as ``make repro`` runs it (``scripts/repro.sh --force``: one shared W&B service for the stages),
 alternating ``WANDB_MODE=disabled`` and ``WANDB_MODE=offline`` so that drift in the machine's
 speed falls on both, and reports the ratio of the median wall times. Where it can (as root on
 Linux), each run is started inside a fresh network namespace with ``unshare -n``: no interface
@@ -10,7 +11,7 @@ the ``tracking_overhead`` section of ``reports/benchmarks.md``.
     python benchmarks/tracking_overhead.py [--rounds 2] [--warmup 1] [--project .]
         [--out reports/benchmarks.md]
 
-One round is two full pipeline runs (about 15 minutes on the default world and 2 CPU cores).
+One round is two full pipeline runs (about 5-6 minutes on the default world and 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports/benchmarks.md"))
     parser.add_argument(
         "--command",
-        default="dvc repro --force",
+        default="bash scripts/repro.sh --force",
         help="the pipeline command timed (default: %(default)s)",
     )
     args = parser.parse_args(argv)

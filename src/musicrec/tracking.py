@@ -45,7 +45,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +57,19 @@ PROJECT = "musicrec"
 class Tracker:
     """What a stage logs to. A tracker without a run (disabled, or W&B failed) does nothing."""
 
-    def __init__(self, run: Any = None):
-        self.run = run
+    def __init__(self, run: Any = None, starting: Future | None = None):
+        self._run = run
+        self._starting = starting  # the run being started on another thread (tracked_run)
         self._live: dict[str, str] = {}  # model -> the key its running attempt logs under
         self._attempts: dict[str, int] = {}
         self._last_epoch: dict[str, int] = {}  # key -> its last epoch logged
+
+    @property
+    def run(self) -> Any:
+        """The W&B run, or None; waits for one still starting."""
+        if self._starting is not None:
+            self._run, self._starting = self._starting.result(), None
+        return self._run
 
     @property
     def active(self) -> bool:
@@ -280,53 +290,70 @@ def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -
     tracker._guard("log the stage's artifacts", link)
 
 
+def _start_run(stage: str, config: dict[str, Any], root: Path) -> Any:
+    """``wandb.init`` for ``stage``: the run, or None (and one line said) if W&B cannot start."""
+    try:
+        import wandb
+
+        in_ci = bool(os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS"))
+        return wandb.init(
+            project=os.environ.get("WANDB_PROJECT", PROJECT),
+            group=group_name(),
+            job_type=stage,
+            name=f"{group_name()}-{stage}",
+            config=config,
+            dir=str(Path(root).resolve()),  # the service process may have another cwd
+            reinit="finish_previous",
+            tags=["ci"] if in_ci else None,
+            settings=wandb.Settings(
+                silent=True,
+                console="off",
+                # System metrics on unless asked off (WANDB_X_DISABLE_STATS=true).
+                x_disable_stats=os.environ.get("WANDB_X_DISABLE_STATS", "").lower()
+                in ("1", "true"),
+                # The revision is in the config (musicrec.git_revision); W&B's own git
+                # probe would also send the remote's URL.
+                disable_git=True,
+                save_code=False,
+                init_timeout=60,
+            ),
+        )
+    except Exception as error:
+        print(f"tracking: W&B did not start ({error}); {stage} runs untracked", file=sys.stderr)
+        return None
+
+
 @contextlib.contextmanager
 def tracked_run(stage: str, config: dict[str, Any], root: Path = Path(".")) -> Iterator[Tracker]:
-    """Open a W&B run for ``stage`` (see the module docstring); always yields a tracker."""
+    """Open a W&B run for ``stage`` (see the module docstring); always yields a tracker.
+
+    The run starts on a background thread (importing W&B and starting its service take most
+    of a second) while the stage works; the tracker waits for it the first time it is used."""
     mode = os.environ.get("WANDB_MODE", "offline")
-    run = None
+    starting: Future | None = None
     if mode != "disabled":
         # Without these W&B may contact its servers even offline (error reporting, telemetry).
         os.environ.setdefault("WANDB_MODE", mode)
         os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         os.environ.setdefault("WANDB_SILENT", "true")
-        try:
-            import wandb
+        starting = Future()
 
-            in_ci = bool(os.environ.get("CI") or os.environ.get("GITHUB_ACTIONS"))
-            run = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", PROJECT),
-                group=group_name(),
-                job_type=stage,
-                name=f"{group_name()}-{stage}",
-                config=config,
-                dir=str(Path(root).resolve()),  # the service process may have another cwd
-                reinit="finish_previous",
-                tags=["ci"] if in_ci else None,
-                settings=wandb.Settings(
-                    silent=True,
-                    console="off",
-                    # System metrics on unless asked off (WANDB_X_DISABLE_STATS=true).
-                    x_disable_stats=os.environ.get("WANDB_X_DISABLE_STATS", "").lower()
-                    in ("1", "true"),
-                    # The revision is in the config (musicrec.git_revision); W&B's own git
-                    # probe would also send the remote's URL.
-                    disable_git=True,
-                    save_code=False,
-                    init_timeout=60,
-                ),
-            )
-        except Exception as error:
-            print(f"tracking: W&B did not start ({error}); {stage} runs untracked", file=sys.stderr)
+        def start() -> None:
             run = None
-    tracker = Tracker(run)
+            try:
+                run = _start_run(stage, config, root)
+            finally:  # whatever happens, the stage must not wait forever
+                starting.set_result(run)
+
+        threading.Thread(target=start, name=f"wandb-{stage}", daemon=True).start()
+    tracker = Tracker(starting=starting)
     _ACTIVE.append(tracker)
     try:
         yield tracker
     finally:
         _ACTIVE.remove(tracker)
-        if run is not None:
+        if tracker.run is not None:
             try:
-                run.finish()
+                tracker.run.finish()
             except Exception as error:
                 print(f"tracking: could not close the W&B run ({error})", file=sys.stderr)
