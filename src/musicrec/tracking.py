@@ -13,7 +13,9 @@ mode comes from the environment, as W&B itself reads it:
 Runs of one ``dvc exp run`` share a group named after the experiment (``DVC_EXP_NAME``, which
 DVC sets); runs of a plain ``dvc repro`` share ``workspace``. If W&B cannot start (no key, no
 network, a broken install) the stage says so in one line and goes on untracked. Only params and
-results are logged: no environment variable, so no key, ever reaches a run's config.
+results are logged: no environment variable, so no key, ever reaches a run's config. A run starts
+on a background thread while its stage works (:func:`tracked_run`), through the W&B service that
+``WANDB_SERVICE`` names where one is set (``scripts/repro.sh`` starts one for all the stages).
 
 What a run holds (:func:`musicrec.stage.run_stage` opens it):
 
