@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -250,8 +251,10 @@ def _use_artifact(run: Any, artifact: Any) -> None:
         run.use_artifact(artifact)
         return
     # Offline, run.use_artifact raises before doing what it does for a draft artifact online:
-    # log it with use_after_commit, a record `wandb sync` commits and then marks as used.
-    run._log_artifact(artifact, aliases=[], is_user_created=True, use_after_commit=True)
+    # log it with use_after_commit, a record `wandb sync` commits and then marks as used. (A
+    # private method: should a W&B release drop it, the input stays in the run's config.)
+    with contextlib.suppress(AttributeError, TypeError):
+        run._log_artifact(artifact, aliases=[], is_user_created=True, use_after_commit=True)
 
 
 def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -> None:
@@ -294,6 +297,8 @@ def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -
 
 def _start_run(stage: str, config: dict[str, Any], root: Path) -> Any:
     """``wandb.init`` for ``stage``: the run, or None (and one line said) if W&B cannot start."""
+    run_dirs = Path(root) / "wandb"
+    before = set(run_dirs.glob("*run-*"))
     try:
         import wandb
 
@@ -321,6 +326,16 @@ def _start_run(stage: str, config: dict[str, Any], root: Path) -> Any:
             ),
         )
     except Exception as error:
+        if os.environ.pop("WANDB_SERVICE", None):
+            # The shared service scripts/repro.sh started is gone (stopped, or idle too long
+            # during a long untracked stage): start this run with a service of its own, and
+            # leave no empty run folder from the attempt.
+            for attempt in set(run_dirs.glob("*run-*")) - before:
+                if not any(attempt.glob("*.wandb")):
+                    shutil.rmtree(attempt, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                wandb.teardown()
+            return _start_run(stage, config, root)
         print(f"tracking: W&B did not start ({error}); {stage} runs untracked", file=sys.stderr)
         return None
 
