@@ -8,10 +8,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import as_nobody
+import yaml
+from conftest import REPO, as_nobody
 
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, write_json
+from musicrec.io import atomic_path, read_yaml, write_json
 
 
 def test_a_full_disk_leaves_the_old_output_and_no_temporary(tmp_path):
@@ -75,3 +76,12 @@ def test_an_atomic_write_reaches_the_disk_before_its_name_and_the_rename_after(
     ]
     assert any(p.endswith("/a.txt") for p in synced_before)  # the file's data
     assert events[-1] == ("fsync", str(tmp_path))  # then the folder that holds the new name
+
+
+def test_read_yaml_reads_the_projects_files_as_safe_load_does_and_refuses_python_tags(tmp_path):
+    for name in ("dvc.lock", "dvc.yaml", "params.yaml"):
+        assert read_yaml(REPO / name) == yaml.safe_load((REPO / name).read_text()), name
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("!!python/object/apply:os.system ['true']\n")
+    with pytest.raises(yaml.constructor.ConstructorError):
+        read_yaml(unsafe)

@@ -35,12 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import yaml
 
 from musicrec import registry
 from musicrec.dataset import ids_digest
 from musicrec.errors import MusicrecError
-from musicrec.io import load_params, read_json, read_tsv, section
+from musicrec.io import load_params, read_json, read_tsv, read_yaml, section
 from musicrec.metrics import top_k
 from musicrec.models.vectors import InterleavedModel, ModelVectors, load_model
 from musicrec.stage import DataConfig, read_config
@@ -184,7 +183,7 @@ class Recommender:
         dvc_yaml = self.project / "dvc.yaml"
         if not dvc_yaml.exists():
             return None
-        stages = yaml.safe_load(dvc_yaml.read_text()).get("stages", {})
+        stages = read_yaml(dvc_yaml).get("stages", {})
         for name, stage in stages.items():
             for out in stage.get("outs", []) + stage.get("metrics", []):
                 out = next(iter(out)) if isinstance(out, dict) else out

@@ -198,12 +198,12 @@ def log_epoch(model: str, record: dict) -> None:
 def locked_outputs(root: Path = Path(".")) -> dict[str, str]:
     """Every stage output recorded in ``root/dvc.lock``, path -> md5 (empty without a lock):
     what the last ``dvc repro`` wrote."""
-    import yaml
+    from musicrec.io import read_yaml
 
     lock = Path(root) / "dvc.lock"
     if not lock.exists():
         return {}
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    stages = (read_yaml(lock) or {}).get("stages", {})
     return {
         str(out["path"]): str(out.get("md5", ""))
         for entry in stages.values()
@@ -267,9 +267,9 @@ def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -
         return
 
     def link() -> None:
-        import yaml
+        from musicrec.io import read_yaml
 
-        dag = yaml.safe_load((root / "dvc.yaml").read_text()).get("stages", {})
+        dag = read_yaml(root / "dvc.yaml").get("stages", {})
         written = locked_outputs(root)
         spec = dag.get(stage, {})
         inputs = {}
