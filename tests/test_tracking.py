@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 from conftest import artifact_records
@@ -66,24 +65,6 @@ def test_a_stage_goes_on_when_wandb_cannot_start(tmp_path, monkeypatch, capsys):
         done.append(True)
     assert done and not tracker.active
     assert "W&B did not start (no route to host); bow runs untracked" in capsys.readouterr().err
-
-
-def test_the_run_starts_while_the_stage_works(tmp_path, monkeypatch):
-    """W&B starts on another thread: the stage's body runs before the start has finished (a
-    start that waited for the body would fail its wait), and the tracker waits for the run."""
-    body_began = threading.Event()
-    started = []
-
-    def start_when_the_body_began(stage, config, root):
-        assert body_began.wait(timeout=30), "the stage waited for W&B before it could work"
-        started.append(stage)
-        return None
-
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setattr(tracking, "_start_run", start_when_the_body_began)
-    with tracked_run("cnn", {}, root=tmp_path) as tracker:
-        body_began.set()
-        assert tracker.run is None and started == ["cnn"]
 
 
 def test_a_run_starts_its_own_service_when_the_shared_one_is_gone(tmp_path, monkeypatch):

@@ -13,9 +13,9 @@ mode comes from the environment, as W&B itself reads it:
 Runs of one ``dvc exp run`` share a group named after the experiment (``DVC_EXP_NAME``, which
 DVC sets); runs of a plain ``dvc repro`` share ``workspace``. If W&B cannot start (no key, no
 network, a broken install) the stage says so in one line and goes on untracked. Only params and
-results are logged: no environment variable, so no key, ever reaches a run's config. A run starts
-on a background thread while its stage works (:func:`tracked_run`), through the W&B service that
-``WANDB_SERVICE`` names where one is set (``scripts/repro.sh`` starts one for all the stages).
+results are logged: no environment variable, so no key, ever reaches a run's config. A run goes
+through the W&B service that ``WANDB_SERVICE`` names where one is set (``scripts/repro.sh``
+starts one for all the stages), else W&B starts one for it.
 
 What a run holds (:func:`musicrec.stage.run_stage` opens it):
 
@@ -48,9 +48,7 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +58,11 @@ PROJECT = "musicrec"
 class Tracker:
     """What a stage logs to. A tracker without a run (disabled, or W&B failed) does nothing."""
 
-    def __init__(self, run: Any = None, starting: Future | None = None):
-        self._run = run
-        self._starting = starting  # the run being started on another thread (tracked_run)
+    def __init__(self, run: Any = None):
+        self.run = run
         self._live: dict[str, str] = {}  # model -> the key its running attempt logs under
         self._attempts: dict[str, int] = {}
         self._last_epoch: dict[str, int] = {}  # key -> its last epoch logged
-
-    @property
-    def run(self) -> Any:
-        """The W&B run, or None; waits for one still starting."""
-        if self._starting is not None:
-            self._run, self._starting = self._starting.result(), None
-        return self._run
 
     @property
     def active(self) -> bool:
@@ -342,35 +332,23 @@ def _start_run(stage: str, config: dict[str, Any], root: Path) -> Any:
 
 @contextlib.contextmanager
 def tracked_run(stage: str, config: dict[str, Any], root: Path = Path(".")) -> Iterator[Tracker]:
-    """Open a W&B run for ``stage`` (see the module docstring); always yields a tracker.
-
-    The run starts on a background thread (importing W&B and starting its service take most
-    of a second) while the stage works; the tracker waits for it the first time it is used."""
+    """Open a W&B run for ``stage`` (see the module docstring); always yields a tracker."""
     mode = os.environ.get("WANDB_MODE", "offline")
-    starting: Future | None = None
+    run = None
     if mode != "disabled":
         # Without these W&B may contact its servers even offline (error reporting, telemetry).
         os.environ.setdefault("WANDB_MODE", mode)
         os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         os.environ.setdefault("WANDB_SILENT", "true")
-        starting = Future()
-
-        def start() -> None:
-            run = None
-            try:
-                run = _start_run(stage, config, root)
-            finally:  # whatever happens, the stage must not wait forever
-                starting.set_result(run)
-
-        threading.Thread(target=start, name=f"wandb-{stage}", daemon=True).start()
-    tracker = Tracker(starting=starting)
+        run = _start_run(stage, config, root)
+    tracker = Tracker(run)
     _ACTIVE.append(tracker)
     try:
         yield tracker
     finally:
         _ACTIVE.remove(tracker)
-        if tracker.run is not None:
+        if run is not None:
             try:
-                tracker.run.finish()
+                run.finish()
             except Exception as error:
                 print(f"tracking: could not close the W&B run ({error})", file=sys.stderr)
