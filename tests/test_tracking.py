@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import artifact_records
+from conftest import artifact_records, run_job_type
 
 from musicrec import tracking
 from musicrec.tracking import flatten, tracked_run
@@ -149,7 +149,6 @@ def test_an_evaluate_run_holds_all_params_a_metrics_table_and_its_lineage(tmp_pa
     lock["stages"]["wmf"] = {"outs": [{"path": "data/models/wmf", "md5": "bb22.dir"}]}
     lock["stages"]["cnn"] = {"outs": [{"path": "data/models/cnn_mse", "md5": "cc33.dir"}]}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    monkeypatch.setenv("DVC_EXP_NAME", "exp-lineage")
     with run_stage("evaluate", args, params, ("evaluate",)) as (_, tracker):
         config = dict(tracker.run.config)
         assert config["cnn"] == {"dropout": 0.3} and config["evaluate"] == {"map_k": 500}
@@ -157,20 +156,20 @@ def test_an_evaluate_run_holds_all_params_a_metrics_table_and_its_lineage(tmp_pa
         assert config["musicrec"]["stage"] == "evaluate"
         tracker.log_table("metrics", ["model", "mean"], [["wmf", 0.1]])
         run_config = tracker.run.config
-        evaluate_id = tracker.run.id
     assert run_config["musicrec"]["inputs"] == {
         "data/split": "aa11.dir",
         "data/models/wmf": "bb22.dir",
         "data/models/cnn_mse": "cc33.dir",
     }
-    runs = {path.name.rsplit("-", 1)[1]: path for path in (tmp_path / "wandb").glob("offline-*")}
-    (wmf_id,) = set(runs) - {evaluate_id}
-    tables = list((runs[evaluate_id] / "files" / "media" / "table").glob("metrics_*.table.json"))
+    run_dirs = list((tmp_path / "wandb").glob("offline-run-*"))
+    runs = {run_job_type(path): path for path in run_dirs}
+    assert len(run_dirs) == 2 and set(runs) == {"wmf", "evaluate"}
+    tables = list((runs["evaluate"] / "files" / "media" / "table").glob("metrics_*.table.json"))
     assert len(tables) == 1 and json.loads(tables[0].read_text())["data"] == [["wmf", 0.1]]
-    produced = artifact_records(runs[wmf_id])
+    produced = artifact_records(runs["wmf"])
     assert set(produced) == {"data-split", "data-models-wmf"}
     assert produced["data-split"][1] and not produced["data-models-wmf"][1]  # used, logged
-    evaluated = artifact_records(runs[evaluate_id])
+    evaluated = artifact_records(runs["evaluate"])
     used = {name for name, (_, is_used, _) in evaluated.items() if is_used}
     assert used == {"data-split", "data-models-wmf", "data-models-cnn_mse"}
     assert not evaluated["reports-evaluation"][1]

@@ -227,8 +227,8 @@ def _dag_artifact(path: str, kind: str, root: Path, md5: str, metadata: dict[str
     import wandb
 
     artifact = wandb.Artifact(_artifact_name(path), type=kind, metadata=metadata)
-    cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
-    if kind == "dataset" and md5 and cached.exists():
+    cached = root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:] if md5 else None
+    if kind == "dataset" and cached is not None and cached.exists():
         artifact.add_reference(cached.resolve().as_uri(), name=path, checksum=False)
     else:
         artifact.add_reference((root / path).resolve().as_uri(), name=path)
@@ -288,7 +288,8 @@ def link_stage_artifacts(tracker: Tracker, stage: str, root: Path = Path(".")) -
 def _start_run(stage: str, config: dict[str, Any], root: Path) -> Any:
     """``wandb.init`` for ``stage``: the run, or None (and one line said) if W&B cannot start."""
     run_dirs = Path(root) / "wandb"
-    before = set(run_dirs.glob("*run-*"))
+    # The run folders there before, only needed to clean up after a shared service that is gone.
+    before = set(run_dirs.glob("*run-*")) if os.environ.get("WANDB_SERVICE") else set()
     try:
         import wandb
 
