@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,7 +16,15 @@ import yaml
 from conftest import REPO, as_nobody
 
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, read_yaml, write_json
+from musicrec.io import (
+    OUTPUT_MARKER,
+    atomic_path,
+    read_yaml,
+    refuse_output_over_inputs,
+    sweep_stale_temporaries,
+    write_json,
+)
+from musicrec.models.vectors import discover_models
 
 
 def test_a_full_disk_leaves_the_old_output_and_no_temporary(tmp_path):
@@ -85,3 +97,114 @@ def test_read_yaml_reads_the_projects_files_as_safe_load_does_and_refuses_python
     unsafe.write_text("!!python/object/apply:os.system ['true']\n")
     with pytest.raises(yaml.constructor.ConstructorError):
         read_yaml(unsafe)
+
+
+def test_an_output_over_a_folder_musicrec_did_not_write_is_refused_before_any_work(tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("four years")
+    worked = []
+    with pytest.raises(MusicrecError, match=r"precious is a folder musicrec did not write"):
+        with atomic_path(precious) as tmp:
+            worked.append(True)
+            tmp.mkdir()
+    assert not worked
+    assert (precious / "thesis.txt").read_text() == "four years"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
+
+
+def test_a_folder_musicrec_wrote_carries_its_marker_and_is_replaced_whole(tmp_path):
+    final = tmp_path / "out"
+    for content in ("first", "second"):
+        with atomic_path(final) as tmp:
+            tmp.mkdir()
+            (tmp / "a.txt").write_text(content)
+    assert (final / OUTPUT_MARKER).is_file()
+    assert (final / "a.txt").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_the_current_folder_as_an_output_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MusicrecError, match="did not write"):
+        with atomic_path(Path(".")) as tmp:
+            tmp.mkdir()
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_file_output_onto_a_folder_is_refused_and_the_folder_kept(tmp_path):
+    reports = tmp_path / "reports"
+    with atomic_path(reports) as tmp:  # a folder musicrec wrote
+        tmp.mkdir()
+        (tmp / "metrics.json").write_text("{}")
+    with pytest.raises(MusicrecError, match="is a folder; the output is a file"):
+        write_json(reports, {"page": 1})
+    assert (reports / "metrics.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reports"]
+
+
+def test_an_output_holding_an_input_is_refused(tmp_path):
+    (tmp_path / "work" / "previews").mkdir(parents=True)
+    link = tmp_path / "elsewhere"
+    link.symlink_to(tmp_path / "work")
+    for out in (tmp_path / "work", tmp_path / "work" / "previews", link):
+        with pytest.raises(MusicrecError, match="holds the input --previews"):
+            refuse_output_over_inputs(out, {"--previews": tmp_path / "work" / "previews"})
+    refuse_output_over_inputs(tmp_path / "out", {"--previews": tmp_path / "work" / "previews"})
+
+
+# A child process that writes a folder output with atomic_path and is killed (SIGKILL, so no
+# cleanup runs) at a chosen moment: "work" inside the write, "rename" between the renames.
+KILLED_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from musicrec.io import atomic_path
+final, moment = Path(sys.argv[1]), sys.argv[2]
+real_replace = os.replace
+def replace(src, dst):
+    real_replace(src, dst)
+    if moment == "rename":
+        os.kill(os.getpid(), signal.SIGKILL)
+os.replace = replace
+with atomic_path(final) as tmp:
+    tmp.mkdir()
+    (tmp / "model.json").write_text('{"name": "new"}')
+    if moment == "work":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def _killed_write(final: Path, moment: str) -> None:
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(final), moment])
+    assert result.returncode == -signal.SIGKILL
+
+
+def _write_model(final: Path, name: str) -> None:
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        (tmp / "model.json").write_text(json.dumps({"name": name}))
+
+
+def test_a_write_killed_midway_leaves_a_temporary_that_discovery_skips_and_the_next_removes(
+    tmp_path,
+):
+    models = tmp_path / "models"
+    _write_model(models / "wmf", "wmf")
+    _killed_write(models / "cnn_mse", "work")
+    leftovers = [p.name for p in models.iterdir() if p.name.startswith(".cnn_mse.")]
+    assert leftovers and (models / leftovers[0] / "model.json").exists()
+    assert discover_models(models) == [models / "wmf"]
+    assert sweep_stale_temporaries(models / "cnn_mse") == [models / leftovers[0]]
+    _write_model(models / "cnn_mse", "cnn_mse")
+    assert sorted(p.name for p in models.iterdir()) == ["cnn_mse", "wmf"]
+
+
+def test_a_kill_between_the_renames_loses_nothing(tmp_path):
+    final = tmp_path / "cnn_mse"
+    _write_model(final, "old")
+    _killed_write(final, "rename")
+    assert not final.exists()  # killed after the old folder went aside
+    sweep_stale_temporaries(final)  # what the next write of it does first
+    assert json.loads((final / "model.json").read_text()) == {"name": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn_mse"]

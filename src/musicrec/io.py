@@ -103,20 +103,150 @@ def _fsync_tree(path: Path, files: bool = True) -> None:
             os.close(fd)
 
 
+# The file musicrec writes into every folder it outputs. A folder that exists without it was
+# not written by musicrec (a user's folder named by ``--out``), and is never replaced.
+OUTPUT_MARKER = ".musicrec-output"
+_MARKER_TEXT = (
+    "This folder was written by musicrec. The next run that writes it replaces it whole;\n"
+    "keep nothing of your own here.\n"
+)
+# A temporary's name: ``.<final>.<pid>.<random>.tmp<suffix>``, or ``.aside`` for an old
+# folder moved out of the way; the pid says whether the writer is still alive.
+_TEMPORARY = r"^\.{name}\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?P<kind>tmp|aside)"
+
+
+def is_hidden(path: Path, below: Path) -> bool:
+    """Whether any part of ``path`` under ``below`` is a dot-name: a temporary of an
+    interrupted write, or a file no stage made (``.DS_Store``); discovery skips them."""
+    return any(part.startswith(".") for part in Path(path).relative_to(below).parts)
+
+
+def glob_outputs(folder: Path, pattern: str) -> list[Path]:
+    """``folder.glob(pattern)`` without dot-names, sorted: what stages wrote, never the
+    temporaries of a write that was killed (pathlib's ``*`` matches those too)."""
+    folder = Path(folder)
+    return sorted(p for p in folder.glob(pattern) if not is_hidden(p, folder))
+
+
+def is_musicrec_output(folder: Path) -> bool:
+    """Whether ``folder`` holds musicrec's marker file (:data:`OUTPUT_MARKER`)."""
+    marker = Path(folder) / OUTPUT_MARKER
+    return marker.is_file() and not marker.is_symlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def sweep_stale_temporaries(final: Path) -> list[Path]:
+    """Remove what killed writes of ``final`` left beside it, and return what was removed.
+
+    Only names this module makes for ``final`` are touched, and only those of a process that
+    is gone. If ``final`` itself is missing while a killed replacement left the old folder
+    aside, that folder is put back first: a kill between the two renames loses nothing.
+    """
+    final = Path(final)
+    pattern = re.compile(_TEMPORARY.format(name=re.escape(final.name)))
+    stale = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(final.parent):
+            match = pattern.match(entry.name)
+            if match and not _pid_alive(int(match["pid"])):
+                stale.append((match["kind"], final.parent / entry.name))
+    removed = []
+    for kind, path in sorted(stale):
+        if kind == "aside" and not os.path.lexists(final):
+            os.replace(path, final)
+            continue
+        _remove(path)
+        removed.append(path)
+    return removed
+
+
+def refuse_unowned(final: Path) -> None:
+    """Raise unless ``final`` may be replaced: missing, a file, an empty folder or a folder
+    musicrec wrote (its marker file)."""
+    final = Path(final)
+    if final.is_symlink() or not final.is_dir():
+        return
+    if is_musicrec_output(final) or not any(final.iterdir()):
+        return
+    raise MusicrecError(
+        f"{final} is a folder musicrec did not write (it has no {OUTPUT_MARKER} file), so it "
+        "is left as it is: choose a new or empty folder for the output, or move this one away"
+    )
+
+
+def refuse_output_over_inputs(out: Path, inputs: dict[str, Path | None]) -> None:
+    """Raise if the output ``out`` is one of ``inputs`` (option name -> path) or holds one:
+    replacing ``out`` would delete that input.
+
+    Paths are compared after resolving links, so a link into the output counts too.
+    """
+    target = Path(out).resolve()
+    for option, path in inputs.items():
+        if path is None:
+            continue
+        source = Path(path).resolve()
+        if source == target or source.is_relative_to(target):
+            raise MusicrecError(
+                f"--out {out} holds the input {option} {path}: writing the output would replace "
+                "it. Choose an --out outside every input"
+            )
+
+
 @contextlib.contextmanager
-def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(final: Path, suffix: str = "", sweep: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it onto ``final`` only on success.
 
     Works for files and folders. On an exception the temporary is removed and ``final`` is
     left as it was; a full disk or a folder that cannot be written is a ``MusicrecError``
     that says so.
+
+    A folder output gets musicrec's marker file (:data:`OUTPUT_MARKER`), and an existing
+    folder is replaced only if it has one (or is empty): a folder of the user's named as an
+    output is refused before any work, never deleted. The old folder is renamed aside before
+    the new one is renamed in, and deleted only after, so a kill between the steps loses
+    nothing (the next write of ``final`` puts it back).
+
+    Parameters
+    ----------
+    final : Path
+        The output's name.
+    suffix : str
+        Appended to the temporary's name (numpy adds ``.npy``/``.npz`` to names without it).
+    sweep : bool
+        Remove the temporaries killed writes of ``final`` left (:func:`sweep_stale_temporaries`)
+        first. Off for writers of many small files in one folder (the feature cache), which
+        sweep their folder once themselves.
     """
     final = Path(final)
+    if not Path(os.path.abspath(final)).name:
+        raise MusicrecError(f"{final}: the file system root cannot be an output")
+    final = Path(os.path.abspath(final))
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        if sweep:
+            sweep_stale_temporaries(final)
+        refuse_unowned(final)
         # The suffix goes last: numpy appends ".npy"/".npz" to names that do not end with it.
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent
+            prefix=f".{final.name}.{os.getpid()}.", suffix=".tmp" + suffix, dir=final.parent
         )
     except OSError as exc:
         if exc.errno in WRITE_FAILURES:
@@ -125,18 +255,32 @@ def atomic_path(final: Path, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()
+    aside = None
     try:
         yield tmp
+        if tmp.is_dir():
+            (tmp / OUTPUT_MARKER).write_text(_MARKER_TEXT)
         _fsync_tree(tmp)  # the data on disk before the name points at it
         if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
+            if not tmp.is_dir():
+                raise MusicrecError(
+                    f"{final} is a folder; the output is a file: name a file path instead"
+                )
+            refuse_unowned(final)  # (again: the folder may have changed during the work)
+            aside = Path(tmp_name[: -len(".tmp" + suffix)] + ".aside")
+            os.replace(final, aside)
+        elif tmp.is_dir() and os.path.lexists(final) and not final.is_symlink():
+            raise MusicrecError(
+                f"{final} is a file; the output is a folder: name a new folder instead"
+            )
         os.replace(tmp, final)
         _fsync_tree(final.parent, files=False)  # and the rename itself
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
     except BaseException as exc:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
+        _remove(tmp)
+        if aside is not None and not os.path.lexists(final):
+            os.replace(aside, final)
         if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
             raise _write_failure(final, exc) from exc
         raise

@@ -31,7 +31,7 @@ import numpy as np
 
 from musicrec import registry
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path
+from musicrec.io import atomic_path, glob_outputs
 
 
 @dataclass
@@ -192,5 +192,6 @@ def load_model(model_dir: Path, index: str | None = None) -> ModelVectors | Inte
 
 
 def discover_models(models_dir: Path) -> list[Path]:
-    """Every model folder (one with a ``model.json``) under ``models_dir``, sorted by name."""
-    return sorted(p.parent for p in Path(models_dir).glob("*/model.json"))
+    """Every model folder (one with a ``model.json``) under ``models_dir``, sorted by name;
+    never the dot-named temporary of a write that was killed."""
+    return [p.parent for p in glob_outputs(models_dir, "*/model.json")]
