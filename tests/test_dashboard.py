@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
 
+from musicrec.cli import main as musicrec
 from musicrec.dashboard import (
     Experiment,
     differing_params,
@@ -15,6 +17,7 @@ from musicrec.dashboard import (
     metrics_table,
     overview_table,
     paired_differences,
+    read_metric_table,
     render_dashboard,
 )
 from musicrec.errors import MusicrecError
@@ -117,3 +120,31 @@ def test_page_renders_and_sorts_in_headless_chromium(tmp_path, browser_page):
     page.locator("#overview-cold th", has_text="model").click()  # text columns sort too
     assert page.locator(first_column).all_inner_texts() == ["cnn", "random", "wmf"]
     assert all(url.startswith(("file:", "data:")) for url in requests), requests
+
+
+def test_a_metric_that_is_not_a_number_is_left_out_and_named(capsys):
+    text = json.dumps(
+        {"wmf": {"cold": {"map@500": 0.25, "auc": "n/a", "users": True}}, "odd": [1, 2]}
+    )
+    table = read_metric_table(text, "exp-1: metrics.json", lambda v: isinstance(v, float))
+    assert table == {"wmf": {"cold": {"map@500": 0.25}}}
+    err = capsys.readouterr().err
+    assert "exp-1: metrics.json: wmf/cold/auc is 'n/a', not a number" in err
+    assert "odd/?: not a table" in err
+    assert "0.2500" in metrics_table([Experiment("e", "1" * 40, "b", {}, table, {})], "cold")
+
+
+def test_a_metrics_file_that_is_not_json_names_file_and_line():
+    with pytest.raises(MusicrecError, match=r"exp-1: metrics.json:2: not JSON"):
+        read_metric_table('{\n  "wmf": oops}', "exp-1: metrics.json", lambda v: True)
+
+
+def test_dashboard_out_over_a_folder_or_the_project_is_refused(tmp_path, capsys):
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "notes.md").write_text("mine")
+    for out, message in ((reports, "is a folder; the dashboard is one HTML file"),
+                         (tmp_path, "holds the input --repo")):  # fmt: skip
+        assert musicrec(["dashboard", "--repo", str(tmp_path), "--out", str(out)]) == 1
+        assert message in capsys.readouterr().err
+    assert [p.name for p in reports.iterdir()] == ["notes.md"]

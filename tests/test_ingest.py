@@ -10,6 +10,7 @@ import soundfile as sf
 
 from musicrec.audio import ClipSpec
 from musicrec.cli import main as musicrec
+from musicrec.ingest import MAX_LINE_BYTES
 from musicrec.validate import validate_dataset
 
 SR = 22050
@@ -66,3 +67,83 @@ def test_three_commands_turn_msd_files_into_a_valid_folder(tmp_path):
     result = validate_dataset(out, ClipSpec(3.0), 1.0, -60.0)
     assert len(result.songs) == 4 and result.summary["audio"]["songs_quarantined"] == 0
     assert len(result.plays) == 32
+
+
+def _msd_files(tmp_path, n_songs: int = 3) -> list[str]:
+    """A small track list, triplets and preview tree; the ingest arguments without --out."""
+    tree = tmp_path / "work" / "previews"
+    songs = [f"SO{n:016d}" for n in range(n_songs)]
+    lines = []
+    for i, song in enumerate(songs):
+        lines.append(f"{_track(10 * i)}<SEP>{song}<SEP>Artist {i}<SEP>Title {i}")
+        _preview(tree, _track(10 * i), 1.0)
+    (tmp_path / "unique_tracks.txt").write_text("\n".join(lines) + "\n")
+    plays = [f"U{u}\t{song}\t1" for u in range(3) for song in songs]
+    (tmp_path / "train_triplets.txt").write_text("\n".join(plays) + "\n")
+    return [
+        "ingest", "--triplets", str(tmp_path / "train_triplets.txt"),
+        "--tracks", str(tmp_path / "unique_tracks.txt"), "--previews", str(tree),
+    ]  # fmt: skip
+
+
+def _tree_listing(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_ingest_over_a_folder_it_did_not_write_refuses_and_keeps_every_file(tmp_path, capsys):
+    args = _msd_files(tmp_path)
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("four years")
+    assert musicrec([*args, "--out", str(precious)]) == 1
+    assert "musicrec did not write" in capsys.readouterr().err
+    assert _tree_listing(precious) == ["thesis.txt"]
+    assert (precious / "thesis.txt").read_text() == "four years"
+
+
+def test_ingest_with_out_holding_the_previews_refuses_and_keeps_them(tmp_path, capsys):
+    args = _msd_files(tmp_path)
+    work = tmp_path / "work"
+    before = _tree_listing(work)
+    for out in (work, work / "previews"):
+        assert musicrec([*args, "--out", str(out)]) == 1
+        assert "holds the input --previews" in capsys.readouterr().err
+    assert _tree_listing(work) == before and len(before) > 3
+
+
+def test_ingest_rewrites_a_folder_it_wrote(tmp_path):
+    args = _msd_files(tmp_path)
+    out = tmp_path / "msd"
+    assert musicrec([*args, "--out", str(out)]) == 0
+    assert musicrec([*args, "--out", str(out)]) == 0
+    assert json.loads((out / "ingest.json").read_text())["songs_with_a_preview"] == 3
+
+
+def test_ingest_leaves_out_and_counts_a_dangling_link_among_the_previews(tmp_path):
+    args = _msd_files(tmp_path)
+    preview = next((tmp_path / "work" / "previews").rglob(f"{_track(0)}.wav"))
+    preview.unlink()
+    preview.symlink_to(tmp_path / "gone.wav")
+    assert musicrec([*args, "--out", str(tmp_path / "msd")]) == 0
+    summary = json.loads((tmp_path / "msd" / "ingest.json").read_text())
+    assert summary["songs_with_a_preview"] == 2
+    assert summary["preview_names_not_regular_files"] == 1
+    assert summary["preview_names_not_regular_files_first"][0].endswith(f"{_track(0)}.wav")
+
+
+def test_ingest_names_file_and_line_of_triplets_that_are_not_utf8(tmp_path, capsys):
+    args = _msd_files(tmp_path)
+    triplets = tmp_path / "train_triplets.txt"
+    triplets.write_bytes(triplets.read_bytes() + b"U\xe9\tSO0000000000000000\t1\n")
+    assert musicrec([*args, "--out", str(tmp_path / "msd")]) == 1
+    err = capsys.readouterr().err
+    assert f"{triplets}:10: not UTF-8 text (byte 0xe9 at column 2)" in err
+    assert "Traceback" not in err and not (tmp_path / "msd").exists()
+
+
+def test_ingest_names_file_and_line_of_an_overlong_triplet_line(tmp_path, capsys):
+    args = _msd_files(tmp_path)
+    triplets = tmp_path / "train_triplets.txt"
+    triplets.write_bytes(b"U1\tSO0\t1\n" + b"x" * (MAX_LINE_BYTES + 10) + b"\n")
+    assert musicrec([*args, "--out", str(tmp_path / "msd")]) == 1
+    assert f"{triplets}:2: line longer than {MAX_LINE_BYTES} bytes" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import soundfile as sf
 
 from musicrec import real_world
 from musicrec.audio import ClipSpec
+from musicrec.cli import main as musicrec
 from musicrec.errors import MusicrecError
 from musicrec.io import file_digest
 from musicrec.real_world import RealWorldConfig, Source
@@ -135,3 +136,40 @@ def test_listeners_play_what_their_simulated_taste_prefers():
         > 0.5 + affinity(truth, "total", users, random_songs).mean()
     )
     assert truth["song_audible"].shape == (80, 2 + len(real_world.DESCRIPTORS))
+
+
+def test_the_world_is_not_written_over_a_folder_musicrec_did_not_write(packages, capsys):
+    tmp_path, _ = packages
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("four years")
+    assert musicrec(["real-world", "--out", str(precious), "--cache", str(tmp_path / "c")]) == 1
+    assert "musicrec did not write" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["thesis.txt"]
+    assert not (tmp_path / "c").exists()  # refused before any download
+
+
+def test_the_world_is_not_written_over_its_own_cache(packages, capsys):
+    tmp_path, _ = packages
+    before = sorted(p.name for p in (tmp_path / "cache").rglob("*"))
+    for out in (tmp_path / "cache", tmp_path):
+        assert musicrec(["real-world", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 1
+        assert "holds the input --cache" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*")) == before
+
+
+def test_a_corrupt_package_is_a_clear_error(packages):
+    tmp_path, (alpha, _) = packages
+    deb = tmp_path / "cache" / "debs" / "alpha-music_1.0-1_all.deb"
+    deb.write_bytes(b"!<arch>\nnot really a package")
+    corrupt = dataclasses.replace(alpha, sha256=file_digest(deb))
+    with pytest.raises(MusicrecError, match="is not a readable Debian package"):
+        real_world.collect_tracks((corrupt,), tmp_path / "cache")
+    assert not (tmp_path / "cache" / "extracted" / "alpha-music").exists()
+
+
+def test_without_dpkg_deb_the_world_is_a_clear_error(packages, monkeypatch):
+    tmp_path, sources = packages
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(MusicrecError, match="dpkg-deb is not installed"):
+        real_world.collect_tracks(sources, tmp_path / "cache")

@@ -29,6 +29,8 @@ import html
 import io
 import json
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ import yaml
 
 from musicrec import registry
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path
+from musicrec.io import atomic_path, refuse_output_over_inputs
 from musicrec.metrics import Resamples, bootstrap_interval
 
 # The registry's splits, cold (the headline: songs nobody has played) first.
@@ -123,10 +125,57 @@ def read_experiment(root: Path, name: str, rev: str, baseline: str) -> Experimen
         rev=rev,
         baseline=baseline,
         params=flatten(yaml.safe_load(params_text) or {}),
-        metrics=json.loads(metrics_text),
-        intervals=json.loads(intervals_text),
+        metrics=read_metric_table(metrics_text, f"{name}: {registry.FULL_METRICS}", _is_number),
+        intervals=read_metric_table(
+            intervals_text, f"{name}: reports/evaluation/intervals.json", _is_interval
+        ),
         figures=figures,
     )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_interval(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(map(_is_number, value))
+
+
+def read_metric_table(text: str, where: str, valid: Callable[[Any], bool]) -> dict:
+    """A model -> split -> metric -> value table from JSON ``text``, keeping only the values
+    ``valid`` accepts; each left out is named on stderr, so one odd experiment (another
+    version's table, a hand edit) neither breaks the page nor shows as a number.
+
+    Raises
+    ------
+    MusicrecError
+        If ``text`` is not JSON or not a table of that shape (``where`` names the file).
+    """
+    try:
+        tree = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MusicrecError(
+            f"{where}:{exc.lineno}: not JSON ({exc.msg}); restore the file from the stage "
+            "that writes it (`dvc repro evaluate`)"
+        ) from exc
+    if not isinstance(tree, dict):
+        raise MusicrecError(f"{where}: expected a model -> split -> metric table")
+    table: dict = {}
+    for model, by_split in tree.items():
+        for split, values in (by_split if isinstance(by_split, dict) else {"?": None}).items():
+            if not isinstance(values, dict):
+                print(f"dashboard: {where}: {model}/{split}: not a table", file=sys.stderr)
+                continue
+            for metric, value in values.items():
+                if valid(value):
+                    table.setdefault(model, {}).setdefault(split, {})[metric] = value
+                else:
+                    print(
+                        f"dashboard: {where}: {model}/{split}/{metric} is {value!r:.60}, not a "
+                        "number: left out",
+                        file=sys.stderr,
+                    )
+    return table
 
 
 def _git(root: Path, *args: str) -> str:
@@ -605,6 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metric", default="map@500", help="paired metric (default: map@500)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     args = parser.parse_args(argv)
+    refuse_output_over_inputs(args.out, {"--repo": args.repo})
+    if args.out.is_dir():
+        raise MusicrecError(
+            f"--out {args.out} is a folder; the dashboard is one HTML file: name a file, such "
+            f"as {args.out / 'dashboard.html'}"
+        )
     page, experiments = build_dashboard(
         args.repo.resolve(),
         tuple(args.compare) if args.compare else None,

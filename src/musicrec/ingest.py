@@ -30,6 +30,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -37,12 +39,14 @@ from tqdm import tqdm
 
 from musicrec.audio import AUDIO_EXTENSIONS
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, write_json
+from musicrec.io import atomic_path, refuse_output_over_inputs, write_json
 
 SEP = "<SEP>"
 # sid_mismatches.txt: "ERROR: <SONG_ID TRACK_ID> artist - title != artist - title"
 MISMATCH = re.compile(r"^ERROR: <(SO[0-9A-Z]+) (TR[0-9A-Z]+)>")
 TRACK_ID = re.compile(r"^TR[0-9A-Z]{16}$")
+# The longest triplet line read: ids are 40 and 18 characters, counts a few digits.
+MAX_LINE_BYTES = 1 << 16
 
 
 def read_tracks(path: Path) -> pd.DataFrame:
@@ -73,9 +77,16 @@ def read_mismatches(path: Path | None) -> set[tuple[str, str]]:
     return pairs
 
 
-def find_previews(tree: Path) -> dict[str, tuple[str, int]]:
+def find_previews(
+    tree: Path, unreadable: list[str] | None = None
+) -> dict[str, tuple[str, int]]:
     """Every audio file under ``tree`` named by a track id: track id -> (path relative to
-    ``tree``, size in bytes). A track with several files keeps the largest."""
+    ``tree``, size in bytes). A track with several files keeps the largest.
+
+    A name that is not a regular file (a dangling link, a FIFO, a folder named like a
+    preview) is no preview: it is left out, and its path relative to ``tree`` appended to
+    ``unreadable`` (``ingest.json`` counts them).
+    """
     found: dict[str, tuple[str, int]] = {}
     for directory, _, files in os.walk(tree):
         for name in files:
@@ -83,10 +94,45 @@ def find_previews(tree: Path) -> dict[str, tuple[str, int]]:
             if ext.lower() not in AUDIO_EXTENSIONS or not TRACK_ID.match(stem):
                 continue
             path = Path(directory) / name
-            size = path.stat().st_size
+            try:
+                status = path.stat()
+            except OSError:
+                status = None
+            if status is None or not stat.S_ISREG(status.st_mode):
+                if unreadable is not None:
+                    unreadable.append(str(path.relative_to(tree)))
+                continue
+            size = status.st_size
             if stem not in found or size > found[stem][1]:
                 found[stem] = (str(path.relative_to(tree)), size)
     return found
+
+
+def triplet_lines(path: Path) -> Iterator[str]:
+    """The lines of the triplets file as text, each checked as it is read.
+
+    Raises
+    ------
+    MusicrecError
+        ``file:line: reason`` for a line that is not UTF-8 or longer than
+        :data:`MAX_LINE_BYTES` (a triplet is three short fields; a longer line is a damaged or
+        wrong file, and would otherwise be held whole in memory).
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise MusicrecError(
+                    f"{path}:{number}: line longer than {MAX_LINE_BYTES} bytes; a triplet is "
+                    "user<TAB>song<TAB>count: is this the Taste Profile's train_triplets.txt?"
+                )
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise MusicrecError(
+                    f"{path}:{number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                    f"{exc.start + 1}); convert the file to UTF-8 (iconv -f <encoding> -t "
+                    "UTF-8)"
+                ) from None
 
 
 def choose_previews(
@@ -121,20 +167,30 @@ def ingest(
     mismatches_file: Path | None = None,
 ) -> dict:
     """Write the data folder (atomically) and return what ``ingest.json`` says."""
+    refuse_output_over_inputs(
+        out_dir,
+        {
+            "--triplets": triplets,
+            "--tracks": tracks_file,
+            "--previews": previews_dir,
+            "--mismatches": mismatches_file,
+        },
+    )
     previews_dir = Path(previews_dir).resolve()
     if not previews_dir.is_dir():
         raise MusicrecError(f"{previews_dir}: no such folder of previews")
     tracks = read_tracks(tracks_file)
     mismatches = read_mismatches(mismatches_file)
-    previews = find_previews(previews_dir)
+    unreadable: list[str] = []
+    previews = find_previews(previews_dir, unreadable)
     chosen = choose_previews(tracks, previews, mismatches)
     keep = set(chosen["song_id"])
     counts = {"rows": 0, "rows_kept": 0, "plays_kept": 0}
     with atomic_path(Path(out_dir)) as tmp:
         tmp.mkdir(parents=True)
         (tmp / "audio").symlink_to(previews_dir, target_is_directory=True)
-        with open(triplets, encoding="utf-8") as src, open(tmp / "plays.tsv", "w") as dst:
-            for line in tqdm(src, desc="ingest: triplets", unit=" rows"):
+        with open(tmp / "plays.tsv", "w") as dst:
+            for line in tqdm(triplet_lines(triplets), desc="ingest: triplets", unit=" rows"):
                 counts["rows"] += 1
                 song = line.split("\t", 2)[1] if line.count("\t") >= 2 else None
                 if song in keep:
@@ -152,6 +208,8 @@ def ingest(
                 tracks[tracks["track_id"].isin(previews)].groupby("song_id").size().gt(1).sum()
             ),
             "mismatched_pairs_left_out": len(mismatches),
+            "preview_names_not_regular_files": len(unreadable),
+            "preview_names_not_regular_files_first": sorted(unreadable)[:20],
             "triplet_rows": counts["rows"],
             "triplet_rows_kept": counts["rows_kept"],
             "previews": str(previews_dir),

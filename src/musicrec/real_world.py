@@ -45,7 +45,13 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, file_digest, write_json
+from musicrec.io import (
+    atomic_path,
+    file_digest,
+    refuse_output_over_inputs,
+    refuse_unowned,
+    write_json,
+)
 from musicrec.taste import Taste, draw_listening
 
 
@@ -358,13 +364,26 @@ def collect_tracks(sources: tuple[Source, ...], cache: Path) -> pd.DataFrame:
     """Every music file of ``sources``, extracted under ``cache/extracted``: one row each with
     ``path``, ``source`` (package), ``album``, ``title``, ``artist``, ``year``,
     ``source_file`` (its path in the package) and ``licence`` (where its terms are)."""
+    if shutil.which("dpkg-deb") is None:
+        raise MusicrecError(
+            "real-world: dpkg-deb is not installed, and it reads the Debian packages the world "
+            "is built from: install dpkg (on Debian/Ubuntu it is always there)"
+        )
     rows = []
     for source in tqdm(sources, desc="real-world: packages", unit="package"):
         deb = fetch(source, cache / "debs")
         target = cache / "extracted" / source.package
-        if target.exists():
-            shutil.rmtree(target)  # extracted again: never a stale or partial copy
-        extracted = extract_music(deb, source, target)
+        # Extracted again, whole or not at all: never a stale or partial copy.
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            try:
+                extracted = extract_music(deb, source, tmp)
+            except (tarfile.TarError, OSError) as exc:
+                raise MusicrecError(
+                    f"real-world: {deb} is not a readable Debian package ({exc}); delete it "
+                    "and run again to download it anew"
+                ) from exc
+        extracted = [(target / path.relative_to(tmp), *rest) for path, *rest in extracted]
         licence = (
             f"licences/{source.package}.copyright"
             if (target / "copyright").exists()
@@ -492,6 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for the excerpts (2)")
     args = parser.parse_args(argv)
     cfg = RealWorldConfig(**{k: getattr(args, k) for k in asdict(defaults)})
+    refuse_output_over_inputs(args.out, {"--cache": args.cache})
+    refuse_unowned(args.out)  # before the downloads, not after
     tracks = collect_tracks(SOURCES, args.cache)
     copyrights = {
         s.package: args.cache / "extracted" / s.package / "copyright"
