@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -52,6 +55,19 @@ def test_run_stage_writes_its_timing_into_the_reports_folder_it_is_given(tmp_pat
     with pytest.raises(RuntimeError), run_stage("failed", args):
         raise RuntimeError("the stage failed")
     assert not (tmp_path / "elsewhere" / "timings" / "failed.json").exists()
+
+
+def test_a_stage_first_removes_what_a_killed_run_of_it_left_beside_its_output(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    leftover = tmp_path / f".features.{dead}.abc123.tmp"  # a killed features run's folder
+    (leftover / "logmel.npy").parent.mkdir()
+    (leftover / "logmel.npy").write_bytes(b"\0" * 1000)
+    other = tmp_path / f".features.{os.getpid()}.xyz789.tmp"  # a live writer's: kept
+    other.mkdir()
+    args = argparse.Namespace(reports=tmp_path / "reports", out=tmp_path / "features")
+    with run_stage("features", args) as (record, _):
+        assert not leftover.exists() and other.exists()
 
 
 @pytest.mark.parametrize("stage", [s for s in registry.STAGES], ids=lambda s: s.name)

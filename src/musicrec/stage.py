@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from musicrec.errors import MusicrecError
-from musicrec.io import section, stage_timer
+from musicrec.io import section, stage_timer, sweep_stale_temporaries
 from musicrec.tracking import (
     Tracker,
     git_revision,
@@ -165,7 +165,12 @@ def run_stage(
     reads, the git revision and the experiment; when the stage succeeds, its place in the DAG
     is logged as artifacts (:func:`musicrec.tracking.link_stage_artifacts`). Otherwise the
     tracker does nothing.
+
+    A stage with an ``--out`` first removes what killed runs of it left beside that output
+    (:func:`musicrec.io.sweep_stale_temporaries`): a killed ``features`` leaves hundreds of MB.
     """
+    if getattr(args, "out", None) is not None:
+        sweep_stale_temporaries(Path(args.out))
     with stage_timer(stage, args.reports) as record:
         if not tracked:
             yield record, Tracker(None)
