@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from musicrec.io import atomic_path, refuse_output_over_inputs
+
 SR = 22050
 
 # song id -> what validation does with it: "used", or the start of the quarantine reason.
@@ -113,10 +115,16 @@ def mix_into(source: Path, dest: Path, clip_seconds: float, seed: int = 0) -> di
         ``outcomes`` (song id -> expected outcome) and ``repairs`` (the counts validation must
         report).
     """
-    source, dest = Path(source), Path(dest)
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(source, dest)
+    source, final = Path(source), Path(dest)
+    refuse_output_over_inputs(final, {"source": source})
+    with atomic_path(final) as dest:
+        shutil.copytree(source, dest)
+        result = _mix(source, dest, clip_seconds, seed)
+    return result
+
+
+def _mix(source: Path, dest: Path, clip_seconds: float, seed: int) -> dict:
+    """:func:`mix_into`'s work on the copy ``dest`` of ``source``."""
     outcomes = write_bad_audio(dest / "audio", clip_seconds)
     lines = (source / "plays.tsv").read_text().splitlines()
     rows = [line.split("\t") for line in lines]
@@ -158,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m musicrec.messy", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("source", type=Path, help="a clean data folder (e.g. data/synthetic)")
-    parser.add_argument("dest", type=Path, help="where the messy copy goes (replaced)")
+    parser.add_argument(
+        "dest",
+        type=Path,
+        help="where the messy copy goes (replaced if an earlier run wrote it; any other "
+        "existing folder is refused)",
+    )
     parser.add_argument("--clip-seconds", type=float, default=10.0)
     args = parser.parse_args(argv)
     mixed = mix_into(args.source, args.dest, args.clip_seconds)
