@@ -682,22 +682,25 @@ def prepare(project: Path, target: Path, params_path: Path, reference: Path | No
     ``evaluation/metrics.json``, ``evaluation/intervals.json`` and ``timings/``)."""
     import yaml
 
+    from musicrec.io import atomic_path
+
     params = yaml.safe_load(params_path.read_text())
     root = project / params["data"]["root"]
-    shutil.rmtree(target, ignore_errors=True)
-    for relative in PREPARED:
-        shutil.copytree(project / relative, target / relative)
-    (target / "fingerprint.json").write_text(json.dumps(world_fingerprint(root), indent=2))
-    shutil.copy(params_path, target / "params.yaml")
-    if reference is not None:
-        (target / "reference").mkdir()
-        for relative in (
-            "evaluation/metrics.json",
-            "evaluation/intervals.json",
-            "timings/cnn.json",
-            "timings/dbn.json",
-        ):
-            shutil.copy(reference / relative, target / "reference" / Path(relative).name)
+    # Replaced whole, and only if an earlier prepare wrote it: never a folder of the user's.
+    with atomic_path(target) as tmp:
+        for relative in PREPARED:
+            shutil.copytree(project / relative, tmp / relative)
+        (tmp / "fingerprint.json").write_text(json.dumps(world_fingerprint(root), indent=2))
+        shutil.copy(params_path, tmp / "params.yaml")
+        if reference is not None:
+            (tmp / "reference").mkdir()
+            for relative in (
+                "evaluation/metrics.json",
+                "evaluation/intervals.json",
+                "timings/cnn.json",
+                "timings/dbn.json",
+            ):
+                shutil.copy(reference / relative, tmp / "reference" / Path(relative).name)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     print(f"gpu_check prepare: {target} ({size / 2**20:.1f} MB) from {project}")
     return 0
