@@ -10,7 +10,9 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 import soundfile as sf
 import yaml
 from conftest import run
@@ -257,3 +259,130 @@ def test_near_ids_suggests_from_a_bounded_neighbourhood():
     # of them compared every one
     assert Counted.reads < 30
     assert near_ids("x" * 201, ids) == [] and near_ids("U1", []) == []
+
+
+# -- the precomputed cosine path ------------------------------------------------------------
+def synthetic_recommender(
+    project, n_songs: int = 2000, n_users: int = 300, dim: int = 16, seed: int = 0
+) -> Recommender:
+    """A Recommender whose artifacts are set in memory, not read (as
+    ``benchmarks/recommend_latency.py`` makes one): a fifth of the songs cold (zero WMF
+    factors, as WMF leaves them), a tenth of the users held out, a ``wmf`` model, an audio
+    model ``cnn`` whose predictor and feature config are stand-ins, and a content profile (the
+    better for new listeners)."""
+    from musicrec.audio_features import FeatureConfig
+    from musicrec.models.vectors import ModelVectors
+
+    rng = np.random.default_rng(seed)
+    recommender = Recommender(project)
+    ids = np.char.add("S", np.arange(n_songs).astype(str))
+    song_roles = np.where(rng.random(n_songs) < 0.2, "cold", "warm")
+    recommender.songs = pd.DataFrame(  # cached_property: an assignment replaces the read
+        {"song_id": ids, "role": song_roles, "title": np.char.add("T", ids), "artist": "A"}
+    )
+    user_roles = np.where(rng.random(n_users) < 0.1, "cold_user", "warm")
+    recommender.users = pd.DataFrame(
+        {"user_id": np.char.add("U", np.arange(n_users).astype(str)), "role": user_roles}
+    )
+    recommender.train = sp.csr_matrix((n_users, n_songs), dtype=np.float32)
+    recommender.metrics = {
+        "wmf": {"all": {"map@500": 0.5}, "cold_user": {"map@500": 0.2}},
+        "cnn": {"all": {"map@500": 0.4}, "cold": {"map@500": 0.3}},
+        "content_profile": {"cold_user": {"map@500": 0.3}},
+    }
+    recommender.params = {"evaluate": {"seed": 0}}
+    recommender.audio_model = "cnn"
+    recommender.feature_config = FeatureConfig()
+    wmf_songs = rng.standard_normal((n_songs, dim)).astype(np.float32)
+    wmf_songs[song_roles == "cold"] = 0
+    content = rng.random((n_songs, dim), np.float32)
+    for name, songs in (("wmf", wmf_songs), ("cnn", content), ("content_profile", content)):
+        users = rng.standard_normal((n_users, dim)).astype(np.float32)
+        recommender._models[name] = ModelVectors(name, "", ["all"], users, songs)
+    recommender._predictors["cnn"] = object()  # never reached: the files tried are not audio
+    return recommender
+
+
+def cosine_neighbours_of_the_candidate_rows(
+    vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, n: int, skip: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """How ``similar`` and ``new_song`` ranked before the precomputed path: the candidates'
+    rows copied out and normalised per request. The reference the new path must match."""
+    rows = vectors[candidates].astype(np.float32)
+    norms = np.linalg.norm(rows, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
+    cosine = (rows @ query.astype(np.float32)) / np.maximum(norms, 1e-12)
+    excluded = np.flatnonzero(candidates == skip) if skip is not None else None
+    best = top_n(cosine, n, excluded)
+    return candidates[best], cosine[best]
+
+
+def test_the_precomputed_cosine_path_ranks_as_copying_the_candidates_did(tmp_path):
+    recommender = synthetic_recommender(tmp_path)
+    roles = recommender.songs["role"].to_numpy()
+    for v in range(0, len(roles), 7):
+        song = recommender.songs["song_id"].iat[v]
+        if roles[v] == "warm":
+            name, candidates = "wmf", recommender.warm_songs
+        else:
+            name, candidates = "cnn", np.arange(len(roles))
+        vectors = recommender.model(name).song_vectors
+        for n in (1, 20):
+            expected, cosines = cosine_neighbours_of_the_candidate_rows(
+                vectors, vectors[v], candidates, n, v
+            )
+            got = recommender.similar(song, n).items
+            assert [recommender.song(s) for s in got["song_id"]] == expected.tolist(), song
+            np.testing.assert_allclose(got["cosine"], np.round(cosines, 6), atol=2e-6)
+    # More than there are candidates: every candidate but the song, in the same order.
+    warm = recommender.songs["song_id"].iat[recommender.warm_songs[0]]
+    everything = recommender.similar(warm, 10**6).items["song_id"].map(recommender.song)
+    expected, _ = cosine_neighbours_of_the_candidate_rows(
+        recommender.model("wmf").song_vectors,
+        recommender.model("wmf").song_vectors[recommender.warm_songs[0]],
+        recommender.warm_songs,
+        10**6,
+        recommender.warm_songs[0],
+    )
+    assert everything.tolist() == expected.tolist()
+    # A new song: its listeners among the warm users and its songs among all, as before.
+    model = recommender.model("cnn")
+    vector = np.random.default_rng(1).random(16, np.float32)
+    recommender.predict_audio = lambda audio, name=None: (vector, 0.0)
+    result = recommender.new_song(tmp_path / "new.wav", 15, 12)
+    warm_users = recommender.warm_users
+    scores = model.user_vectors[warm_users] @ vector
+    listeners = warm_users[top_n(scores, 15)]
+    user_ids = recommender.users["user_id"].to_numpy()
+    assert result.items["user_id"].tolist() == user_ids[listeners].tolist()
+    songs, _ = cosine_neighbours_of_the_candidate_rows(
+        model.song_vectors, vector, np.arange(len(roles)), 12, None
+    )
+    similar = result.extra["similar_songs"]["song_id"].map(recommender.song)
+    assert similar.tolist() == songs.tolist()
+
+
+def test_similar_and_new_song_allocate_no_copy_of_the_song_matrix(tmp_path):
+    import tracemalloc
+
+    recommender = synthetic_recommender(tmp_path, n_songs=100_000, n_users=2000, dim=32)
+    matrix_bytes = recommender.model("wmf").song_vectors.nbytes
+    assert matrix_bytes > 10 * 2**20
+    vector = np.ones(32, np.float32)
+    recommender.predict_audio = lambda audio, name=None: (vector, 0.0)
+    warm = recommender.songs["song_id"].iat[recommender.warm_songs[3]]
+    cold = recommender.songs.loc[recommender.songs["role"] == "cold", "song_id"].iat[0]
+    calls = {
+        "similar, warm song": lambda: recommender.similar(warm, 10),
+        "similar, cold song": lambda: recommender.similar(cold, 10),
+        "new_song": lambda: recommender.new_song(tmp_path / "new.wav", 10, 10),
+    }
+    for what, call in calls.items():
+        call()  # the first call computes what is kept (norms, masks), as warm_up does
+        tracemalloc.start()
+        try:
+            call()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # A few arrays of one scalar a song, never the matrix's n_songs x 32.
+        assert peak < matrix_bytes / 4, (what, peak, matrix_bytes)

@@ -88,16 +88,77 @@ def top_n(
     return top_k(scores[None, :], max(0, min(n, n_valid)), keys)[0]
 
 
+def _masked_top_n(
+    scores: np.ndarray, n: int, excluded: np.ndarray | None, skip: int | None = None
+) -> np.ndarray:
+    """Indices of the ``n`` highest ``scores`` outside ``excluded`` and ``skip``, best first.
+
+    Parameters
+    ----------
+    scores : np.ndarray [shape=(n_items,)]
+        Overwritten: the excluded items become ``-inf`` (a request's own array, so masking it
+        in place spares a copy of its size).
+    excluded : np.ndarray [shape=(n_items,), dtype=bool], optional
+        Items never returned.
+    skip : int, optional
+        One more item never returned (the query's own song).
+
+    Returns
+    -------
+    np.ndarray [shape=(min(n, n_allowed),), dtype=int64]
+
+    Equal scores come in index order, as :func:`top_n` orders them over a subset of the items
+    taken in index order: the same ranking as scoring only the allowed items.
+    """
+    n_allowed = len(scores)
+    if excluded is not None:
+        np.copyto(scores, -np.inf, where=excluded)
+        n_allowed -= int(np.count_nonzero(excluded))
+    if skip is not None and (excluded is None or not excluded[skip]):
+        scores[skip] = -np.inf
+        n_allowed -= 1
+    return top_n(scores, min(n, n_allowed))
+
+
 def _cosine_neighbours(
-    vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, n: int, skip: int | None
+    vectors: np.ndarray,
+    norms: np.ndarray,
+    query: np.ndarray,
+    n: int,
+    excluded: np.ndarray | None,
+    skip: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` candidates nearest ``query`` by cosine; (indices, cosines)."""
-    rows = vectors[candidates].astype(np.float32)
-    norms = np.linalg.norm(rows, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
-    cosine = (rows @ query.astype(np.float32)) / np.maximum(norms, 1e-12)
-    excluded = np.flatnonzero(candidates == skip) if skip is not None else None
-    best = top_n(cosine, n, excluded)
-    return candidates[best], cosine[best]
+    """The ``n`` songs nearest ``query`` by cosine, excluded ones left out; (indices, cosines).
+
+    Parameters
+    ----------
+    vectors : np.ndarray [shape=(n_songs, d), dtype=float32]
+        Song vectors, read in place (:meth:`Recommender.cosine_space`).
+    norms : np.ndarray [shape=(n_songs,), dtype=float32]
+        Their lengths, ``np.linalg.norm(vectors, axis=1)``.
+    query : np.ndarray [shape=(d,)]
+    excluded : np.ndarray [shape=(n_songs,), dtype=bool], optional
+        Songs never returned (those that are not candidates).
+    skip : int, optional
+        A song never returned (the query's own).
+
+    Returns
+    -------
+    indices : np.ndarray [shape=(min(n, n_candidates),), dtype=int64]
+    cosines : np.ndarray [shape=(min(n, n_candidates),), dtype=float32]
+
+    One matrix-vector product over every song, then a mask: a request allocates a few arrays
+    of ``n_songs`` scalars, never a copy of the matrix. The cosine is the float32 arithmetic of
+    scoring the candidate rows alone (``rows @ q / max(|rows| * |q|, 1e-12)``), so the ranking
+    is that of the candidates by themselves.
+    """
+    cosine = vectors @ query.astype(np.float32)
+    denominator = norms * max(float(np.linalg.norm(query)), 1e-12)
+    np.maximum(denominator, 1e-12, out=denominator)
+    cosine /= denominator
+    del denominator  # freed before the ranking allocates its own arrays
+    best = _masked_top_n(cosine, n, excluded, skip)
+    return best, cosine[best]
 
 
 @dataclass
@@ -165,6 +226,7 @@ class Recommender:
         self._models: dict[str, ModelVectors | InterleavedModel] = {}
         self._predictors: dict[str, object] = {}
         self._sorted: dict[str, list[str]] = {}  # each kind's ids, sorted, for hints
+        self._cosine: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # cosine_space's, by model
 
     # -- artifacts --------------------------------------------------------------------------
     def _need(self, relative: str) -> Path:
@@ -244,6 +306,16 @@ class Recommender:
         """Users who trained the models (held-out ``cold_user`` ones are not among them)."""
         return np.flatnonzero(self.users["role"].to_numpy() == "warm")
 
+    @cached_property
+    def not_warm_songs(self) -> np.ndarray:
+        """[shape=(n_songs,), dtype=bool]: the songs a warm song's neighbours leave out."""
+        return self.songs["role"].to_numpy() != "warm"
+
+    @cached_property
+    def not_warm_users(self) -> np.ndarray:
+        """[shape=(n_users,), dtype=bool]: the users a new song's listeners leave out."""
+        return self.users["role"].to_numpy() != "warm"
+
     def tiebreak_keys(self, user: int) -> np.ndarray:
         """The keys [shape=(n_songs,)] that break ties for ``user`` as ``evaluate`` did on
         ``all``, so that even a model with equal scores (popularity) ranks as it was scored."""
@@ -268,6 +340,22 @@ class Recommender:
             folder = self._need(f"data/models/{name}/model.json").parent
             self._models[name] = load_model(folder, self.index_digest)
         return self._models[name]
+
+    def cosine_space(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Model ``name``'s song vectors as cosine ranking reads them, computed once.
+
+        Returns
+        -------
+        vectors : np.ndarray [shape=(n_songs, d), dtype=float32]
+            The model's own array where it is float32 already (as ``load_model`` reads it),
+            else a float32 copy made here once, not per request.
+        norms : np.ndarray [shape=(n_songs,), dtype=float32]
+            ``np.linalg.norm(vectors, axis=1)``.
+        """
+        if name not in self._cosine:
+            vectors = np.ascontiguousarray(self.model(name).song_vectors, dtype=np.float32)
+            self._cosine[name] = (vectors, np.linalg.norm(vectors, axis=1))
+        return self._cosine[name]
 
     def best_model(self, split: str, require=lambda name: True) -> str:
         """The model with the highest mAP@k on ``split`` (the registry's yardsticks left out)."""
@@ -316,8 +404,11 @@ class Recommender:
     def warm_up(self) -> None:
         """Load everything a query needs now, not during the first one."""
         _ = self.songs, self.users, self.song_index, self.user_index, self.train, self.warm_users
+        _ = self.not_warm_songs, self.not_warm_users
         for name in {self.best_model("all"), self.audio_model, "wmf"}:
             self.model(name)
+        for name in {self.audio_model, "wmf"}:  # the models `similar` and `new_song` rank by
+            self.cosine_space(name)
         # The first clip pays for building the feature transforms (the librosa and
         # scipy.signal imports): pay it now.
         self.predict_clip(np.zeros(self.feature_config.n_samples, np.float32))
@@ -426,18 +517,18 @@ class Recommender:
         vector, _ = self.predict_audio(audio, name)
         model_name = self.audio_model
         model = self.model(model_name)
-        warm_users = self.warm_users
-        user_scores = model.user_vectors[warm_users] @ vector
-        best_users = top_n(user_scores, n_users)
+        # Every user scored in place, the others masked: no copy of the warm users' rows.
+        user_scores = model.user_vectors @ vector
+        best_users = _masked_top_n(user_scores, n_users, self.not_warm_users)
         listeners = pd.DataFrame(
             {
                 "rank": np.arange(1, len(best_users) + 1),
-                "user_id": self.users["user_id"].to_numpy()[warm_users[best_users]],
+                "user_id": self.users["user_id"].to_numpy()[best_users],
                 "score": np.round(user_scores[best_users].astype(np.float64), 6),
             }
         )
         songs, cosine = _cosine_neighbours(
-            model.song_vectors, vector, np.arange(len(self.songs)), n_songs, None
+            *self.cosine_space(model_name), vector, n_songs, None, None
         )
         return Recommendations(
             "listeners",
@@ -454,7 +545,8 @@ class Recommender:
 
         Decoding and features are the ``features`` stage's own functions with its stored
         config, so a song already in the catalogue gets the vector the model gave it.
-        ``name`` is how errors call the file (an upload's name, not its temporary path).
+        ``name`` is how errors call the file (an upload's name, not its temporary path): the
+        path is replaced by it in the decoder's own messages too, which quote the path.
         """
         import soundfile as sf
 
@@ -468,8 +560,9 @@ class Recommender:
                 pass
             clip = load_mono_clips(Path(audio), self.feature_config)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            reason = str(exc).replace(str(audio), name)
             raise MusicrecError(
-                f"{name}: cannot be read as audio ({type(exc).__name__}: {exc}); supported "
+                f"{name}: cannot be read as audio ({type(exc).__name__}: {reason}); supported "
                 "formats are wav, flac, ogg/vorbis, ogg/opus and mp3"
             ) from exc
         except MemoryError as exc:  # (the declared sizes were checked; this is the last guard)
@@ -499,13 +592,14 @@ class Recommender:
         """Songs nearest ``song_id``: by WMF factors if it is warm, else by predicted vectors."""
         v = self.song(song_id)
         if self.songs["role"].iat[v] == "warm":
-            name, candidates = "wmf", self.warm_songs
+            name, excluded = "wmf", self.not_warm_songs
             method = "cosine of WMF song factors, over the warm songs"
         else:
-            name, candidates = self.audio_model, np.arange(len(self.songs))
+            name, excluded = self.audio_model, None
             method = "cold song: cosine of vectors predicted from audio, over all songs"
-        vectors = self.model(name).song_vectors
-        songs, cosine = _cosine_neighbours(vectors, vectors[v], candidates, n, v)
+        vectors, norms = self.cosine_space(name)
+        query = self.model(name).song_vectors[v]
+        songs, cosine = _cosine_neighbours(vectors, norms, query, n, excluded, v)
         return Recommendations(
             "similar songs",
             {"song": song_id, "n": n},
