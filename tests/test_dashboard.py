@@ -103,6 +103,22 @@ def test_page_loads_nothing_from_elsewhere():
     assert "cnn.d" in page  # the differing param
 
 
+def test_the_csp_allows_no_unsafe_inline_and_hashes_exactly_the_page_s_script_and_style():
+    import base64
+    import hashlib
+
+    page = sample_page()
+    (csp,) = re.findall(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    policy = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert "unsafe" not in csp and policy["default-src"] == "'none'"
+    for tag, directive in (("script", "script-src"), ("style", "style-src")):
+        (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL)  # the one of each
+        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+        assert policy[directive] == f"'sha256-{digest}'", tag
+    # no style or event-handler attribute, which a hash cannot allow
+    assert not re.search(r"<[^>]*\s(style|on\w+)=", page)
+
+
 def test_page_renders_and_sorts_in_headless_chromium(tmp_path, browser_page):
     path = tmp_path / "dashboard.html"
     path.write_text(sample_page())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from musicrec.report import findings_section
 
 
@@ -207,3 +209,75 @@ def test_every_expectation_is_rendered_with_counts_summed_over_chunks():
         "success": False,
     }
     assert expectation_rows({"results": [result(True, 7, 0)]})[0]["checked"] == 7
+
+
+def _hostile_reports(tmp_path):
+    """A reports folder two levels under ``tmp_path`` beside a ``secret.png`` that a data
+    root's ``../../secret.png`` reaches, and a stage that skipped naming that root."""
+    import base64
+    import json
+
+    secret = b"\x89PNG secret bytes"
+    (tmp_path / "secret.png").write_bytes(secret)
+    reports = tmp_path / "project" / "reports"
+    (reports / "timings").mkdir(parents=True)
+    root = "data/x![a](../../secret.png)"
+    record = {"wall_seconds": 1.0, "skipped": f"data.root is {root}"}
+    (reports / "timings" / "synthesize.json").write_text(json.dumps(record))
+    return reports, root, base64.b64encode(secret).decode()
+
+
+def test_a_hostile_data_root_is_escaped_in_report_md_and_pulls_no_outside_png_into_html(
+    tmp_path,
+):
+    from musicrec.report import markdown_to_html, skipped_models_text, validation_section
+
+    reports, root, secret = _hostile_reports(tmp_path)
+    markdown = skipped_models_text(reports / "timings")
+    assert markdown == r"- `synthesize` skipped: data.root is data/x\!\[a\](../../secret.png)"
+    html = markdown_to_html(markdown, reports)
+    assert "<img" not in html and secret not in html and f"data.root is {root}" in html
+    # The play log's path holds the root too: a backtick in it cannot end its code span.
+    log = {"file": f"{root}`![b](../../secret.png)`/plays.tsv", "rows": 3, "users": 1}
+    validation = {
+        "play_log": log | {"songs": 1, "repairs": {}},
+        "audio": {"songs_usable": 1, "songs_checked": 1, "songs_quarantined": 0, "quarantine": []},
+        "plays_dropped": {"rows": 0, "play_count": 0},
+    }
+    html = markdown_to_html(validation_section(validation), reports)
+    assert "<img" not in html and secret not in html
+
+
+def test_report_html_inlines_only_the_report_s_own_figures_inside_the_reports_folder(tmp_path):
+    import base64
+
+    from musicrec.report import FIGURES, markdown_to_html
+
+    reports, _, secret = _hostile_reports(tmp_path)
+    (reports / "figures").mkdir()
+    own = b"\x89PNG the report's figure"
+    (reports / FIGURES["data"]).write_bytes(own)
+    (reports / "figures" / "other.png").write_bytes(own)
+    (reports / FIGURES["recall"]).symlink_to(tmp_path / "secret.png")  # leads outside
+    html = markdown_to_html(
+        f"![d]({FIGURES['data']}) ![s](../../secret.png) ![o](figures/other.png) "
+        f"![r]({FIGURES['recall']})",
+        reports,
+    )
+    assert html.count("data:image/png;base64,") == 1 and base64.b64encode(own).decode() in html
+    assert secret not in html
+    assert 'src="../../secret.png"' in html and 'src="figures/other.png"' in html
+
+
+def test_a_hostile_model_name_stays_one_code_span_in_the_tables_and_findings():
+    from musicrec.report import comparison_table, findings_section, markdown_to_html
+
+    name = "cnn`![a](../../secret.png)`"  # a model.json's name, from dvc get
+    row = {"map@500": 0.1, "auc": 0.6, "users": 9, "ndcg@10": 0.2, "recall@10": 0.3}
+    row |= {"recall@50": 0.4, "precision@10": 0.05, "coverage@10": 0.5}
+    means = {name: {"cold": row}, f"{name}_shuffled": {"cold": row}}
+    table, findings = comparison_table(means, {}, "cold", [10, 50]), findings_section(means, {})
+    assert "| `` cnn`![a](../../secret.png)` `` |" in table
+    assert "- Cold songs, `` cnn`![a](../../secret.png)` `` against its shuffled" in findings
+    markdown = f"{table}\n\n{findings}"
+    assert "<img" not in markdown_to_html(markdown, Path("."))

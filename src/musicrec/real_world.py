@@ -72,6 +72,10 @@ class Source:
     album: str  # when the path does not name one
 
 
+# The album group of a Source's ``music``: one folder name, neither "." nor "..", since the
+# album becomes a folder under the extraction's target.
+ALBUM_GROUP = r"((?!\.{1,2}(?:/|$))[^/\\]+)"
+
 SOURCES: tuple[Source, ...] = (
     Source(
         "supertux-data",
@@ -79,7 +83,7 @@ SOURCES: tuple[Source, ...] = (
         "a6ad8865972f1dbb5e7b49f4e1b381dd16a68f3028a3502cfeaca2400285d27f",
         "SuperTux contributors",
         2021,
-        r"\./usr/share/games/supertux2/music/([^/]+)/[^/]+\.ogg$",
+        rf"\./usr/share/games/supertux2/music/{ALBUM_GROUP}/[^/]+\.ogg$",
         "SuperTux",
     ),
     Source(
@@ -97,7 +101,7 @@ SOURCES: tuple[Source, ...] = (
         "d3b2c9f90ea5438d45d4aff18339a03ec808e1affa9dac91f7dad61cb15ee64e",
         "Warzone 2100 composers",
         2022,
-        r"\./usr/share/games/warzone2100/music/albums/([^/]+)/[^/]+\.opus$",
+        rf"\./usr/share/games/warzone2100/music/albums/{ALBUM_GROUP}/[^/]+\.opus$",
         "Warzone 2100",
     ),
     Source(
@@ -142,7 +146,7 @@ SOURCES: tuple[Source, ...] = (
         "8f5e85bd42879abdc7099b035d7a3d7468eceb6b93b52a12270c28f3f3c792f9",
         "LinCity-NG contributors",
         2015,
-        r"\./usr/share/games/lincity-ng/music/([^/]+)/[^/]+\.ogg$",
+        rf"\./usr/share/games/lincity-ng/music/{ALBUM_GROUP}/[^/]+\.ogg$",
         "LinCity-NG",
     ),
 )
@@ -243,6 +247,13 @@ def extract_music(deb: Path, source: Source, target: Path) -> list[tuple[Path, s
                 out = target / ("copyright" if is_copyright else Path(member.name).name)
                 if match and match.groups():
                     out = target / match.group(1) / Path(member.name).name
+                # An album of ".." (a pattern looser than ALBUM_GROUP's) would write outside.
+                if not out.resolve().is_relative_to(target.resolve()):
+                    raise MusicrecError(
+                        f"real-world: {deb} holds {member.name!r}, which would be extracted "
+                        f"outside {target}; name the album in {source.package}'s music pattern "
+                        "with ALBUM_GROUP (one folder name, never '..')"
+                    )
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with archive.extractfile(member) as data, open(out, "wb") as f:
                     shutil.copyfileobj(data, f)

@@ -378,7 +378,9 @@ class Recommender:
             from musicrec.models.content import load_predictor
 
             self._predictors[name] = load_predictor(
-                self._need(f"data/models/{name}/predictor/config.json").parent
+                self._need(f"data/models/{name}/predictor/config.json").parent,
+                n_users=len(self.users),
+                n_songs=len(self.songs),
             )
         return self._predictors[name]
 

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
 from musicrec import registry  # noqa: E402
-from musicrec.io import atomic_path, read_json  # noqa: E402
+from musicrec.io import atomic_path, glob_outputs, read_json  # noqa: E402
 from musicrec.stage import stage_parser
 from musicrec.tracking import tracked_run
 
@@ -32,6 +32,16 @@ HTML_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;pad
 color:#222}table{border-collapse:collapse;margin:1em 0;font-size:90%}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f2f2f2}
 td:first-child,th:first-child{text-align:left}img{max-width:100%}code{background:#f5f5f5}"""
+
+
+# The figures the report writes, relative to the reports folder: the only images that
+# report.html inlines (an image that the data's text smuggled into the markdown is not one).
+FIGURES = {
+    "recall": "figures/recall_at_k.png",
+    "map": "figures/map_at_500.png",
+    "data": "figures/data.png",
+    "curves": "figures/training_curves.png",
+}
 
 
 def _references_text() -> str:
@@ -76,7 +86,7 @@ def comparison_table(means: dict, intervals: dict, split: str, ks: list[int]) ->
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for model in models:
         row, ci = means[model][split], intervals.get(model, {}).get(split, {})
-        cells = [f"`{model}`"]
+        cells = [md_code(model)]
         for column in columns:
             value = f"{row[column]:.4f}"
             if column in (map_key, "auc") and column in ci:
@@ -101,7 +111,7 @@ def factor_agreement_table(means: dict) -> str:
         "|---|---|---|",
     ]
     lines += [
-        f"| `{m}` | {v['r2']:.3f} | {v['cosine']:.3f} |"
+        f"| {md_code(m)} | {v['r2']:.3f} | {v['cosine']:.3f} |"
         for m, v in sorted(rows, key=lambda r: -r[1]["r2"])
     ]
     return "\n".join(lines)
@@ -136,8 +146,8 @@ def _versus(means: dict, intervals: dict, a: str, b: str, split: str) -> tuple[s
     ib = intervals.get(b, {}).get(split, {}).get(key, [vb, vb])
     verdict = 1 if ia[0] > ib[1] else -1 if ia[1] < ib[0] else 0
     text = (
-        f"`{a}` {va:.4f} [{ia[0]:.4f}, {ia[1]:.4f}] against `{b}` {vb:.4f} "
-        f"[{ib[0]:.4f}, {ib[1]:.4f}]"
+        f"{md_code(a, cell=False)} {va:.4f} [{ia[0]:.4f}, {ia[1]:.4f}] against "
+        f"{md_code(b, cell=False)} {vb:.4f} [{ib[0]:.4f}, {ib[1]:.4f}]"
     )
     return text, verdict
 
@@ -231,8 +241,9 @@ def findings_section(means: dict, intervals: dict, new_artist_songs: int | None 
             text, verdict = _versus(means, intervals, model, control, "cold")
             useful = "real audio signal" if verdict == 1 else "not shown to use the audio"
             lines.append(
-                f"- Cold songs, `{model}` against its shuffled control (audio paired with "
-                f"other songs' factors): {text} ({VERDICT_WORDS[verdict]}: {useful})."
+                f"- Cold songs, {md_code(model, cell=False)} against its shuffled control "
+                f"(audio paired with other songs' factors): {text} "
+                f"({VERDICT_WORDS[verdict]}: {useful})."
             )
     lines += context_findings(means, intervals, new_artist_songs)
     if "hldbn" in means and "hldbn_nopretrain" in means:
@@ -264,15 +275,16 @@ def findings_section(means: dict, intervals: dict, new_artist_songs: int | None 
 def hybrid_choice_section(choice: dict) -> str:
     """Which content model the hybrids use and the CF weight, with their validation scores."""
     models = ", ".join(
-        f"`{m}` {v:.4f}" for m, v in sorted(choice["content_validation_map"].items())
+        f"{md_code(m, cell=False)} {v:.4f}"
+        for m, v in sorted(choice["content_validation_map"].items())
     )
     weights = ", ".join(f"{w}: {v:.4f}" for w, v in choice["weight_validation_map"].items())
     return (
-        f"Content model: `{choice['content_model']}`, the best cold-like ranking of the "
-        f"validation slice (mAP@500: {models}). `hybrid_weighted` gives CF the weight "
-        f"{choice['weight']} ({_rule_kind(choice)}), the best on the validation task built from "
-        f"training plays, which mixes warm and cold-like songs as `all` does (mAP@500 per "
-        f"rule: {weights})."
+        f"Content model: {md_code(choice['content_model'], cell=False)}, the best cold-like "
+        f"ranking of the validation slice (mAP@500: {models}). `hybrid_weighted` gives CF the "
+        f"weight {choice['weight']} ({_rule_kind(choice)}), the best on the validation task "
+        "built from training plays, which mixes warm and cold-like songs as `all` does "
+        f"(mAP@500 per rule: {weights})."
     )
 
 
@@ -294,7 +306,7 @@ def tuning_section(tuning_dir: Path) -> str:
         own = record["params_yaml_map"]
         own_text = f"{own:.4f}" if own is not None else "not tried"
         lines.append(
-            f"| `{path.stem}` | {record['trials']} | {chosen} | "
+            f"| {md_code(path.stem)} | {record['trials']} | {chosen} | "
             f"{record['validation_map']:.4f} | {own_text} |"
         )
     if len(lines) == 2:
@@ -450,11 +462,12 @@ def _repairs_text(repairs: dict) -> str:
     return f" after repairs: {', '.join(done)}" if done else ""
 
 
-def md_code(text: str) -> str:
-    """``text`` from the data (an id, a path) as one inline code span inside a table cell: the
-    fence is longer than any run of backticks in it (a backtick cannot end the span early) and
-    ``|`` is escaped (it cannot end the cell)."""
-    text = str(text).replace("\n", " ").replace("|", "\\|")
+def md_code(text: str, cell: bool = True) -> str:
+    """``text`` from the data (an id, a path) as one inline code span: the fence is longer than
+    any run of backticks in it (a backtick cannot end the span early) and, inside a table
+    ``cell``, ``|`` is escaped (it cannot end the cell; elsewhere the backslash would show)."""
+    text = str(text).replace("\n", " ")
+    text = text.replace("|", "\\|") if cell else text
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
@@ -467,10 +480,22 @@ def md_text(text: str) -> str:
     return re.sub(r"([\\`*_\[\]<>|#!~&])", r"\\\1", str(text).replace("\n", " "))
 
 
+# Markdown's punctuation in running text; an underscore only where it could open or close
+# emphasis, not between two letters or digits (``real_world``), where markdown never does.
+_PROSE_MARKUP = re.compile(r"[\\`*\[\]<>|#!~&]|(?<![^\W_])_|_(?![^\W_])")
+
+
+def md_prose(text: str) -> str:
+    """``text`` from the data (a data root, a stage's reason for skipping) inside a sentence,
+    escaped as :func:`md_text` does, except the underscores inside words, so that ordinary
+    names read the same in report.md."""
+    return _PROSE_MARKUP.sub(r"\\\g<0>", " ".join(str(text).splitlines()))
+
+
 def validation_section(validation: dict) -> str:
     log, audio, dropped = validation["play_log"], validation["audio"], validation["plays_dropped"]
     lines = [
-        f"Play log `{log['file']}`: {log['rows']} rows, {log['users']} users, "
+        f"Play log {md_code(log['file'], cell=False)}: {log['rows']} rows, {log['users']} users, "
         f"{log['songs']} songs, all rows valid" + _repairs_text(log.get("repairs", {})) + ".",
         f"Audio: {audio['songs_usable']} of {audio['songs_checked']} songs usable, "
         f"{audio['songs_quarantined']} quarantined; {dropped['rows']} (user, song) rows "
@@ -549,7 +574,7 @@ def expectations_section(validation_dir: Path) -> str:
             "|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| `{r['expectation']}` | {md_code(r['column']) if r['column'] else '-'} | "
+            f"| {md_code(r['expectation'])} | {md_code(r['column']) if r['column'] else '-'} | "
             f"{md_text(r['arguments']) or '-'} | {r['checked']} | {r['unexpected']} | "
             f"{'yes' if r['success'] else '**no** (quarantined or refused, above)'} |"
             for r in rows
@@ -575,7 +600,7 @@ def skipped_models_text(timings_dir: Path) -> str:
     for stage in STAGE_ORDER:
         path = timings_dir / f"{stage}.json"
         if path.exists() and "skipped" in (record := json.loads(path.read_text())):
-            lines.append(f"- `{stage}` skipped: {record['skipped']}")
+            lines.append(f"- `{stage}` skipped: {md_prose(record['skipped'])}")
     return "\n".join(lines)
 
 
@@ -587,11 +612,10 @@ def build_report(reports: Path, split_dir: Path) -> str:
     split_summary = read_json(split_dir / "split.json")
     any_split = next(iter(next(iter(means.values())).values()))
     ks = sorted(int(k.split("@")[1]) for k in any_split if k.startswith("recall@"))
-    figures = reports / "figures"
-    plot_recall(means, ks, figures / "recall_at_k.png")
-    plot_map(means, intervals, figures / "map_at_500.png")
-    plot_data(sp.load_npz(split_dir / "all.npz").tocsr(), figures / "data.png")
-    has_curves = plot_training_curves(reports / "plots", figures / "training_curves.png")
+    plot_recall(means, ks, reports / FIGURES["recall"])
+    plot_map(means, intervals, reports / FIGURES["map"])
+    plot_data(sp.load_npz(split_dir / "all.npz").tocsr(), reports / FIGURES["data"])
+    has_curves = plot_training_curves(reports / "plots", reports / FIGURES["curves"])
 
     songs, users, pairs = split_summary["songs"], split_summary["users"], split_summary["pairs"]
     parts = [
@@ -623,14 +647,14 @@ def build_report(reports: Path, split_dir: Path) -> str:
         parts += ["## Predicted song factors on cold songs", agreement]
     parts += [
         "## Plots",
-        "![recall@k per split](figures/recall_at_k.png)",
-        "![mAP@500 with 95% intervals](figures/map_at_500.png)",
-        "![play counts, popularity and activity](figures/data.png)",
+        f"![recall@k per split]({FIGURES['recall']})",
+        f"![mAP@500 with 95% intervals]({FIGURES['map']})",
+        f"![play counts, popularity and activity]({FIGURES['data']})",
     ]
     if has_curves:
         parts += [
             "Training curves (the dotted line marks the epoch whose weights were kept):",
-            "![training curves](figures/training_curves.png)",
+            f"![training curves]({FIGURES['curves']})",
         ]
     parts += [
         "## Validation",
@@ -649,14 +673,20 @@ REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def markdown_to_html(markdown: str, base: Path) -> str:
-    """Render the report as one HTML page with its PNGs inlined as data URIs."""
+    """Render the report as one HTML page with its figures (:data:`FIGURES`, in ``base``, the
+    reports folder) inlined as data URIs; any other image is left a link, which the page's
+    CSP does not load."""
     from markdown_it import MarkdownIt
 
     # html off: raw HTML in the markdown (from ids, paths, decoder messages) is shown as text
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    inside = Path(base).resolve()
 
     def inline(match: re.Match) -> str:
-        data = base64.b64encode((base / match.group(1)).read_bytes()).decode()
+        path = (inside / match.group(1)).resolve()
+        if match.group(1) not in FIGURES.values() or not path.is_relative_to(inside):
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
         return f'src="data:image/png;base64,{data}"'
 
     body = re.sub(r'src="([^"]+\.png)"', inline, body)
@@ -677,6 +707,6 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_path(args.reports / "report.html") as tmp:
         tmp.write_text(markdown_to_html(markdown, args.reports))
     with tracked_run("report", {}) as tracker:
-        tracker.log_images(sorted((args.reports / "figures").glob("*.png")))
+        tracker.log_images(glob_outputs(args.reports / "figures", "*.png"))
     print(f"report: {args.reports / 'report.md'} and {args.reports / 'report.html'}")
     return 0

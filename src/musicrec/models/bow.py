@@ -40,6 +40,18 @@ from musicrec.models.content import (
     target_scaling,
     tune_content_model,
 )
+from musicrec.models.saved import (
+    MAX_WIDTH,
+    check_shapes,
+    int_field,
+    make_settings,
+    meta_section,
+    npz_shapes,
+    read_meta,
+    read_weights,
+    refusal,
+    vector_length,
+)
 from musicrec.models.training import (
     TrainConfig,
     inputs_digest,
@@ -252,19 +264,78 @@ class BowModel(SongFactorModel):
             torch.save(self.mlp.state_dict(), directory / "mlp.pt")
 
     @classmethod
-    def load(cls, directory: Path) -> BowModel:
-        meta = json.loads((directory / "config.json").read_text())
-        model = cls(meta["kind"], BowConfig(**meta["bow"]), TrainConfig(**meta["train"]))
-        with np.load(directory / "arrays.npz") as arrays:
+    def load(
+        cls, directory: Path, n_users: int | None = None, n_songs: int | None = None
+    ) -> BowModel:
+        """Rebuild a model that :meth:`save` wrote into ``directory`` (its ``predictor/``).
+
+        A model folder may come from elsewhere (``dvc get``), so nothing it declares is
+        trusted: the vocabulary, PCA and hidden sizes in ``config.json`` and the shapes in
+        ``arrays.npz`` are checked against :data:`MAX_WIDTH` and against each other, and
+        ``mlp.pt``'s tensors against the network they make, before anything of that size is
+        allocated (the arrays' headers read first, the weights memory-mapped).
+
+        Raises
+        ------
+        MusicrecError
+            Naming the file, the field, the declared value and the expected one.
+        """
+        directory = Path(directory)
+        config = directory / "config.json"
+        meta = read_meta(config)
+        section = meta_section(config, meta, "bow")
+        words = int_field(
+            config, "bow.vocabulary_size", section.get("vocabulary_size"), 2, MAX_WIDTH
+        )
+        components = int_field(
+            config, "bow.pca_components", section.get("pca_components"), 1, MAX_WIDTH
+        )
+        hidden = int_field(config, "bow.hidden_units", section.get("hidden_units"), 1, MAX_WIDTH)
+        kind = meta.get("kind")
+        if kind not in ("linear", "mlp"):
+            raise refusal(config, f"kind is {kind!r:.60}, expected linear or mlp")
+        model = cls(
+            kind,
+            make_settings(config, "bow", BowConfig, section),
+            make_settings(config, "train", TrainConfig, meta_section(config, meta, "train")),
+        )
+        arrays_path = directory / "arrays.npz"
+        shapes = npz_shapes(arrays_path)
+        dims, fitted, n_out = (
+            int_field(arrays_path, f"{name}'s length", vector_length(shapes.get(name)), 1, high)
+            for name, high in (
+                ("frame_mean", MAX_WIDTH),
+                ("input_scale", components),  # PCA keeps at most bow.pca_components
+                ("intercept" if kind == "linear" else "y_mean", MAX_WIDTH),
+            )
+        )
+        expected = {
+            "frame_mean": (dims,),
+            "frame_std": (dims,),
+            "centres": (words, dims),
+            "pca_mean": (words,),
+            "pca_components": (fitted, words),
+            "input_scale": (fitted,),
+        }
+        if kind == "linear":
+            expected.update(coef=(fitted, n_out), intercept=(n_out,))
+        else:
+            expected.update(y_mean=(n_out,), y_std=(n_out,))
+        check_shapes(arrays_path, shapes, expected)
+        with np.load(arrays_path) as arrays:
             for key in arrays.files:
                 if hasattr(model.bow, key):  # the vocabulary's state
                     setattr(model.bow, key, arrays[key])
                 else:
                     model.arrays[key] = arrays[key]
         if model.kind == "mlp":
-            n_in, n_out = model.bow.pca_components.shape[0], model.arrays["y_mean"].shape[0]
-            model.mlp = MLP(n_in, model.cfg.hidden_units, n_out, model.cfg.dropout)
-            model.mlp.load_state_dict(torch.load(directory / "mlp.pt", weights_only=True))
+            # The network's shapes first, with no memory behind them (the meta device), to
+            # hold the weights file to before a byte of that size is allocated.
+            with torch.device("meta"):
+                skeleton = MLP(fitted, hidden, n_out, model.cfg.dropout)
+            state = read_weights(directory / "mlp.pt", skeleton)
+            model.mlp = MLP(fitted, hidden, n_out, model.cfg.dropout)
+            model.mlp.load_state_dict(state)
             model.mlp.eval()
         return model
 

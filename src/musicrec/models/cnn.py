@@ -58,6 +58,20 @@ from musicrec.models.content import (
     tune_content_model,
 )
 from musicrec.models.factorization import confidence
+from musicrec.models.saved import (
+    MAX_FRAMES,
+    MAX_WIDTH,
+    check_shapes,
+    int_field,
+    int_list,
+    make_settings,
+    meta_section,
+    npz_shapes,
+    read_meta,
+    read_weights,
+    refusal,
+    vector_length,
+)
 from musicrec.models.training import (
     TrainConfig,
     inputs_digest,
@@ -472,18 +486,67 @@ class CNNModel(SongFactorModel):
         )
 
     @classmethod
-    def load(cls, directory: Path) -> CNNModel:
-        meta = json.loads((directory / "config.json").read_text())
+    def load(
+        cls, directory: Path, n_users: int | None = None, n_songs: int | None = None
+    ) -> CNNModel:
+        """Rebuild a model that :meth:`save` wrote into ``directory`` (its ``predictor/``).
+
+        A model folder may come from elsewhere (``dvc get``), so nothing it declares is
+        trusted: every size in ``config.json`` and ``scales.npz`` (mel bands, output width,
+        channels, kernel, pools, dense units, window) is checked against :data:`MAX_WIDTH`,
+        :data:`MAX_LAYERS` and :data:`MAX_FRAMES`, and ``cnn.pt``'s tensors against the
+        network those sizes make, before anything of that size is allocated (the arrays'
+        headers read first, the weights memory-mapped).
+
+        Raises
+        ------
+        MusicrecError
+            Naming the file, the field, the declared value and the expected one.
+        """
+        directory = Path(directory)
+        config = directory / "config.json"
+        meta = read_meta(config)
+        objective = meta.get("objective")
+        if objective not in OBJECTIVES:
+            raise refusal(
+                config, f"objective is {objective!r:.60}, expected one of {', '.join(OBJECTIVES)}"
+            )
+        section = meta_section(config, meta, "cnn")
+        channels = int_list(config, "cnn.channels", section.get("channels"), 1, MAX_WIDTH)
+        if len(channels) > 1:  # one convolution has no pool (CNNConfig checks the count)
+            int_list(config, "cnn.pools", section.get("pools"), 1, MAX_FRAMES)
+        for field in ("window_frames", "kernel_size"):
+            int_field(config, f"cnn.{field}", section.get(field), 1, MAX_FRAMES)
+        int_field(config, "cnn.dense_units", section.get("dense_units"), 1, MAX_WIDTH)
+        clips = int_field(config, "clips", meta.get("clips", 1), 1, MAX_FRAMES)
         model = cls(
-            meta["objective"],
-            CNNConfig(**meta["cnn"]),
-            TrainConfig(**meta["train"]),
-            meta.get("clips", 1),
+            objective,
+            make_settings(config, "cnn", CNNConfig, section),
+            make_settings(config, "train", TrainConfig, meta_section(config, meta, "train")),
+            clips,
         )
-        with np.load(directory / "scales.npz") as scales:
+        scales_path = directory / "scales.npz"
+        shapes = npz_shapes(scales_path)
+        n_mels, n_out = (
+            int_field(
+                scales_path, f"{name}'s length", vector_length(shapes.get(name)), 1, MAX_WIDTH
+            )
+            for name in ("mel_mean", "y_mean")
+        )
+        expected = {"mel_mean": (n_mels,), "mel_std": (n_mels,), "y_mean": (n_out,)}
+        expected["y_std"] = (n_out,)
+        if objective == "contrastive":
+            expected["y_norm"] = ()
+        check_shapes(scales_path, shapes, expected)
+        with np.load(scales_path) as scales:
             model.scales = {k: scales[k] for k in scales.files}
-        model._build(len(model.scales["mel_mean"]), len(model.scales["y_mean"]))
-        model.net.load_state_dict(torch.load(directory / "cnn.pt", weights_only=True))
+        # The network's shapes first, with no memory behind them (the meta device), to hold
+        # the weights file to before a byte of that size is allocated.
+        with torch.device("meta"):
+            skeleton = AudioCNN(n_mels, n_out, model.cfg, objective == "contrastive")
+        state = read_weights(directory / "cnn.pt", skeleton)
+        model._build(n_mels, n_out)
+        model.net.load_state_dict(state)
         model.net.eval()
         return model
 

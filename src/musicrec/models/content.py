@@ -170,8 +170,14 @@ class SongFactorModel(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path) -> SongFactorModel:
-        """Rebuild a fitted model from ``save``'s folder."""
+    def load(
+        cls, directory: Path, n_users: int | None = None, n_songs: int | None = None
+    ) -> SongFactorModel:
+        """Rebuild a fitted model from ``save``'s folder, checking what it declares before
+        allocating it (:mod:`musicrec.models.saved`): a folder may come from ``dvc get``.
+
+        ``n_users`` and ``n_songs`` are the split's sizes, which a model whose arrays have a row
+        per user or song must match; the others take and ignore them."""
 
 
 @dataclass(frozen=True)
@@ -368,11 +374,15 @@ def as_control(model: SongFactorModel) -> SongFactorModel:
     return model
 
 
-def load_predictor(directory: Path) -> SongFactorModel:
+def load_predictor(
+    directory: Path, n_users: int | None = None, n_songs: int | None = None
+) -> SongFactorModel:
     """Load the ``predictor/`` folder of ``data/models/<name>/`` with the class the registry
-    names for model ``<name>`` (:mod:`musicrec.registry`)."""
+    names for model ``<name>`` (:mod:`musicrec.registry`), held to the split's sizes
+    ``n_users`` and ``n_songs`` where given."""
     directory = Path(directory)
-    return registry.model(directory.parent.name).load_predictor_class().load(directory)
+    model_class = registry.model(directory.parent.name).load_predictor_class()
+    return model_class.load(directory, n_users=n_users, n_songs=n_songs)
 
 
 def save_content_model(

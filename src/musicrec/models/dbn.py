@@ -54,6 +54,20 @@ from musicrec.models.content import (
 )
 from musicrec.models.factorization import WMFConfig, confidence, fold_in
 from musicrec.models.rbm import DBN, PretrainConfig
+from musicrec.models.saved import (
+    MAX_ROWS,
+    MAX_WIDTH,
+    check_shapes,
+    check_split,
+    int_field,
+    int_list,
+    make_settings,
+    meta_section,
+    npz_shapes,
+    read_meta,
+    read_weights,
+    refusal,
+)
 from musicrec.models.training import (
     TrainConfig,
     inputs_digest,
@@ -330,20 +344,73 @@ class DBNModel(SongFactorModel):
         (directory / "config.json").write_text(json.dumps(meta))
 
     @classmethod
-    def load(cls, directory: Path) -> DBNModel:
-        meta = json.loads((directory / "config.json").read_text())
-        model = cls(meta["kind"], DBNConfig(**meta["dbn"]), TrainConfig(**meta["train"]))
-        with np.load(directory / "arrays.npz") as arrays:
-            model.arrays = {k: arrays[k] for k in arrays.files}
-        cf_dim = meta["cf_dim"]  # gamma and y: shapes only, the state dict fills them
-        wmf = (
-            (np.zeros((meta["n_users"], cf_dim)), np.zeros((meta["n_songs"], cf_dim)))
-            if cf_dim
-            else None
+    def load(
+        cls, directory: Path, n_users: int | None = None, n_songs: int | None = None
+    ) -> DBNModel:
+        """Rebuild a model that :meth:`save` wrote into ``directory``.
+
+        A model folder may come from elsewhere (``dvc get``), so nothing it declares is
+        trusted: every size in ``config.json`` is checked, before anything of that size is
+        allocated, against :data:`MAX_WIDTH`, :data:`MAX_LAYERS` and :data:`MAX_ROWS`, against
+        the split's sizes when the caller gives them, and against the shapes that
+        ``arrays.npz`` and ``model.pt`` hold (read from their headers; the weights
+        memory-mapped).
+
+        Parameters
+        ----------
+        directory : Path
+            The ``predictor/`` folder.
+        n_users, n_songs : int, optional
+            The split's numbers of users and songs, which ``beta`` [shape=(n_users, d)] and
+            a hybrid's ``y`` [shape=(n_songs, cf_dim)] must match.
+
+        Raises
+        ------
+        MusicrecError
+            Naming the file, the field, the declared value and the expected one.
+        """
+        directory = Path(directory)
+        config = directory / "config.json"
+        meta = read_meta(config)
+        section = meta_section(config, meta, "dbn")
+        layers = int_list(config, "dbn.layers", section.get("layers"), 1, MAX_WIDTH)
+        n_inputs = int_field(config, "n_inputs", meta.get("n_inputs"), 1, MAX_WIDTH)
+        check_split(config, "n_users", meta.get("n_users"), n_users, "users")
+        users = int_field(config, "n_users", meta.get("n_users"), 1, MAX_ROWS)
+        kind = meta.get("kind")
+        if kind not in KINDS:
+            raise refusal(config, f"kind is {kind!r:.60}, expected one of {', '.join(KINDS)}")
+        hybrid = kind == "hybrid_dbn"
+        cf_dim = songs = 0  # gamma and y: a hybrid's alone
+        if hybrid:
+            cf_dim = int_field(config, "cf_dim", meta.get("cf_dim"), 1, MAX_WIDTH)
+            check_split(config, "n_songs", meta.get("n_songs"), n_songs, "songs")
+            songs = int_field(config, "n_songs", meta.get("n_songs"), 1, MAX_ROWS)
+        model = cls(
+            kind,
+            make_settings(config, "dbn", DBNConfig, section),
+            make_settings(config, "train", TrainConfig, meta_section(config, meta, "train")),
         )
-        network = _network(meta["n_inputs"], model.cfg.layers)
-        model.model = PreferenceModel(network, meta["n_users"], model.cfg.layers[-1], wmf)
-        model.model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        arrays_path = directory / "arrays.npz"
+        check_shapes(
+            arrays_path,
+            npz_shapes(arrays_path),
+            {
+                "f_mean": (n_inputs,),
+                "f_std": (n_inputs,),
+                "user_vectors": (users, layers[-1] + cf_dim),
+            },
+        )
+        with np.load(arrays_path) as arrays:
+            model.arrays = {k: arrays[k] for k in arrays.files}
+        # The module's shapes first, with no memory behind them (the meta device), to hold
+        # the weights file to before a byte of that size is allocated.
+        with torch.device("meta"):
+            cf = (torch.empty(users, cf_dim), torch.empty(songs, cf_dim)) if hybrid else None
+            skeleton = PreferenceModel(_network(n_inputs, model.cfg.layers), users, layers[-1], cf)
+        state = read_weights(directory / "model.pt", skeleton)
+        model.model = skeleton.to_empty(device="cpu")
+        model.model.load_state_dict(state)
         model.model.eval()
         return model
 

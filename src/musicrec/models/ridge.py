@@ -32,6 +32,14 @@ from musicrec.models.content import (
     song_feature_vectors,
     target_scaling,
 )
+from musicrec.models.saved import (
+    check_bounded,
+    make_settings,
+    meta_section,
+    npz_shapes,
+    read_meta,
+    refusal,
+)
 from musicrec.stage import read_config, run_stage
 
 
@@ -93,11 +101,23 @@ class RidgeModel(SongFactorModel):
         )
 
     @classmethod
-    def load(cls, directory: Path) -> RidgeModel:
-        meta = json.loads((directory / "config.json").read_text())
-        model = cls(RidgeConfig(**meta["ridge"]))
-        model.alpha = meta["alpha"]
-        with np.load(directory / "arrays.npz") as arrays:
+    def load(
+        cls, directory: Path, n_users: int | None = None, n_songs: int | None = None
+    ) -> RidgeModel:
+        """Rebuild a model that :meth:`save` wrote (no array of it has a row per user or
+        song: ``n_users`` and ``n_songs`` are not needed)."""
+        config = Path(directory) / "config.json"
+        meta = read_meta(config)
+        model = cls(
+            make_settings(config, "ridge", RidgeConfig, meta_section(config, meta, "ridge"))
+        )
+        alpha = meta.get("alpha")
+        if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+            raise refusal(config, f"alpha is {alpha!r:.60}, expected a number")
+        model.alpha = alpha
+        arrays_path = Path(directory) / "arrays.npz"
+        check_bounded(arrays_path, npz_shapes(arrays_path))
+        with np.load(arrays_path) as arrays:
             model.arrays = {k: arrays[k] for k in arrays.files}
         return model
 
