@@ -21,6 +21,7 @@
 | FLAC data named .wav              | used: the format is read from the content                |
 | no read permission                | quarantined: cannot be read                              |
 | a played song with no audio       | quarantined: no audio file                               |
+| a FIFO named like an audio file   | quarantined unopened: not a regular file (never blocks)  |
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -36,7 +39,8 @@ import pytest
 import soundfile as sf
 from conftest import as_nobody
 
-from musicrec.audio import ClipSpec, probe_audio, read_clip
+import musicrec.audio as audio
+from musicrec.audio import REFUSED, ClipSpec, clip_levels, probe_audio, read_clip
 from musicrec.audio_features import FeatureConfig
 from musicrec.features import compute_features
 from musicrec.messy import OUTCOMES, SR, noise, write_bad_audio
@@ -164,3 +168,89 @@ def test_a_constant_signal_and_an_id3_only_mp3_say_why_they_are_quarantined(corp
     assert reasons["bad_dc_offset"].startswith("no signal: constant (a DC offset at -12.0 dBFS")
     assert reasons["bad_silence"].startswith("silent") and ";" not in reasons["bad_silence"]
     assert "possibly a pipe" not in reasons["bad_id3_only_mp3"]
+
+
+def _within(seconds: float, fifo: Path, work):
+    """``work()``'s result, run in a thread; fails if it takes over ``seconds``. A call blocked
+    on opening ``fifo`` is then let go (writers open it), so a regression fails, not hangs."""
+    done: dict = {}
+
+    def target():
+        try:
+            done["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            done["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        # Each open for writing lets one open for reading that waits on the FIFO return: let
+        # them all go, so that the call ends and later tests are not stuck behind it.
+        for _ in range(100):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader at this moment
+            thread.join(0.1)
+            if not thread.is_alive():
+                break
+        pytest.fail(f"still running after {seconds} s: blocked on the FIFO {fifo}")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
+
+
+def test_a_fifo_in_the_audio_folder_is_quarantined_unopened_without_blocking(tmp_path):
+    root = tmp_path / "data"
+    (root / "audio").mkdir(parents=True)
+    sf.write(root / "audio" / "good.wav", noise(3), SR)
+    fifo = root / "audio" / "pipe.wav"
+    os.mkfifo(fifo)  # no writer: opening it for reading would wait forever
+    (root / "plays.tsv").write_text("u1\tgood\t2\nu1\tpipe\t3\nu2\tgood\t1\n")
+
+    start = time.perf_counter()
+    probe = _within(5, fifo, lambda: probe_audio(fifo, CLIP))
+    assert time.perf_counter() - start < 0.5
+    assert probe["decode_error"] == f"{REFUSED}not a regular file (a FIFO)"
+
+    result = _within(300, fifo, lambda: validate_dataset(root, CLIP, MIN_SECONDS, -60.0))
+    reasons = {q["song_id"]: q["reasons"] for q in result.summary["audio"]["quarantine"]}
+    assert reasons["pipe"].startswith("not a regular file (a FIFO): never decoded")
+    assert result.summary["audio"]["quarantine_reasons"] == {"not a regular file": 1}
+    assert list(result.songs["song_id"]) == ["good"]
+
+
+def test_a_file_over_the_audio_size_cap_is_quarantined_undecoded(tmp_path, monkeypatch):
+    path = tmp_path / "big.wav"
+    sf.write(path, noise(1), SR)
+    monkeypatch.setattr(audio, "MAX_AUDIO_BYTES", 1000)
+    error = probe_audio(path, CLIP)["decode_error"]
+    assert error == f"{REFUSED}larger than 1000 bytes ({path.stat().st_size} bytes)"
+
+
+def test_levels_of_a_long_clip_are_summed_in_blocks_without_a_float64_copy():
+    y = np.random.default_rng(0).standard_normal((8_000_000, 2), dtype=np.float32)
+    tracemalloc.start()
+    finite, rms_db, signal_db = clip_levels(y)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert finite and rms_db == pytest.approx(0.0, abs=0.01)
+    # A float64 copy of the clip is 128 MB; a block is 8 MB.
+    assert peak < y.nbytes * 2 // 8
+
+
+def test_levels_in_blocks_are_the_whole_clips_to_rounding(monkeypatch):
+    monkeypatch.setattr(audio, "LEVEL_BLOCK_SAMPLES", 1000)  # many blocks, one partial
+    y = (0.3 + 0.1 * np.random.default_rng(1).standard_normal((10_001, 3))).astype(np.float32)
+    y64 = y.astype(np.float64)
+    whole_rms = 10 * np.log10(np.mean(np.square(y64)) + 1e-20)
+    whole_signal = 10 * np.log10(np.mean(np.square(y64 - y64.mean(axis=0))) + 1e-20)
+    finite, rms_db, signal_db = clip_levels(y)
+    assert finite
+    assert rms_db == pytest.approx(whole_rms, rel=1e-12)
+    assert signal_db == pytest.approx(whole_signal, rel=1e-12)
+    # A constant (a DC offset) has no signal at all, not rounding noise.
+    assert clip_levels(np.full((5000, 1), 0.25, np.float32))[2] == -200.0
+    y[7777, 1] = np.nan
+    assert clip_levels(y)[0] is False

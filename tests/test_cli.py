@@ -37,3 +37,12 @@ def test_dashboard_outside_a_git_repository_is_a_clear_error(tmp_path):
     result = run(["musicrec", "dashboard"], tmp_path, check=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "need a git repository with at least one commit" in result.stderr
+
+
+def test_cache_prune_help_says_what_it_removes_and_what_it_keeps(tmp_path):
+    assert "cache prune" in run(["musicrec", "--help"], tmp_path).stdout
+    out = run(["musicrec", "cache", "prune", "--help"], tmp_path).stdout
+    assert "removes every key folder but the one that ``params.yaml``" in " ".join(out.split())
+    assert "--dry-run" in out and "left alone" in out
+    result = run(["musicrec", "cache", "prune"], tmp_path, check=False)  # no params.yaml here
+    assert result.returncode == 1 and "params.yaml: params file not found" in result.stderr

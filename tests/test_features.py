@@ -280,18 +280,17 @@ def test_a_cluster_beyond_this_machine_is_reached_over_mutual_tls_only(tmp_path,
     from distributed import LocalCluster
     from distributed.security import Security
 
-    from musicrec.parallel import TLS_ENV, scheduler_security
+    from musicrec.parallel import PLAIN_TCP_ENV, TLS_ENV, scheduler_connection
 
-    for env in TLS_ENV:
+    for env in (*TLS_ENV, PLAIN_TCP_ENV):
         monkeypatch.delenv(env, raising=False)
-    assert scheduler_security("tcp://127.0.0.1:8786") is None  # loopback
-    assert scheduler_security("tcp://10.1.2.3:8786") is None  # a private network
-    with pytest.raises(MusicrecError, match="plain tcp:// is accepted on loopback and private"):
-        scheduler_security("tcp://8.8.8.8:8786")
+    assert scheduler_connection("tcp://127.0.0.1:8786") == ("tcp://127.0.0.1:8786", None)
+    with pytest.raises(MusicrecError, match="8.8.8.8 is not a loopback or private network"):
+        scheduler_connection("tcp://8.8.8.8:8786")
     with pytest.raises(MusicrecError, match="set MUSICREC_DASK_TLS_CA, MUSICREC_DASK_TLS_CERT"):
-        scheduler_security("tls://8.8.8.8:8786")
+        scheduler_connection("tls://8.8.8.8:8786")
     with pytest.raises(MusicrecError, match="use tls://"):
-        scheduler_security("ws://8.8.8.8:8786")
+        scheduler_connection("ws://8.8.8.8:8786")
 
     # A real TLS cluster on loopback: the client's files from the environment.
     cluster_security = Security.temporary()  # a self-signed CA, certificate and key (PEM)
@@ -328,6 +327,79 @@ def test_a_cluster_beyond_this_machine_is_reached_over_mutual_tls_only(tmp_path,
     ).read_bytes()
 
 
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "169.254.169.254", "198.18.0.5", "100.64.0.1", "224.0.0.1", "[::]", "[fe80::1]",
+     "[::ffff:169.254.169.254]", "8.8.8.8"],
+)  # fmt: skip
+@pytest.mark.parametrize("opted_in", [False, True], ids=["default", "opted-in"])
+def test_plain_tcp_refuses_unspecified_link_local_and_benchmarking_addresses_even_opted_in(
+    host, opted_in, monkeypatch
+):
+    """``is_private`` holds for most of these; plain tcp:// is for loopback and RFC 1918/ULA."""
+    from musicrec.parallel import PLAIN_TCP_ENV, scheduler_connection
+
+    monkeypatch.setenv(PLAIN_TCP_ENV, "1" if opted_in else "")
+    with pytest.raises(MusicrecError, match="not a loopback or private network.*use tls://"):
+        scheduler_connection(f"tcp://{host}:8786")
+
+
+def test_plain_tcp_to_a_private_network_needs_the_opt_in(monkeypatch):
+    from musicrec.parallel import PLAIN_TCP_ENV, scheduler_connection
+
+    monkeypatch.delenv(PLAIN_TCP_ENV, raising=False)
+    assert scheduler_connection("tcp://127.0.0.1:8786") == ("tcp://127.0.0.1:8786", None)
+    assert scheduler_connection("tcp://[::1]:8786") == ("tcp://[::1]:8786", None)
+    for address in ("tcp://10.1.2.3:8786", "tcp://192.168.0.9:8786", "tcp://[fd00::7]:8786"):
+        with pytest.raises(MusicrecError, match="private network address.*ALLOW_PLAIN_TCP=1"):
+            scheduler_connection(address)
+    monkeypatch.setenv(PLAIN_TCP_ENV, "1")
+    assert scheduler_connection("tcp://10.1.2.3:8786") == ("tcp://10.1.2.3:8786", None)
+    assert scheduler_connection("tcp://172.16.4.5") == ("tcp://172.16.4.5:8786", None)
+    assert scheduler_connection("tcp://[fd00::7]:9000") == ("tcp://[fd00::7]:9000", None)
+
+
+def test_a_scheduler_host_name_is_resolved_once_and_the_client_connects_to_that_address(
+    monkeypatch,
+):
+    """A second lookup (the client's own) could answer differently: DNS rebinding."""
+    import socket
+
+    import distributed
+
+    from musicrec import parallel
+
+    lookups = []
+    answers = iter(["10.0.0.5", "203.0.113.7"])  # private first, public after
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    clients = []
+
+    class Client:
+        def __init__(self, address, **kwargs):
+            clients.append((address, kwargs["security"]))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(distributed, "Client", Client)
+    monkeypatch.setenv(parallel.PLAIN_TCP_ENV, "1")
+    with parallel.dask_client("tcp://scheduler.example:8786", 1):
+        pass
+    assert lookups == ["scheduler.example"]
+    assert clients == [("tcp://10.0.0.5:8786", None)]
+    monkeypatch.delenv(parallel.PLAIN_TCP_ENV)
+    with pytest.raises(MusicrecError, match="203.0.113.7 is not a loopback"):
+        parallel.scheduler_connection("tcp://scheduler.example:8786")
+
+
 @pytest.mark.parametrize(("midi", "pitch_class"), [(57, 9), (60, 0), (64, 4), (71, 11)])
 def test_a_tone_peaks_in_its_pitch_class_whatever_its_octave(midi, pitch_class):
     t = np.arange(CFG.n_samples) / CFG.sample_rate
@@ -338,3 +410,104 @@ def test_a_tone_peaks_in_its_pitch_class_whatever_its_octave(midi, pitch_class):
         )
         assert int(np.argmax(chroma.mean(axis=1))) == pitch_class  # C = 0, A = 9
         assert chroma.max(axis=0) == pytest.approx(1.0)  # each frame's largest class is 1
+
+
+def _within(seconds: float, fifo, work):
+    """``work()``'s result, run in a thread; fails if it takes over ``seconds``. A call blocked
+    on opening ``fifo`` is then let go (writers open it), so a regression fails, not hangs."""
+    import os
+    import threading
+
+    done: dict = {}
+
+    def target():
+        try:
+            done["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            done["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        # Each open for writing lets one open for reading that waits on the FIFO return: let
+        # them all go, so that the call ends and later tests are not stuck behind it.
+        for _ in range(100):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader at this moment
+            thread.join(0.1)
+            if not thread.is_alive():
+                break
+        pytest.fail(f"still running after {seconds} s: blocked on the FIFO {fifo}")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
+
+
+def test_the_hashing_step_refuses_a_fifo_without_opening_it_and_stops_the_stage(tmp_path):
+    import os
+
+    from musicrec.features import song_digest
+
+    rng = np.random.default_rng(0)
+    _write_songs(tmp_path, ["good"], rng)
+    fifo = tmp_path / "audio" / "pipe.wav"
+    os.mkfifo(fifo)  # no writer: opening it for reading would wait forever
+    with pytest.raises(MusicrecError, match=r"pipe.wav: not a regular file \(a FIFO\)"):
+        _within(2, fifo, lambda: song_digest(fifo))
+    songs = pd.DataFrame(
+        {"song_id": ["good", "pipe"], "path": ["audio/good.wav", "audio/pipe.wav"]}
+    )
+    with pytest.raises(MusicrecError, match="run validate again, which quarantines such a file"):
+        _within(
+            120,
+            fifo,
+            lambda: compute_features(tmp_path, songs, CFG, tmp_path / "out", tmp_path / "cache"),
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_hash_reads_no_file_over_the_audio_size_cap_and_names_entries_as_before(
+    tmp_path, monkeypatch
+):
+    import hashlib
+
+    import musicrec.audio as audio
+    from musicrec.features import song_digest
+    from musicrec.io import file_digest
+
+    path = tmp_path / "song.wav"
+    sf.write(path, np.random.default_rng(0).standard_normal(3 * 22050) * 0.1, 22050)
+    # Regular files are named as the cache has always named them: entries stay valid.
+    assert song_digest(path) == file_digest(path, hashlib.blake2b(digest_size=16))
+    monkeypatch.setattr(audio, "MAX_AUDIO_BYTES", 1000)
+    size = path.stat().st_size
+    with pytest.raises(MusicrecError, match=rf"song.wav: larger than 1000 bytes \({size} bytes\)"):
+        song_digest(path)
+
+
+def test_the_cache_key_changes_with_the_resamplers_version(monkeypatch):
+    """Resampling is soxr's (librosa's soxr_hq): another soxr computes other samples."""
+    import importlib.metadata
+
+    from musicrec.audio_features import code_and_decoders
+
+    installed = importlib.metadata.version
+
+    def soxr_upgraded(package):
+        return "999.0" if package == "soxr" else installed(package)
+
+    code_and_decoders.cache_clear()
+    try:
+        before = CFG.key()
+        assert code_and_decoders()["soxr"] == installed("soxr")
+        monkeypatch.setattr(importlib.metadata, "version", soxr_upgraded)
+        code_and_decoders.cache_clear()
+        assert code_and_decoders()["soxr"] == "999.0"
+        assert CFG.key() != before
+    finally:
+        monkeypatch.undo()
+        code_and_decoders.cache_clear()
+    assert CFG.key() == before

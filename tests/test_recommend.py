@@ -7,6 +7,7 @@ exactly the ranking ``evaluate`` scored for the same model on the ``all`` split.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -219,7 +220,9 @@ def test_errors_say_what_is_wrong_without_a_traceback(trained_project, tmp_path)
         (["new-song", str(trained_project / "params.yaml")], "cannot be read as audio"),
         (["new-song", str(tmp_path / "missing.mp3")], "cannot be read as audio"),
         (["recommend", "--user", "U000001", "--model", "content_profile"], "does not rank"),
+        (["new-song", str(tmp_path / "pipe.mp3")], "not a regular file (a FIFO)"),  # no hang
     ]
+    os.mkfifo(tmp_path / "pipe.mp3")
     cold_user = Recommender(trained_project).users.query("role == 'cold_user'")["user_id"].iat[0]
     cases.append((["recommend", "--user", cold_user], "--seed-songs"))
     for args, message in cases:

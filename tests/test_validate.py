@@ -6,12 +6,14 @@ import hashlib
 import json
 import runpy
 import shutil
+import tracemalloc
 
 import numpy as np
 import pytest
 import soundfile as sf
 from conftest import REPO
 
+from musicrec import validate
 from musicrec.audio import ClipSpec
 from musicrec.errors import MusicrecError, PlayLogError
 from musicrec.validate import (
@@ -198,6 +200,43 @@ def test_bad_lines_are_named_by_their_line_in_the_file_across_chunks(tmp_path, c
     path.write_bytes(GOOD.encode() + b"u4\ts1\t1\nu\xff\ts1\t2\n")
     with pytest.raises(MusicrecError, match=r"plays.tsv:5: bytes that are not UTF-8"):
         check_play_log(path, chunk_lines=chunk_lines)
+
+
+def test_an_overlong_line_stops_naming_file_and_line_before_it_is_held_whole(tmp_path):
+    path = tmp_path / "plays.tsv"
+    at_the_limit = "u1\t" + "s" * (validate.MAX_LINE_BYTES - 6) + "\t3\n"  # newline included
+    assert len(at_the_limit) == validate.MAX_LINE_BYTES
+    overlong = "u2\t" + "s" * 20_000_000 + "\t1\n"  # one 20-MB id
+    path.write_text(at_the_limit + overlong + GOOD)
+    tracemalloc.start()
+    with pytest.raises(MusicrecError) as info:
+        check_play_log(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert str(info.value).startswith(
+        f"{path}:2: line longer than {validate.MAX_LINE_BYTES} bytes; a row is user_id"
+    )
+    assert peak < 2_000_000  # the line is read only as far as the limit
+
+
+@pytest.mark.parametrize("batch_lines", [1, 2])
+def test_a_chunk_ends_at_its_byte_budget_and_lines_keep_their_numbers(
+    tmp_path, monkeypatch, batch_lines
+):
+    path = tmp_path / "plays.tsv"
+    path.write_text(LOG_WITH_REPAIRS)
+    whole, _, whole_repairs = check_play_log(path)
+    monkeypatch.setattr(validate, "CHUNK_BYTES", 20)  # two or three short lines a chunk
+    monkeypatch.setattr(validate, "_BATCH_LINES", batch_lines)
+    chunks = list(validate.iter_play_log(path))
+    assert 3 <= len(chunks) < len(LOG_WITH_REPAIRS.splitlines())
+    assert [line for chunk in chunks for line in chunk.index] == list(range(1, 9))
+    clean, _, repairs = check_play_log(path)
+    assert clean.astype(str).values.tolist() == whole.astype(str).values.tolist()
+    assert repairs == whole_repairs
+    path.write_text(GOOD + "u4\ts1\t1\nu5\ts1\t1\nu6\ts1\tx\n")
+    with pytest.raises(PlayLogError, match=r"plays.tsv:6: play_count 'x' is not an integer"):
+        check_play_log(path)
 
 
 @pytest.mark.slow  # validates a log of millions of lines twice, in fresh processes

@@ -6,6 +6,8 @@ what a 10-second one does.
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +125,90 @@ def resolve_audio(root: Path, relative: str) -> Path:
     return safe_join(Path(root) / "audio", relative.removeprefix("audio/"))
 
 
+# The most bytes an audio file may hold: what a plain WAV's 32-bit sizes can address. A larger
+# file under an audio name is something else (a disk image, an archive), and the feature
+# cache's hash would read every byte of it.
+MAX_AUDIO_BYTES = 1 << 32
+# The start of a probe's decode_error for a file refused before it is decoded: not a regular
+# file (a FIFO would block the first read forever, a device may never end) or too large.
+REFUSED = "RefusedFile: "
+
+_FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+class RefusedFile(OSError):
+    """An audio path that is not a regular file, or one larger than :data:`MAX_AUDIO_BYTES`:
+    never decoded. Its message says what is wrong (``not a regular file (a FIFO)``,
+    ``larger than N bytes (M bytes)``); the caller names the file."""
+
+
+def check_audio_file(path: Path, status: os.stat_result | None = None) -> os.stat_result:
+    """Refuse ``path`` unless it is a regular file of at most :data:`MAX_AUDIO_BYTES`.
+
+    Only ``stat`` is asked (or ``status``, an ``fstat`` already made), so nothing is opened:
+    opening a FIFO blocks until a writer comes, and opening a device may act on it.
+
+    Raises
+    ------
+    RefusedFile
+        Saying what the file is instead.
+    """
+    status = status if status is not None else os.stat(path)
+    if not stat.S_ISREG(status.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(status.st_mode), "a special file")
+        raise RefusedFile(f"not a regular file ({kind})")
+    if status.st_size > MAX_AUDIO_BYTES:
+        raise RefusedFile(f"larger than {MAX_AUDIO_BYTES} bytes ({status.st_size} bytes)")
+    return status
+
+
+def open_audio_file(path: Path) -> int:
+    """A file descriptor for reading ``path``, after :func:`check_audio_file` (the caller
+    closes it).
+
+    The open never blocks (``O_NONBLOCK``) and what was opened is checked again, so a FIFO
+    put in the file's place after the first check is refused rather than waited on.
+    """
+    check_audio_file(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags)
+    try:
+        check_audio_file(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def audio_digest(path: Path, digest) -> str:
+    """The hex digest of an audio file's bytes, read through :func:`open_audio_file` in 1 MB
+    blocks (memory stays flat), with at most :data:`MAX_AUDIO_BYTES` read.
+
+    ``digest`` is a fresh ``hashlib`` object; the result is what hashing the whole file
+    gives (:func:`musicrec.io.file_digest`).
+
+    Raises
+    ------
+    RefusedFile
+        Not a regular file, or larger than the cap (when checked, or grown since).
+    """
+    fd = open_audio_file(path)
+    left = MAX_AUDIO_BYTES
+    with open(fd, "rb", closefd=True) as f:
+        while block := f.read(min(1 << 20, left + 1)):
+            if len(block) > left:
+                raise RefusedFile(f"larger than {MAX_AUDIO_BYTES} bytes (it grew while read)")
+            left -= len(block)
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # What a file's header may declare before anything is decoded (read_clip checks it): a small
 # file that claims 255 channels or a 655 kHz rate would otherwise become hundreds of MB.
 MAX_SAMPLE_RATE = 192_000
@@ -190,7 +276,8 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
     Returns a dict with ``decode_error`` (None when the file decodes), ``duration_s``,
     ``sample_rate``, ``channels``, ``rms_db`` (of the clips' span), ``signal_db`` (the same
     with each channel's mean taken away: a constant DC offset has a level but no signal) and
-    ``finite``.
+    ``finite``. A path that is not a regular file or is larger than :data:`MAX_AUDIO_BYTES`
+    is never decoded: its ``decode_error`` starts with :data:`REFUSED`.
     """
     out = {
         "decode_error": None,
@@ -202,9 +289,9 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
         "finite": False,
     }
     try:
-        # libsndfile reports a file it may not read as a "System error": ask the OS first.
-        with open(path, "rb"):
-            pass
+        # libsndfile reports a file it may not read as a "System error": ask the OS first,
+        # which also refuses what is not a regular file before libsndfile's open could block.
+        os.close(open_audio_file(path))
         info = sf.info(str(path))
         out.update(
             duration_s=float(info.duration),
@@ -212,6 +299,9 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
             channels=int(info.channels),
         )
         y, _ = read_clip(path, clip)
+    except RefusedFile as exc:
+        out["decode_error"] = f"{REFUSED}{exc}"
+        return out
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
         out["decode_error"] = f"{type(exc).__name__}: {exc}"
         if "not a regular file" in str(exc) and Path(path).is_file() and Path(path).stat().st_size:
@@ -225,11 +315,52 @@ def probe_audio(path: Path, clip: ClipSpec) -> dict:
         # The header promised more than the file holds (a truncated MP3 decodes up to where it
         # was cut): the real length is what validation judges.
         out["duration_s"] = start + y.shape[0] / out["sample_rate"]
-    finite = bool(np.isfinite(y).all())
-    out["finite"] = finite
-    if finite:
-        y64 = y.astype(np.float64)
-        out["rms_db"] = float(10 * np.log10(np.mean(np.square(y64)) + 1e-20))
-        varying = y64 - y64.mean(axis=0)
-        out["signal_db"] = float(10 * np.log10(np.mean(np.square(varying)) + 1e-20))
+    out["finite"], out["rms_db"], out["signal_db"] = clip_levels(y)
     return out
+
+
+# Samples (of all channels) made float64 at a time by clip_levels: 8 MB, whatever the clip.
+LEVEL_BLOCK_SAMPLES = 1 << 20
+
+
+def clip_levels(y: np.ndarray) -> tuple[bool, float, float]:
+    """Whether samples are all finite, and their levels, in blocks of float64.
+
+    Sums are float64 scalars over blocks of :data:`LEVEL_BLOCK_SAMPLES` samples, so no
+    float64 copy of the clip is made (a capped clip would be 256 MB of it, per thread).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n_samples, n_channels), dtype=float32]
+        At least one sample.
+
+    Returns
+    -------
+    finite : bool
+    rms_db : float
+        Mean square of every sample, in dBFS (NaN when not finite).
+    signal_db : float
+        The same once each channel's mean is taken away (NaN when not finite).
+    """
+    n_samples, n_channels = y.shape
+    step = max(1, LEVEL_BLOCK_SAMPLES // n_channels)
+    blocks = [slice(i, min(i + step, n_samples)) for i in range(0, n_samples, step)]
+    # One float64 buffer, reused: a new block made while the last is still held would double it.
+    buffer = np.empty((min(step, n_samples), n_channels))
+    sums, squares = np.zeros(n_channels), 0.0
+    for rows in blocks:
+        if not np.isfinite(y[rows]).all():
+            return False, np.nan, np.nan
+        block = buffer[: rows.stop - rows.start]
+        np.copyto(block, y[rows])
+        sums += block.sum(axis=0)
+        squares += float(np.square(block, out=block).sum())
+    # A second pass for the spread about the mean: subtracting the mean's square from the
+    # mean square would cancel to noise on a loud constant (a DC offset).
+    means, varying = sums / n_samples, 0.0
+    for rows in blocks:
+        block = buffer[: rows.stop - rows.start]
+        np.subtract(y[rows], means, out=block)
+        varying += float(np.square(block, out=block).sum())
+    rms_db = float(10 * np.log10(squares / y.size + 1e-20))
+    return True, rms_db, float(10 * np.log10(varying / y.size + 1e-20))

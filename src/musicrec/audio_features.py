@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from musicrec.audio import ClipSpec, read_clip
+from musicrec.audio import ClipSpec, check_audio_file, read_clip
 from musicrec.errors import MusicrecError
 
 DB_FLOOR = -100.0
@@ -57,13 +57,22 @@ def code_and_decoders() -> dict[str, str]:
     versions = {"code": digest, "numpy": np.__version__, "scipy": scipy.__version__}
     versions["soundfile"] = sf.__version__
     versions["libsndfile"] = sf.__libsndfile_version__
-    try:
-        from importlib.metadata import version
-
-        versions["librosa"] = version("librosa")  # (not imported: only resampling needs it)
-    except Exception:  # noqa: BLE001 - absent: the key says so
-        versions["librosa"] = "absent"
+    # Resampling is librosa's soxr_hq, which soxr computes: an upgrade of either changes the
+    # samples of every file not at the feature rate. Read from the installed metadata: neither
+    # is imported until a file needs resampling.
+    for package in ("librosa", "soxr"):
+        versions[package] = _installed_version(package)
     return versions
+
+
+def _installed_version(package: str) -> str:
+    """The installed version of ``package``, or ``"absent"`` (the key then says so)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except Exception:  # noqa: BLE001 - absent or unreadable: the key says so
+        return "absent"
 
 
 @dataclass(frozen=True)
@@ -141,7 +150,13 @@ def load_mono_clips(path: Path, cfg: FeatureConfig) -> np.ndarray:
     Returns
     -------
     y : np.ndarray [shape=(cfg.clips, cfg.n_samples), dtype=float32]
+
+    Raises
+    ------
+    musicrec.audio.RefusedFile
+        For a path that is not a regular file or is larger than the audio size cap.
     """
+    check_audio_file(path)  # a FIFO would block libsndfile's open forever
     spec, info = cfg.clip_spec, sf.info(str(path))
     y, sr = read_clip(path, spec, info)  # the span the clips are cut from, read once
     # A mono file's one column is its mean (exactly); numpy's strided mean over a single

@@ -23,6 +23,7 @@ TOOLS = {
     "serve": ("musicrec.serve", "the recommend operations over HTTP (JSON, OpenAPI)"),
     "real-world": ("musicrec.real_world", "build the real-audio world from Debian's game music"),
     "ingest": ("musicrec.ingest", "Taste Profile triplets + MSD track list + previews -> data"),
+    "cache": ("musicrec.cache", "cache prune: remove feature-cache folders of old params/code"),
 }
 COMMANDS = {**STAGES, **TOOLS}
 

@@ -24,7 +24,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from musicrec.audio import resolve_audio
+from musicrec.audio import RefusedFile, audio_digest, resolve_audio
 from musicrec.audio_features import (
     DB_FLOOR,
     FEATURE_CODE_VERSION,
@@ -36,7 +36,7 @@ from musicrec.audio_features import (
     load_mono_clips,
 )
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, file_digest, load_params, read_tsv, write_json, write_tsv
+from musicrec.io import atomic_path, load_params, read_tsv, write_json, write_tsv
 from musicrec.parallel import map_unordered
 from musicrec.stage import DataConfig, Workers, read_config, run_stage, stage_parser
 
@@ -111,7 +111,7 @@ def _write_cache_entry(target: Path, arrays: tuple[np.ndarray, ...]) -> None:
     """One song's entry: the rows of each feature (:data:`FEATURE_NAMES` order) one after the
     other, one plain ``.npy`` (a third of the time of an ``.npz`` of the arrays, a zip file)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target, suffix=".npy") as tmp:
+    with atomic_path(target, suffix=".npy", sweep=False) as tmp:
         np.save(tmp, np.vstack(arrays))
 
 
@@ -169,6 +169,28 @@ def compute_features(
     return {"songs": len(songs), "computed": len(todo), "cached": len(songs) - len(todo)}
 
 
+def song_digest(path: Path) -> str:
+    """The name of a song's cache entry: a hash of its file's bytes (content, not name:
+    renaming a file does not recompute it).
+
+    Only a regular file of at most :data:`musicrec.audio.MAX_AUDIO_BYTES` is read, opened so
+    that the open cannot block: a FIFO would wait forever for a writer, a device never end.
+
+    Raises
+    ------
+    MusicrecError
+        For any other file (validate quarantines those: the song list is older than the
+        file now at the path, or was not made by validate).
+    """
+    try:
+        return audio_digest(path, hashlib.blake2b(digest_size=16))
+    except RefusedFile as exc:
+        raise MusicrecError(
+            f"{path}: {exc}: features reads only regular audio files within the size cap; "
+            "run validate again, which quarantines such a file"
+        ) from None
+
+
 def _cache_targets(
     paths: list[Path], cfg: FeatureConfig, cache: Path, n_jobs: int, backend: str
 ) -> tuple[list[Path], Transforms | None]:
@@ -183,10 +205,7 @@ def _cache_targets(
     with ThreadPoolExecutor(2) as background:
         # Hashing (which frees the GIL) and building the transforms (mostly importing
         # scipy.signal and librosa) run beside the workers' start-up.
-        # The cache key: content, not name (renaming a file does not recompute it).
-        digests_done = background.submit(
-            lambda: [file_digest(p, hashlib.blake2b(digest_size=16)) for p in paths]
-        )
+        digests_done = background.submit(lambda: [song_digest(p) for p in paths])
         transforms_done = (
             background.submit(feature_transforms, cfg) if local and work_likely else None
         )

@@ -77,9 +77,7 @@ def read_mismatches(path: Path | None) -> set[tuple[str, str]]:
     return pairs
 
 
-def find_previews(
-    tree: Path, unreadable: list[str] | None = None
-) -> dict[str, tuple[str, int]]:
+def find_previews(tree: Path, unreadable: list[str] | None = None) -> dict[str, tuple[str, int]]:
     """Every audio file under ``tree`` named by a track id: track id -> (path relative to
     ``tree``, size in bytes). A track with several files keeps the largest.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import difflib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -552,14 +553,16 @@ class Recommender:
         """
         import soundfile as sf
 
+        from musicrec.audio import open_audio_file
         from musicrec.audio_features import load_mono_clips
 
         name = name or str(audio)
         self.predictor(self.audio_model)  # missing artifacts first: they are the bigger problem
         start = time.perf_counter()
         try:
-            with open(audio, "rb"):  # libsndfile calls a permission problem a "System error"
-                pass
+            # Checked and opened without blocking first: a FIFO would hang the decoder, and
+            # libsndfile calls a permission problem a "System error".
+            os.close(open_audio_file(Path(audio)))
             clip = load_mono_clips(Path(audio), self.feature_config)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             reason = str(exc).replace(str(audio), name)

@@ -14,6 +14,7 @@ great-expectations' results to ``reports/validation/``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tqdm import tqdm
 from musicrec.audio import (
     AUDIO_EXTENSIONS,
     NO_AUDIO_FRAMES,
+    REFUSED,
     ClipSpec,
     find_audio_files,
     probe_audio,
@@ -44,6 +46,15 @@ PLAY_LOG_COLUMNS = ["user_id", "song_id", "play_count"]
 MAX_ERRORS_SHOWN = 20
 # Lines of the play log read, validated and turned into codes at a time.
 CHUNK_LINES = 500_000
+# ... and the most bytes of them: a chunk of long lines ends early, so memory stays bounded.
+CHUNK_BYTES = 128 << 20
+# The longest line read, with its line ending (the same as ingest's for the triplets it turns
+# into this log): a row is three short fields, so a longer line is a damaged or wrong file,
+# and is refused before it is held whole.
+MAX_LINE_BYTES = 1 << 16
+# Lines read between checks of their length and of the chunk's size: a long line's pieces
+# (each at most MAX_LINE_BYTES) fill at most one batch, 1 MB, before it is refused.
+_BATCH_LINES = 16
 # The most plays one row may count: every count up to it is exact as a float (it is under
 # 2**53), and a sum of as many rows as a log can hold stays far below 2**63.
 MAX_PLAY_COUNT = 10**9
@@ -153,12 +164,43 @@ def _fields_table(text: str, first_line: int) -> pd.DataFrame:
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
+def _read_chunk(
+    path: Path, reader: Iterator[bytes], chunk_lines: int, first_line: int
+) -> list[bytes]:
+    """The log's next lines, from ``reader`` (lines of at most ``MAX_LINE_BYTES + 1`` bytes):
+    ``chunk_lines`` of them, fewer once they hold :data:`CHUNK_BYTES` or at the end of the file.
+
+    Raises
+    ------
+    MusicrecError
+        ``file:line: line longer than N bytes``, for the first line over
+        :data:`MAX_LINE_BYTES` (line ending included).
+    """
+    lines: list[bytes] = []
+    size = 0
+    while len(lines) < chunk_lines and size < CHUNK_BYTES:
+        batch = list(itertools.islice(reader, min(_BATCH_LINES, chunk_lines - len(lines))))
+        if not batch:
+            break
+        if max(map(len, batch)) > MAX_LINE_BYTES:
+            at = next(i for i, line in enumerate(batch) if len(line) > MAX_LINE_BYTES)
+            raise MusicrecError(
+                f"{path}:{first_line + len(lines) + at}: line longer than {MAX_LINE_BYTES} "
+                "bytes; a row is user_id<TAB>song_id<TAB>play_count: is this the play log, "
+                "and are its line endings intact?"
+            )
+        lines += batch
+        size += sum(map(len, batch))
+    return lines
+
+
 def iter_play_log(
     path: Path, chunk_lines: int = CHUNK_LINES, repairs: dict | None = None
 ) -> Iterator[pd.DataFrame]:
     """Read ``plays.tsv`` as raw text fields, ``chunk_lines`` lines at a time.
 
-    Only one chunk's text is held at once, so a log of any length reads in bounded memory.
+    Only one chunk's text is held at once (at most :data:`CHUNK_BYTES` of it, and no line
+    longer than :data:`MAX_LINE_BYTES`), so a log of any length reads in bounded memory.
     Windows line endings are accepted. A UTF-8 byte-order mark at the start (what Windows tools
     write) is removed, and counted in ``repairs["byte_order_marks_removed"]`` when given: left
     in, it would glue itself to the first user id and make a user of its own. Bytes that are
@@ -176,7 +218,10 @@ def iter_play_log(
         raise MusicrecError(f"{path}: play log not found (expected <root>/plays.tsv)")
     first_line = 1
     with open(path, "rb") as log:
-        while lines := list(itertools.islice(log, chunk_lines)):
+        # A read with a limit: a line longer than the longest allowed is cut there, so it is
+        # refused without being held whole.
+        reader = iter(functools.partial(log.readline, MAX_LINE_BYTES + 1), b"")
+        while lines := _read_chunk(path, reader, chunk_lines, first_line):
             raw = b"".join(lines)
             if first_line == 1 and raw.startswith(UTF8_BOM):
                 raw = raw[len(UTF8_BOM) :]
@@ -357,6 +402,13 @@ def _describe_audio_failure(kind: str, kwargs: dict, row: pd.Series) -> str:
         return f"cannot be read ({row['decode_error']})"
     if column == "decode_error" and str(row["decode_error"]).startswith(UNSAFE):
         return f"unsafe path, not opened: {row['decode_error'].removeprefix(UNSAFE)}"
+    if column == "decode_error" and str(row["decode_error"]).startswith(REFUSED):
+        # "not a regular file (a FIFO)" or "larger than N bytes (M bytes)"; no "; " in it,
+        # which separates a song's reasons.
+        return (
+            f"{row['decode_error'].removeprefix(REFUSED)}: never decoded, put the audio file "
+            "itself there (a plain file, not a pipe, device, folder or archive)"
+        )
     if column == "decode_error" and str(row["decode_error"]).startswith(NO_AUDIO_FRAMES):
         return (
             "no audio frames: the decoder found no audio in this file (only tags, such as an "
