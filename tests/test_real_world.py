@@ -173,3 +173,13 @@ def test_without_dpkg_deb_the_world_is_a_clear_error(packages, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(MusicrecError, match="dpkg-deb is not installed"):
         real_world.collect_tracks(sources, tmp_path / "cache")
+
+
+def test_a_package_extracted_before_output_markers_is_extracted_again(packages):
+    tmp_path, (alpha, _) = packages
+    real_world.collect_tracks((alpha,), tmp_path / "cache")
+    target = tmp_path / "cache" / "extracted" / "alpha-music"
+    (target / ".musicrec-output").unlink()  # as an earlier musicrec left it
+    (target / "stale.ogg").write_bytes(b"left from an earlier build")
+    tracks = real_world.collect_tracks((alpha,), tmp_path / "cache")
+    assert len(tracks) == 7 and not (target / "stale.ogg").exists()

@@ -46,8 +46,10 @@ from tqdm import tqdm
 
 from musicrec.errors import MusicrecError
 from musicrec.io import (
+    OUTPUT_MARKER,
     atomic_path,
     file_digest,
+    is_musicrec_output,
     refuse_output_over_inputs,
     refuse_unowned,
     write_json,
@@ -384,6 +386,10 @@ def collect_tracks(sources: tuple[Source, ...], cache: Path) -> pd.DataFrame:
     for source in tqdm(sources, desc="real-world: packages", unit="package"):
         deb = fetch(source, cache / "debs")
         target = cache / "extracted" / source.package
+        if target.is_dir() and not is_musicrec_output(target):
+            # Extracted by a musicrec from before output folders carried a marker: the place
+            # (<cache>/extracted/<package>, beside the verified .deb) says whose it is.
+            (target / OUTPUT_MARKER).touch()
         # Extracted again, whole or not at all: never a stale or partial copy.
         with atomic_path(target) as tmp:
             tmp.mkdir()
