@@ -682,10 +682,12 @@ def prepare(project: Path, target: Path, params_path: Path, reference: Path | No
     ``evaluation/metrics.json``, ``evaluation/intervals.json`` and ``timings/``)."""
     import yaml
 
-    from musicrec.io import atomic_path
+    from musicrec.io import atomic_path, refuse_output_over_inputs
 
     params = yaml.safe_load(params_path.read_text())
     root = project / params["data"]["root"]
+    refuse_output_over_inputs(target, {"the project": project}, either_way=False)
+    refuse_output_over_inputs(target, {"its data": project / "data"}, either_way=True)
     # Replaced whole, and only if an earlier prepare wrote it: never a folder of the user's.
     with atomic_path(target) as tmp:
         for relative in PREPARED:

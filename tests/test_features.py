@@ -511,3 +511,19 @@ def test_the_cache_key_changes_with_the_resamplers_version(monkeypatch):
         monkeypatch.undo()
         code_and_decoders.cache_clear()
     assert CFG.key() == before
+
+
+def test_a_loopback_name_answering_ipv6_first_connects_over_ipv4(monkeypatch):
+    """`localhost` often resolves to ::1 first, where a scheduler listening on IPv4 is not."""
+    import socket
+
+    from musicrec import parallel
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    assert parallel.scheduler_connection("tcp://localhost:8786") == ("tcp://127.0.0.1:8786", None)

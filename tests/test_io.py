@@ -22,6 +22,7 @@ from musicrec.io import (
     read_yaml,
     refuse_output_over_inputs,
     sweep_stale_temporaries,
+    sweep_temporaries,
     write_json,
 )
 from musicrec.models.vectors import discover_models
@@ -152,6 +153,27 @@ def test_an_output_holding_an_input_is_refused(tmp_path):
         with pytest.raises(MusicrecError, match="holds the input --previews"):
             refuse_output_over_inputs(out, {"--previews": tmp_path / "work" / "previews"})
     refuse_output_over_inputs(tmp_path / "out", {"--previews": tmp_path / "work" / "previews"})
+    # ".." after a link is where the link leads, for the check as for the write.
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "data").mkdir()
+    (tmp_path / "hop").symlink_to(tmp_path / "elsewhere" / "sub")
+    with pytest.raises(MusicrecError, match="holds the input --plays"):
+        refuse_output_over_inputs(
+            tmp_path / "hop" / ".." / "data", {"--plays": tmp_path / "elsewhere" / "data" / "p"}
+        )
+    with pytest.raises(MusicrecError, match="lies inside the input source"):
+        refuse_output_over_inputs(tmp_path / "work" / "copy", {"source": tmp_path / "work"}, True)
+
+
+def test_a_link_to_a_folder_as_an_output_is_refused_before_any_work(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "notes.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(MusicrecError, match="is a link to a folder"):
+        with atomic_path(tmp_path / "link") as tmp:
+            tmp.mkdir()
+    assert (tmp_path / "link").is_symlink()
+    assert [p.name for p in (tmp_path / "real").iterdir()] == ["notes.txt"]
 
 
 # A child process that writes a folder output with atomic_path and is killed (SIGKILL, so no
@@ -198,6 +220,21 @@ def test_a_write_killed_midway_leaves_a_temporary_that_discovery_skips_and_the_n
     assert sweep_stale_temporaries(models / "cnn_mse") == [models / leftovers[0]]
     _write_model(models / "cnn_mse", "cnn_mse")
     assert sorted(p.name for p in models.iterdir()) == ["cnn_mse", "wmf"]
+
+
+def test_the_feature_cache_sweep_keeps_a_live_writers_temporary(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    names = [
+        f".ab12.npy.{dead}.k2j4h5g6.tmp.npy",  # a killed run's
+        ".ab13.npy.q1w2e3r4.tmp.npy",  # an earlier musicrec's (no pid)
+        f".ab14.npy.{os.getpid()}.z9x8c7v6.tmp.npy",  # a live writer's
+        "ab15.npy",  # an entry
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(p.name for p in sweep_temporaries(tmp_path)) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
 
 
 def test_a_kill_between_the_renames_loses_nothing(tmp_path):

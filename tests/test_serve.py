@@ -342,11 +342,20 @@ def test_a_page_of_another_site_cannot_post_even_without_preflight(synthetic):
     served = Served(synthetic)
     reloads = []
     served.reload = lambda: reloads.append(True) or True  # loading real artifacts is not tested
-    client = loopback_client(create_app(synthetic, served=served, reload_token=TOKEN))
+    client = loopback_client(
+        create_app(synthetic, served=served, reload_token=TOKEN), host="127.0.0.1:8000"
+    )
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     # What a form or a fetch with a text/plain body sends: no preflight asks the server first.
     foreign = {"Origin": "http://attacker.example", "Content-Type": "text/plain"}
-    for origin in ("http://attacker.example", "https://localhost.attacker.example", "null"):
+    # Another site, another page on this machine (another port, or another name for it).
+    for origin in (
+        "http://attacker.example",
+        "https://localhost.attacker.example",
+        "null",
+        "http://127.0.0.1:3000",
+        "http://localhost:8000",
+    ):
         headers = {**foreign, **bearer, "Origin": origin}
         response = client.post("/reload", content=b"x", headers=headers)
         assert response.status_code == 403 and "cross-site" in response.text, origin
@@ -354,11 +363,11 @@ def test_a_page_of_another_site_cannot_post_even_without_preflight(synthetic):
         assert response.status_code == 403, origin
     assert not reloads
     # The server's own pages, and programs that send no Origin, are answered.
-    for headers in ({"Origin": "http://127.0.0.1:8000"}, {"Origin": "http://localhost"}, {}):
+    for headers in ({"Origin": "http://127.0.0.1:8000"}, {}):
         response = client.post("/recommend/seed-songs", json={"songs": seeds}, headers=headers)
         assert response.status_code == 200, headers
         assert client.post("/reload", headers={**headers, **bearer}).status_code == 200
-    assert len(reloads) == 3
+    assert len(reloads) == 2
     # A GET changes nothing: its Origin is not checked.
     assert client.get("/health", headers={"Origin": "http://attacker.example"}).status_code == 200
 
@@ -472,8 +481,8 @@ def test_a_stalled_upload_leaves_health_fast_and_excess_uploads_get_503_at_once(
     assert all(r.status_code == 200 for _, r in health)
     assert max(seconds for seconds, _ in health) < 1.0, max(seconds for seconds, _ in health)
     assert foreign.status_code == 400 and "song_id" not in foreign.text
-    # /similar shares the slot: it waits a moment for it, without a thread, then gets 503.
-    assert similar_while_busy[1].status_code == 503 and similar_while_busy[0] < 3.0
+    # /similar has slots of its own: uploads holding theirs do not lock the queries out.
+    assert similar_while_busy[1].status_code == 200 and similar_while_busy[0] < 1.0
     assert answered.status_code == 200 and answered.json()["items"]
     assert after.status_code == 200
 

@@ -60,10 +60,10 @@ def test_run_stage_writes_its_timing_into_the_reports_folder_it_is_given(tmp_pat
 def test_a_stage_first_removes_what_a_killed_run_of_it_left_beside_its_output(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    leftover = tmp_path / f".features.{dead}.abc123.tmp"  # a killed features run's folder
+    leftover = tmp_path / f".features.{dead}.abc12345.tmp"  # a killed features run's folder
     (leftover / "logmel.npy").parent.mkdir()
     (leftover / "logmel.npy").write_bytes(b"\0" * 1000)
-    other = tmp_path / f".features.{os.getpid()}.xyz789.tmp"  # a live writer's: kept
+    other = tmp_path / f".features.{os.getpid()}.xyz78901.tmp"  # a live writer's: kept
     other.mkdir()
     args = argparse.Namespace(reports=tmp_path / "reports", out=tmp_path / "features")
     with run_stage("features", args) as (record, _):

@@ -173,7 +173,9 @@ def open_audio_file(path: Path) -> int:
     closes it).
 
     The open never blocks (``O_NONBLOCK``) and what was opened is checked again, so a FIFO
-    put in the file's place after the first check is refused rather than waited on.
+    put in the file's place after the first check is refused rather than waited on. The
+    decoder then opens the path again by name (libsndfile needs the name for its format
+    guess), so a swap in the instant between the two opens is not covered.
     """
     check_audio_file(path)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)

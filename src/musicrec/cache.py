@@ -6,7 +6,7 @@ libraries that decode and resample audio (:meth:`musicrec.audio_features.Feature
 A change of any of them starts a new folder and leaves the old one, hundreds of MB of it,
 unused. ``prune`` removes every key folder but the one that ``params.yaml`` (with this
 machine's settings) gives now, and the temporaries a killed run left at the top of the cache
-(``.<key>.<random>.tmp``), and says what it removed and how many bytes that freed. Anything
+(``.<key>.<pid>.<random>.tmp``), and says what it removed and how many bytes that freed. Anything
 else in the cache folder is left alone and named: a folder is removed only when its name is a
 key and everything in it is laid out as the stage writes it.
 
@@ -29,7 +29,7 @@ from musicrec.errors import MusicrecError
 DEFAULT_CACHE = Path(".cache/features")
 # The names the features stage gives: a key folder, a two-digit shard in it, an entry in that
 # (a 16-byte blake2b digest, as hex), and the temporaries of a write (io.atomic_path names them
-# ".<final name>.<random>.tmp<suffix>").
+# ".<final name>.<pid>.<random>.tmp<suffix>").
 KEY_NAME = re.compile(r"^[0-9a-f]{12}$")
 SHARD_NAME = re.compile(r"^[0-9a-f]{2}$")
 ENTRY_NAME = re.compile(r"^[0-9a-f]{32}\.npy$")

@@ -36,7 +36,14 @@ from musicrec.audio_features import (
     load_mono_clips,
 )
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, load_params, read_tsv, write_json, write_tsv
+from musicrec.io import (
+    atomic_path,
+    load_params,
+    read_tsv,
+    sweep_temporaries,
+    write_json,
+    write_tsv,
+)
 from musicrec.parallel import map_unordered
 from musicrec.stage import DataConfig, Workers, read_config, run_stage, stage_parser
 
@@ -142,8 +149,8 @@ def compute_features(
     paths = [resolve_audio(root, rel) for rel in songs["path"]]
     cache = Path(cache_dir) / cfg.key()
     # A run killed while writing leaves its temporary behind; the entry itself was never made.
-    for stale in cache.glob("*/.*.tmp*"):
-        stale.unlink(missing_ok=True)
+    for folder in cache.glob("*/"):
+        sweep_temporaries(folder)  # (a concurrent run's, its writer alive, are kept)
     targets, transforms = _cache_targets(paths, cfg, cache, n_jobs, backend)
     todo = [i for i, t in enumerate(targets) if not readable_entry(t, cfg)]
     local = backend == "local"

@@ -39,14 +39,18 @@ from tqdm import tqdm
 
 from musicrec.audio import AUDIO_EXTENSIONS
 from musicrec.errors import MusicrecError
-from musicrec.io import atomic_path, refuse_output_over_inputs, write_json
+from musicrec.io import (
+    MAX_LINE_BYTES,
+    atomic_path,
+    bounded_lines,
+    refuse_output_over_inputs,
+    write_json,
+)
 
 SEP = "<SEP>"
 # sid_mismatches.txt: "ERROR: <SONG_ID TRACK_ID> artist - title != artist - title"
 MISMATCH = re.compile(r"^ERROR: <(SO[0-9A-Z]+) (TR[0-9A-Z]+)>")
 TRACK_ID = re.compile(r"^TR[0-9A-Z]{16}$")
-# The longest triplet line read: ids are 40 and 18 characters, counts a few digits.
-MAX_LINE_BYTES = 1 << 16
 
 
 def read_tracks(path: Path) -> pd.DataFrame:
@@ -117,7 +121,7 @@ def triplet_lines(path: Path) -> Iterator[str]:
         wrong file, and would otherwise be held whole in memory).
     """
     with open(path, "rb") as f:
-        for number, raw in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), b""), 1):
+        for number, raw in enumerate(bounded_lines(f), 1):
             if len(raw) > MAX_LINE_BYTES:
                 raise MusicrecError(
                     f"{path}:{number}: line longer than {MAX_LINE_BYTES} bytes; a triplet is "
@@ -174,6 +178,7 @@ def ingest(
             "--mismatches": mismatches_file,
         },
     )
+    refuse_output_over_inputs(out_dir, {"--previews": previews_dir}, either_way=True)
     previews_dir = Path(previews_dir).resolve()
     if not previews_dir.is_dir():
         raise MusicrecError(f"{previews_dir}: no such folder of previews")
@@ -192,7 +197,7 @@ def ingest(
                 counts["rows"] += 1
                 song = line.split("\t", 2)[1] if line.count("\t") >= 2 else None
                 if song in keep:
-                    dst.write(line if line.endswith("\n") else line + "\n")
+                    dst.write(line.rstrip("\r\n") + "\n")
                     counts["rows_kept"] += 1
         chosen[["song_id", "path"]].to_csv(tmp / "tracks.csv", index=False)
         meta = tracks.drop_duplicates("song_id").set_index("song_id").loc[chosen["song_id"]]

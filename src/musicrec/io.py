@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -111,8 +112,31 @@ _MARKER_TEXT = (
     "keep nothing of your own here.\n"
 )
 # A temporary's name: ``.<final>.<pid>.<random>.tmp<suffix>``, or ``.aside`` for an old
-# folder moved out of the way; the pid says whether the writer is still alive.
-_TEMPORARY = r"^\.{name}\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.(?P<kind>tmp|aside)"
+# folder moved out of the way; the pid says whether the writer is still alive (a name without
+# one is an earlier musicrec's, whose writers are gone).
+_TEMPORARY = re.compile(
+    r"^\.(?P<name>.+?)\.(?:(?P<pid>\d+)\.)?[a-z0-9_]{8}\.(?P<kind>tmp|aside)(?:\.[A-Za-z0-9]+)?$"
+)
+# The longest line read from a text file a user brings (a play log, triplets): their rows
+# are a few short fields, so a longer line is a damaged or wrong file, refused before it is
+# held whole in memory.
+MAX_LINE_BYTES = 1 << 16
+
+
+def bounded_lines(file: BinaryIO) -> Iterator[bytes]:
+    """The lines of a file opened in binary mode, none read past :data:`MAX_LINE_BYTES` + 1
+    bytes: a longer line comes out cut there (``len(line) > MAX_LINE_BYTES``), for the caller
+    to refuse with its ``file:line``."""
+    return iter(functools.partial(file.readline, MAX_LINE_BYTES + 1), b"")
+
+
+def output_path(path: Path) -> Path:
+    """The absolute path an output named ``path`` is written at: its folder with every link
+    and ``..`` resolved, and its own name kept (a link named as an output is the link)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        return path.resolve()
+    return path.parent.resolve() / path.name
 
 
 def is_hidden(path: Path, below: Path) -> bool:
@@ -135,6 +159,7 @@ def is_musicrec_output(folder: Path) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (on this machine, which writes the output's folder)."""
     if pid == os.getpid():
         return True
     try:
@@ -147,6 +172,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _remove(path: Path) -> None:
+    """Delete a file, a link or a folder tree; what is already gone is let be."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -161,17 +187,29 @@ def sweep_stale_temporaries(final: Path) -> list[Path]:
     aside, that folder is put back first: a kill between the two renames loses nothing.
     """
     final = Path(final)
-    pattern = re.compile(_TEMPORARY.format(name=re.escape(final.name)))
+    return sweep_temporaries(final.parent, only=final.name)
+
+
+def sweep_temporaries(folder: Path, only: str | None = None) -> list[Path]:
+    """Remove the temporaries dead writers left in ``folder`` (of the output named ``only``,
+    or of any), and return what was removed; an output whose replacement was killed between
+    its renames is put back from its aside copy instead."""
+    folder = Path(folder)
     stale = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(final.parent):
-            match = pattern.match(entry.name)
-            if match and not _pid_alive(int(match["pid"])):
-                stale.append((match["kind"], final.parent / entry.name))
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # missing, or not ours to read: nothing to sweep
+        return []
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if not match or (only is not None and match["name"] != only):
+            continue
+        if match["pid"] is None or not _pid_alive(int(match["pid"])):
+            stale.append((match["kind"], match["name"], folder / entry.name))
     removed = []
-    for kind, path in sorted(stale):
-        if kind == "aside" and not os.path.lexists(final):
-            os.replace(path, final)
+    for kind, name, path in sorted(stale):
+        if kind == "aside" and not os.path.lexists(folder / name):
+            os.replace(path, folder / name)
             continue
         _remove(path)
         removed.append(path)
@@ -192,13 +230,18 @@ def refuse_unowned(final: Path) -> None:
     )
 
 
-def refuse_output_over_inputs(out: Path, inputs: dict[str, Path | None]) -> None:
+def refuse_output_over_inputs(
+    out: Path, inputs: dict[str, Path | None], either_way: bool = False
+) -> None:
     """Raise if the output ``out`` is one of ``inputs`` (option name -> path) or holds one:
-    replacing ``out`` would delete that input.
+    replacing ``out`` would delete that input. With ``either_way``, also if ``out`` lies
+    inside one of them (a copy of a folder written into that folder).
 
-    Paths are compared after resolving links, so a link into the output counts too.
+    The output is compared where :func:`atomic_path` writes it (:func:`output_path`), each
+    input where its links lead, so a link into the output counts too.
     """
-    target = Path(out).resolve()
+    # (A link named as the output is refused by atomic_path; here it counts as where it leads.)
+    target = Path(out).resolve() if Path(out).is_symlink() else output_path(out)
     for option, path in inputs.items():
         if path is None:
             continue
@@ -207,6 +250,10 @@ def refuse_output_over_inputs(out: Path, inputs: dict[str, Path | None]) -> None
             raise MusicrecError(
                 f"--out {out} holds the input {option} {path}: writing the output would replace "
                 "it. Choose an --out outside every input"
+            )
+        if either_way and target.is_relative_to(source):
+            raise MusicrecError(
+                f"--out {out} lies inside the input {option} {path}: choose an --out outside it"
             )
 
 
@@ -235,10 +282,13 @@ def atomic_path(final: Path, suffix: str = "", sweep: bool = True) -> Iterator[P
         first. Off for writers of many small files in one folder (the feature cache), which
         sweep their folder once themselves.
     """
-    final = Path(final)
-    if not Path(os.path.abspath(final)).name:
-        raise MusicrecError(f"{final}: the file system root cannot be an output")
-    final = Path(os.path.abspath(final))
+    shown, final = final, output_path(final)
+    if not final.name:
+        raise MusicrecError(f"{shown}: the file system root cannot be an output")
+    if final.is_symlink() and final.is_dir():
+        raise MusicrecError(
+            f"{shown} is a link to a folder: name the folder itself, or a new path, as the output"
+        )
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         if sweep:
@@ -269,9 +319,9 @@ def atomic_path(final: Path, suffix: str = "", sweep: bool = True) -> Iterator[P
             refuse_unowned(final)  # (again: the folder may have changed during the work)
             aside = Path(tmp_name[: -len(".tmp" + suffix)] + ".aside")
             os.replace(final, aside)
-        elif tmp.is_dir() and os.path.lexists(final) and not final.is_symlink():
+        elif tmp.is_dir() and os.path.lexists(final):
             raise MusicrecError(
-                f"{final} is a file; the output is a folder: name a new folder instead"
+                f"{final} is a file or a link; the output is a folder: name a new folder instead"
             )
         os.replace(tmp, final)
         _fsync_tree(final.parent, files=False)  # and the rename itself

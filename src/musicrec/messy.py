@@ -116,7 +116,7 @@ def mix_into(source: Path, dest: Path, clip_seconds: float, seed: int = 0) -> di
         report).
     """
     source, final = Path(source), Path(dest)
-    refuse_output_over_inputs(final, {"source": source})
+    refuse_output_over_inputs(final, {"source": source}, either_way=True)
     with atomic_path(final) as dest:
         shutil.copytree(source, dest)
         result = _mix(source, dest, clip_seconds, seed)

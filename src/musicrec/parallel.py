@@ -133,7 +133,8 @@ def _plain_tcp_address(scheduler: str, host: str, port: int) -> str:
                 f"the client's CA, certificate and key in {', '.join(TLS_ENV)} "
                 '(README "When one machine is not enough")'
             )
-    chosen = addresses[0]
+    # IPv4 first, as a scheduler listens there by default; `localhost` often answers ::1 first.
+    chosen = next((a for a in addresses if a.version == 4), addresses[0])
     shown = f"[{chosen}]" if chosen.version == 6 else str(chosen)
     return f"tcp://{shown}:{port}"
 

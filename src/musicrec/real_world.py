@@ -47,6 +47,7 @@ from tqdm import tqdm
 from musicrec.errors import MusicrecError
 from musicrec.io import (
     OUTPUT_MARKER,
+    WRITE_FAILURES,
     atomic_path,
     file_digest,
     is_musicrec_output,
@@ -396,6 +397,8 @@ def collect_tracks(sources: tuple[Source, ...], cache: Path) -> pd.DataFrame:
             try:
                 extracted = extract_music(deb, source, tmp)
             except (tarfile.TarError, OSError) as exc:
+                if isinstance(exc, OSError) and exc.errno in WRITE_FAILURES:
+                    raise  # a full disk, not a bad package: atomic_path says so
                 raise MusicrecError(
                     f"real-world: {deb} is not a readable Debian package ({exc}); delete it "
                     "and run again to download it anew"
@@ -528,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-jobs", type=int, default=2, help="processes for the excerpts (2)")
     args = parser.parse_args(argv)
     cfg = RealWorldConfig(**{k: getattr(args, k) for k in asdict(defaults)})
-    refuse_output_over_inputs(args.out, {"--cache": args.cache})
+    refuse_output_over_inputs(args.out, {"--cache": args.cache}, either_way=True)
     refuse_unowned(args.out)  # before the downloads, not after
     tracks = collect_tracks(SOURCES, args.cache)
     copyrights = {

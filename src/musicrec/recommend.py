@@ -149,9 +149,10 @@ def _cosine_neighbours(
     cosines : np.ndarray [shape=(min(n, n_candidates),), dtype=float32]
 
     One matrix-vector product over every song, then a mask: a request allocates a few arrays
-    of ``n_songs`` scalars, never a copy of the matrix. The cosine is the float32 arithmetic of
-    scoring the candidate rows alone (``rows @ q / max(|rows| * |q|, 1e-12)``), so the ranking
-    is that of the candidates by themselves.
+    of ``n_songs`` scalars, never a copy of the matrix. The cosine is the formula of scoring
+    the candidate rows alone (``rows @ q / max(|rows| * |q|, 1e-12)``) in float32; the
+    product over all rows may round a last digit differently, so only cosines equal to about
+    1e-7 could swap places.
     """
     cosine = vectors @ query.astype(np.float32)
     denominator = norms * max(float(np.linalg.norm(query)), 1e-12)

@@ -31,9 +31,10 @@ What the server refuses, and why:
   a web page whose DNS name was rebound to this machine cannot read the answers;
 - a POST whose ``Origin`` header is present and not of an allowed host: 403, so another site's
   page cannot make a visitor's browser upload or reload (curl and scripts send no Origin);
-- heavy requests past ``--max-decodes`` at once (uploads being decoded, and ``/similar``): an
-  upload finds a free slot or gets 503 with ``Retry-After`` at once, ``/similar`` waits up to
-  ``QUERY_WAIT_SECONDS`` for one; the slot is taken on the event loop, before any worker
+- heavy requests past ``--max-decodes`` at once, uploads and ``/similar`` each (their own
+  slots, so slow uploads cannot lock out the queries): an upload finds a free slot or gets 503
+  with ``Retry-After`` at once, ``/similar`` waits up to ``QUERY_WAIT_SECONDS`` for one; the
+  slot is taken on the event loop, before any worker
   thread is held, and the work runs on threads of its own, so waiting uploads never stall the
   other endpoints;
 - an upload whose body has not arrived ``--upload-timeout`` seconds after its slot was taken:
@@ -196,9 +197,8 @@ class OriginCheck:
     A browser sends the page's ``Origin`` with every POST it makes, including those it sends
     without asking the server first (a form, or a fetch with a ``text/plain`` body); programs
     such as curl send none. A POST, PUT, PATCH or DELETE that carries an Origin is let through
-    only when the Origin is ``http`` or ``https`` on one of the allowed hosts (where any host
-    is allowed, ``*``: on the request's own Host). ``null`` (a sandboxed or local page) is
-    refused.
+    only when the Origin is the server's own: ``http`` or ``https`` with the request's ``Host``
+    (host and port) and that host allowed. ``null`` (a sandboxed or local page) is refused.
     """
 
     SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -220,12 +220,17 @@ class OriginCheck:
         return await JSONResponse({"detail": detail}, status_code=403)(scope, receive, send)
 
     def allowed(self, origin: str, host_header: str) -> bool:
+        """Whether ``origin`` is this server's own: http(s), its host and port those of the
+        request's ``Host`` (another port of the same machine is another site, as a browser
+        counts it), and that host allowed."""
         scheme, host = _url_host(origin)
         if scheme not in ("http", "https") or not host:
             return False
-        if "*" in self.allowed_hosts:
-            return host == _url_host(f"//{host_header}")[1]
-        return host_allowed(host, self.allowed_hosts)
+        try:
+            same_origin = urlsplit(origin).netloc.lower() == host_header.lower()
+        except ValueError:
+            return False
+        return same_origin and ("*" in self.allowed_hosts or host_allowed(host, self.allowed_hosts))
 
 
 class HeavyWork:
@@ -491,7 +496,10 @@ def create_app(
         raise MusicrecError(f"--upload-timeout must be above 0 seconds (got {upload_timeout})")
     reload_token = checked_reload_token(reload_token)
     hosts = allowed_host_patterns(allowed_hosts)
-    heavy = HeavyWork(max_decodes)
+    uploads = HeavyWork(max_decodes)
+    # Apart from the uploads' slots, which a slow body can hold up to --upload-timeout: a few
+    # slow uploaders must not lock out the queries.
+    queries = HeavyWork(max_decodes)
     served = served or Served(recommender)
     app = FastAPI(
         title="musicrec",
@@ -573,7 +581,7 @@ def create_app(
     async def new_song(request: Request, n: int = Query(10, ge=1, le=MAX_N)) -> dict:
         recommender = served.current[0]
         # The slot first: a refused upload is answered before its body is read.
-        async with heavy.slot():
+        async with uploads.slot():
             form = await read_form(request, upload_timeout)
             try:
                 upload = form.get("file")
@@ -589,15 +597,15 @@ def create_app(
                             }
                         ]
                     )
-                return await heavy.run(lambda: answer(decode_upload(recommender, upload, n)))
+                return await uploads.run(lambda: answer(decode_upload(recommender, upload, n)))
             finally:
                 await form.close()
 
     @app.get("/similar/{song_id}", **RANKED)
     async def similar(song_id: str, n: int = Query(10, ge=1, le=MAX_N)) -> dict:
         recommender = served.current[0]
-        async with heavy.slot(wait=QUERY_WAIT_SECONDS):
-            return await heavy.run(lambda: answer(recommender.similar(song_id, n)))
+        async with queries.slot(wait=QUERY_WAIT_SECONDS):
+            return await queries.run(lambda: answer(recommender.similar(song_id, n)))
 
     app.state.served = served
     return app

@@ -14,7 +14,6 @@ great-expectations' results to ``reports/validation/``.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import os
 from collections.abc import Iterator
@@ -37,7 +36,14 @@ from musicrec.audio import (
     unsupported_audio_files,
 )
 from musicrec.errors import MusicrecError, PlayLogError
-from musicrec.io import load_params, read_json, write_json, write_tsv
+from musicrec.io import (
+    MAX_LINE_BYTES,
+    bounded_lines,
+    load_params,
+    read_json,
+    write_json,
+    write_tsv,
+)
 from musicrec.stage import DataConfig, Workers, read_config, read_shared, run_stage, stage_parser
 
 # A safe id: not empty, not '.' or '..', no path separator, no control character.
@@ -48,10 +54,6 @@ MAX_ERRORS_SHOWN = 20
 CHUNK_LINES = 500_000
 # ... and the most bytes of them: a chunk of long lines ends early, so memory stays bounded.
 CHUNK_BYTES = 128 << 20
-# The longest line read, with its line ending (the same as ingest's for the triplets it turns
-# into this log): a row is three short fields, so a longer line is a damaged or wrong file,
-# and is refused before it is held whole.
-MAX_LINE_BYTES = 1 << 16
 # Lines read between checks of their length and of the chunk's size: a long line's pieces
 # (each at most MAX_LINE_BYTES) fill at most one batch, 1 MB, before it is refused.
 _BATCH_LINES = 16
@@ -220,7 +222,7 @@ def iter_play_log(
     with open(path, "rb") as log:
         # A read with a limit: a line longer than the longest allowed is cut there, so it is
         # refused without being held whole.
-        reader = iter(functools.partial(log.readline, MAX_LINE_BYTES + 1), b"")
+        reader = bounded_lines(log)
         while lines := _read_chunk(path, reader, chunk_lines, first_line):
             raw = b"".join(lines)
             if first_line == 1 and raw.startswith(UTF8_BOM):

@@ -27,6 +27,7 @@ from musicrec.models.cnn import CNNConfig, CNNModel
 from musicrec.models.content import load_predictor
 from musicrec.models.dbn import DBNConfig, DBNModel, PreferenceModel, _network
 from musicrec.models.ridge import RidgeConfig, RidgeModel
+from musicrec.models.saved import check_bounded, npz_shapes
 from musicrec.models.training import TrainConfig
 
 N_USERS, N_SONGS, N_INPUTS, CF_DIM, N_MELS, DIM = 5, 7, 6, 3, 10, 4
@@ -197,7 +198,7 @@ def test_a_cnn_scales_file_declaring_a_trillion_mel_bands_is_refused_from_its_he
         archive.writestr("mel_mean.npy", header.getvalue())  # a header and no data
     refused_without_allocating(
         lambda: CNNModel.load(directory),
-        rf"scales.npz: mel_mean's length is {HUGE}, expected an integer from 1 to 65536",
+        rf"scales.npz: 'mel_mean' declares {4 * HUGE} bytes and holds 0",
     )
 
 
@@ -256,7 +257,7 @@ def test_a_ridge_arrays_file_declaring_a_trillion_weights_is_refused_from_its_he
         archive.writestr("weights.npy", header.getvalue())  # a header and no data
     refused_without_allocating(
         lambda: RidgeModel.load(tmp_path / "ridge"),
-        rf"arrays.npz: 'weights' is shape \({HUGE}, {DIM}\), expected at most 2 axes of 65536",
+        rf"arrays.npz: 'weights' declares {4 * HUGE * DIM} bytes and holds 0",
     )
 
 
@@ -269,3 +270,26 @@ def test_load_predictor_hands_the_split_sizes_to_the_models_loader(tmp_path, mon
     monkeypatch.setattr(DBNModel, "load", classmethod(load))
     load_predictor(saved_dbn(tmp_path / "hybrid_dbn" / "predictor"), n_users=5, n_songs=7)
     assert seen == {"n_users": 5, "n_songs": 7}
+
+
+def test_an_arrays_file_that_is_compressed_or_not_numbers_is_refused_before_loading(tmp_path):
+    directory = saved_cnn(tmp_path / "cnn")
+    with np.load(directory / "scales.npz") as scales:
+        kept = {k: scales[k] for k in scales.files}
+    np.savez_compressed(directory / "scales.npz", **kept)  # a zip bomb's way in
+    refused_without_allocating(
+        lambda: CNNModel.load(directory), r"scales.npz: 'mel_mean' is compressed"
+    )
+    np.savez(directory / "scales.npz", **{**kept, "mel_mean": np.array(["a"] * N_MELS)})
+    refused_without_allocating(
+        lambda: CNNModel.load(directory), r"scales.npz: 'mel_mean' has dtype <U1"
+    )
+
+
+def test_a_bounded_arrays_file_of_a_model_with_small_arrays_is_refused_past_the_bounds(
+    tmp_path,
+):
+    path = tmp_path / "arrays.npz"
+    np.savez(path, weights=np.zeros((2, 3, 4), np.float32))
+    with pytest.raises(MusicrecError, match=r"'weights' is shape \(2, 3, 4\), expected at most"):
+        check_bounded(path, npz_shapes(path))

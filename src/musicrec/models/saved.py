@@ -13,6 +13,7 @@ and the expected one instead of exhausting memory.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -86,15 +87,36 @@ def make_settings(path: Path, key: str, cls: type, values: dict):
 
 
 def npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Each array's shape in the ``.npz`` at ``path``, from the arrays' headers alone."""
+    """Each array's shape in the ``.npz`` at ``path``, from the arrays' headers alone.
+
+    Every array must be stored uncompressed (as ``np.savez`` writes it), of a numeric dtype,
+    and hold exactly the bytes its header declares, the members together no more than the
+    file holds: ``np.load`` allocates what a header declares before it reads, so a header
+    that lies, or a compressed member (a zip bomb), is refused here.
+    """
     readers = {1: np.lib.format.read_array_header_1_0, 2: np.lib.format.read_array_header_2_0}
     shapes = {}
     try:
         with zipfile.ZipFile(path) as archive:
-            for name in archive.namelist():
-                with archive.open(name) as f:
+            members = archive.infolist()
+            if sum(m.file_size for m in members) > Path(path).stat().st_size:
+                raise refusal(path, "its members declare more bytes than the file holds")
+            for member in members:
+                name = member.filename.removesuffix(".npy")
+                if member.compress_type != zipfile.ZIP_STORED:
+                    raise refusal(path, f"{name!r:.60} is compressed, expected stored as saved")
+                with archive.open(member) as f:
                     major, _ = np.lib.format.read_magic(f)
-                    shapes[name.removesuffix(".npy")] = readers[major](f)[0]
+                    shape, _, dtype = readers[major](f)
+                    data_bytes = member.file_size - f.tell()
+                if dtype.kind not in "biuf" or dtype.hasobject:
+                    raise refusal(path, f"{name!r:.60} has dtype {dtype}, expected a number type")
+                declared = math.prod(shape) * dtype.itemsize
+                if declared != data_bytes:
+                    raise refusal(
+                        path, f"{name!r:.60} declares {declared} bytes and holds {data_bytes}"
+                    )
+                shapes[name] = shape
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         raise refusal(path, f"not an archive of arrays ({exc!r:.80})") from exc
     return shapes
