@@ -6,7 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -254,3 +257,34 @@ def artifact_records(run_dir) -> dict[str, tuple[str, bool, list[str]]]:
         for r in offline_records(run_dir)
         if r.WhichOneof("record_type") == "artifact"
     }
+
+
+def within_or_let_go(seconds: float, fifo: Path, work: Callable[[], Any]) -> Any:
+    """``work()``'s result, run in a thread; fails if it takes over ``seconds``. A call blocked
+    on opening ``fifo`` is then let go (writers open it), so a regression fails, not hangs."""
+    done: dict = {}
+
+    def target():
+        try:
+            done["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            done["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        # Each open for writing lets one open for reading that waits on the FIFO return: let
+        # them all go, so that the call ends and later tests are not stuck behind it.
+        for _ in range(100):
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass  # no reader at this moment
+            thread.join(0.1)
+            if not thread.is_alive():
+                break
+        pytest.fail(f"still running after {seconds} s: blocked on the FIFO {fifo}")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]

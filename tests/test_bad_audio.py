@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import as_nobody
+from conftest import as_nobody, within_or_let_go
 
 import musicrec.audio as audio
 from musicrec.audio import REFUSED, ClipSpec, clip_levels, probe_audio, read_clip
@@ -170,37 +169,6 @@ def test_a_constant_signal_and_an_id3_only_mp3_say_why_they_are_quarantined(corp
     assert "possibly a pipe" not in reasons["bad_id3_only_mp3"]
 
 
-def _within(seconds: float, fifo: Path, work):
-    """``work()``'s result, run in a thread; fails if it takes over ``seconds``. A call blocked
-    on opening ``fifo`` is then let go (writers open it), so a regression fails, not hangs."""
-    done: dict = {}
-
-    def target():
-        try:
-            done["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            done["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        # Each open for writing lets one open for reading that waits on the FIFO return: let
-        # them all go, so that the call ends and later tests are not stuck behind it.
-        for _ in range(100):
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                pass  # no reader at this moment
-            thread.join(0.1)
-            if not thread.is_alive():
-                break
-        pytest.fail(f"still running after {seconds} s: blocked on the FIFO {fifo}")
-    if "error" in done:
-        raise done["error"]
-    return done["value"]
-
-
 def test_a_fifo_in_the_audio_folder_is_quarantined_unopened_without_blocking(tmp_path):
     root = tmp_path / "data"
     (root / "audio").mkdir(parents=True)
@@ -210,11 +178,11 @@ def test_a_fifo_in_the_audio_folder_is_quarantined_unopened_without_blocking(tmp
     (root / "plays.tsv").write_text("u1\tgood\t2\nu1\tpipe\t3\nu2\tgood\t1\n")
 
     start = time.perf_counter()
-    probe = _within(5, fifo, lambda: probe_audio(fifo, CLIP))
+    probe = within_or_let_go(5, fifo, lambda: probe_audio(fifo, CLIP))
     assert time.perf_counter() - start < 0.5
     assert probe["decode_error"] == f"{REFUSED}not a regular file (a FIFO)"
 
-    result = _within(300, fifo, lambda: validate_dataset(root, CLIP, MIN_SECONDS, -60.0))
+    result = within_or_let_go(300, fifo, lambda: validate_dataset(root, CLIP, MIN_SECONDS, -60.0))
     reasons = {q["song_id"]: q["reasons"] for q in result.summary["audio"]["quarantine"]}
     assert reasons["pipe"].startswith("not a regular file (a FIFO): never decoded")
     assert result.summary["audio"]["quarantine_reasons"] == {"not a regular file": 1}

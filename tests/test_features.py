@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import within_or_let_go
 
 from musicrec.audio import ClipSpec
 from musicrec.audio_features import (
@@ -412,40 +413,6 @@ def test_a_tone_peaks_in_its_pitch_class_whatever_its_octave(midi, pitch_class):
         assert chroma.max(axis=0) == pytest.approx(1.0)  # each frame's largest class is 1
 
 
-def _within(seconds: float, fifo, work):
-    """``work()``'s result, run in a thread; fails if it takes over ``seconds``. A call blocked
-    on opening ``fifo`` is then let go (writers open it), so a regression fails, not hangs."""
-    import os
-    import threading
-
-    done: dict = {}
-
-    def target():
-        try:
-            done["value"] = work()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            done["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(seconds)
-    if thread.is_alive():
-        # Each open for writing lets one open for reading that waits on the FIFO return: let
-        # them all go, so that the call ends and later tests are not stuck behind it.
-        for _ in range(100):
-            try:
-                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-            except OSError:
-                pass  # no reader at this moment
-            thread.join(0.1)
-            if not thread.is_alive():
-                break
-        pytest.fail(f"still running after {seconds} s: blocked on the FIFO {fifo}")
-    if "error" in done:
-        raise done["error"]
-    return done["value"]
-
-
 def test_the_hashing_step_refuses_a_fifo_without_opening_it_and_stops_the_stage(tmp_path):
     import os
 
@@ -456,12 +423,12 @@ def test_the_hashing_step_refuses_a_fifo_without_opening_it_and_stops_the_stage(
     fifo = tmp_path / "audio" / "pipe.wav"
     os.mkfifo(fifo)  # no writer: opening it for reading would wait forever
     with pytest.raises(MusicrecError, match=r"pipe.wav: not a regular file \(a FIFO\)"):
-        _within(2, fifo, lambda: song_digest(fifo))
+        within_or_let_go(2, fifo, lambda: song_digest(fifo))
     songs = pd.DataFrame(
         {"song_id": ["good", "pipe"], "path": ["audio/good.wav", "audio/pipe.wav"]}
     )
     with pytest.raises(MusicrecError, match="run validate again, which quarantines such a file"):
-        _within(
+        within_or_let_go(
             120,
             fifo,
             lambda: compute_features(tmp_path, songs, CFG, tmp_path / "out", tmp_path / "cache"),
