@@ -436,7 +436,7 @@ def test_the_hashing_step_refuses_a_fifo_without_opening_it_and_stops_the_stage(
     assert not (tmp_path / "out").exists()
 
 
-def test_the_hash_reads_no_file_over_the_audio_size_cap_and_names_entries_as_before(
+def test_the_hash_reads_no_file_over_the_audio_size_cap_and_keeps_the_entry_names(
     tmp_path, monkeypatch
 ):
     import hashlib
