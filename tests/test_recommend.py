@@ -309,8 +309,8 @@ def synthetic_recommender(
 def cosine_neighbours_of_the_candidate_rows(
     vectors: np.ndarray, query: np.ndarray, candidates: np.ndarray, n: int, skip: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """How ``similar`` and ``new_song`` ranked before the precomputed path: the candidates'
-    rows copied out and normalised per request. The reference the new path must match."""
+    """The reference ranking by cosine: the candidates' rows copied out and normalised, the
+    straightforward way, which the served path (no copies) must match."""
     rows = vectors[candidates].astype(np.float32)
     norms = np.linalg.norm(rows, axis=1) * max(float(np.linalg.norm(query)), 1e-12)
     cosine = (rows @ query.astype(np.float32)) / np.maximum(norms, 1e-12)
