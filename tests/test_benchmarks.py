@@ -103,3 +103,62 @@ def test_scaling_run_tabulates_slopes_plots_and_resumes(tmp_path, monkeypatch):
     assert len(calls) == 2 * len(module["STAGES"])  # resumed: nothing ran again
     module["main"]([*args, "--plot", str(plot), "--max-users", "7"])
     assert len(calls) == 4 * len(module["STAGES"])  # other params: measured again
+
+
+def test_coverage_counts_the_other_seeds_means_inside_each_interval():
+    module = runpy.run_path(str(REPO / "benchmarks" / "split_stability.py"))
+    means = [0.20, 0.28, 0.29]
+    intervals = [(0.19, 0.21), (0.27, 0.295), (0.28, 0.30)]
+    # a=0 holds neither; a=1 holds 0.29; a=2 holds 0.28 and 0.29 is its own: 2 of 6.
+    assert module["coverage"](means, intervals) == (2, 6)
+    assert module["coverage"]([0.5, 0.5], [(0.4, 0.6), (0.4, 0.6)]) == (2, 2)
+
+
+def _seed_result(seed: int, shift: float, width: float) -> dict:
+    """A full table as evaluate writes it, for two models on two splits."""
+    metrics, intervals = {}, {}
+    for model, base in (("wmf", 0.40), ("popularity", 0.30), ("random", 0.10)):
+        for split in ("warm", "cold"):
+            value = base + shift
+            metrics.setdefault(model, {})[split] = {"map@500": value, "users": 100}
+            intervals.setdefault(model, {})[split] = {"map@500": [value - width, value + width]}
+    return {"seed": seed, "seconds": 1.0, "metrics": metrics, "intervals": intervals}
+
+
+def test_split_stability_tabulates_spread_coverage_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    module = runpy.run_path(str(REPO / "benchmarks" / "split_stability.py"))
+    # Seeds whose means move by 0.05 from one to the next, with intervals of +-0.01 (which
+    # cover no other seed's mean) or +-0.2 (which cover them all).
+    runs = []
+
+    def fake_run_seed(repo, project, root, seed):
+        runs.append(seed)
+        return _seed_result(seed, 0.05 * (seed - 1), 0.01 if root == "narrow" else 0.2)
+
+    monkeypatch.setitem(module["main"].__globals__, "run_seed", fake_run_seed)
+    out = tmp_path / "benchmarks.md"
+    args = ["--seeds", "1", "2", "3", "--workdir", str(tmp_path / "w"), "--out", str(out)]
+    assert module["main"]([*args, "--world", "narrow", "--root", "narrow"]) == 0
+    text = out.read_text()
+    assert "| cold | 0 of 12 (0%) |" in text  # wmf and popularity (deployable), 6 pairs each
+    assert "| wmf | warm | 0.4000 | 0.4500 | 0.5000 | 0.1000 | 0/6 |" in text
+    assert "| random |" not in text  # a yardstick, not deployable
+    assert module["main"]([*args, "--world", "wide", "--root", "wide"]) == 0
+    assert "| cold | 12 of 12 (100%) |" in out.read_text()
+    assert "<!-- split_stability_narrow -->" in out.read_text()  # both sections kept
+    assert runs == [1, 2, 3, 1, 2, 3]
+    module["main"]([*args, "--world", "wide", "--root", "wide"])
+    assert runs == [1, 2, 3, 1, 2, 3]  # resumed: no seed ran again
+
+
+def test_a_finding_that_changes_verdict_between_seeds_is_named():
+    module = runpy.run_path(str(REPO / "benchmarks" / "split_stability.py"))
+    apart, close = _seed_result(1, 0.0, 0.01), _seed_result(2, 0.0, 0.2)
+    verdicts = module["verdicts"]
+    assert verdicts(apart["metrics"], apart["intervals"]) != {}
+    analysis = module["analyse"]([apart, close], ("wmf", "popularity"), "map@500")
+    changed = {name for name, v in analysis["findings"].items() if len(set(v)) > 1}
+    assert changed, analysis["findings"]
+    text = module["table"]("toy", [apart, close], analysis, "map@500")
+    assert "Findings that keep their verdict on every seed" in text and "- changes: " in text
