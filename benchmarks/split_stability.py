@@ -59,7 +59,8 @@ def run_seed(repo: Path, project: Path, root: str, seed: int) -> dict:
     (repo / ".cache" / "features").mkdir(parents=True, exist_ok=True)
     (project / ".cache" / "features").symlink_to(repo / ".cache" / "features")
     source = (repo / root).resolve()
-    if source.is_dir():  # a world built outside the pipeline (the real-audio one)
+    if source.is_dir() and root not in pipeline_outputs(project):  # the real-audio world
+        # (a world the pipeline builds, the synthetic one, is built in the clone itself)
         (project / root).parent.mkdir(parents=True, exist_ok=True)
         (project / root).symlink_to(source)
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -81,6 +82,16 @@ def run_seed(repo: Path, project: Path, root: str, seed: int) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "metrics": json.loads((evaluation / "metrics.json").read_text()),
         "intervals": json.loads((evaluation / "intervals.json").read_text()),
+    }
+
+
+def pipeline_outputs(project: Path) -> set[str]:
+    """The paths dvc.yaml's stages write (``data/synthetic`` is ``synthesize``'s)."""
+    stages = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    return {
+        next(iter(out)) if isinstance(out, dict) else out
+        for stage in stages.values()
+        for out in stage.get("outs", [])
     }
 
 
