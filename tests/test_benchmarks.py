@@ -167,5 +167,5 @@ def test_a_finding_that_changes_verdict_between_seeds_is_named():
 def test_split_stability_builds_a_pipeline_world_in_each_clone_and_links_only_others():
     module = runpy.run_path(str(REPO / "benchmarks" / "split_stability.py"))
     outputs = module["pipeline_outputs"](REPO)
-    assert "data/synthetic" in outputs and "data/models" in outputs
+    assert "data/synthetic" in outputs and "data/models/wmf" in outputs
     assert "data/real_world" not in outputs
