@@ -149,14 +149,15 @@ def analyse(results: list[dict], models: tuple[str, ...], metric: str) -> dict:
     return {"rows": rows, "coverage": pooled, "findings": findings}
 
 
-def table(world: str, results: list[dict], analysis: dict, metric: str) -> str:
-    """The Markdown section for ``reports/benchmarks.md``."""
+def table(world: str, results: list[dict], analysis: dict, metric: str, command: str = "") -> str:
+    """The Markdown section for ``reports/benchmarks.md``; ``command`` is the one that ran."""
     seeds = [r["seed"] for r in results]
     times = ", ".join(f"{r['seconds']:.0f} s" for r in results)
     lines = [
         f"### Split stability: the {world} world, `split.seed` {', '.join(map(str, seeds))}",
         "",
-        f"`python benchmarks/split_stability.py --world {world}` (whole pipeline per seed: "
+        f"`{command or 'python benchmarks/split_stability.py --world ' + world}` (whole "
+        "pipeline per seed: "
         f"{times}). Per deployable model and "
         f"split: {metric} per seed, the spread of those means, and how many ordered pairs of "
         "seeds (a, b) have b's mean inside a's 95% interval (the intervals of evaluate).",
@@ -221,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     any_split = next(iter(next(iter(results[0]["metrics"].values())).values()))
     metric = registry.map_key_in(any_split)
     analysis = analyse(results, registry.deployable(), metric)
-    body = table(args.world, results, analysis, metric)
+    command = f"python benchmarks/split_stability.py --world {args.world}" + (
+        f" --root {args.root}" if args.root else ""
+    )
+    body = table(args.world, results, analysis, metric, command)
     replace_section(args.out, f"split_stability_{args.world}", body)
     print(body)
     return 0
