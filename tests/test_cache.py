@@ -18,7 +18,7 @@ def _key_folder(cache: Path, key: str, n_bytes: int = 1000) -> Path:
     shard = cache / key / "01"
     shard.mkdir(parents=True)
     (shard / ENTRY).write_bytes(b"\0" * n_bytes)
-    (shard / f".{ENTRY}.k2j3h4.tmp.npy").write_bytes(b"\0" * 10)
+    (shard / f".{ENTRY}.k2j3h4g5.tmp.npy").write_bytes(b"\0" * 10)
     return cache / key
 
 
@@ -30,8 +30,8 @@ def cache(tmp_path) -> Path:
     cache = tmp_path / ".cache" / "features"
     _key_folder(cache, CURRENT)
     _key_folder(cache, STALE, n_bytes=5000)
-    (cache / ".0a1b2c3d4e5f.x7y8.tmp").mkdir()
-    (cache / ".0a1b2c3d4e5f.x7y8.tmp" / "part").write_bytes(b"\0" * 20)
+    (cache / ".0a1b2c3d4e5f.x7y8z9w0.tmp").mkdir()
+    (cache / ".0a1b2c3d4e5f.x7y8z9w0.tmp" / "part").write_bytes(b"\0" * 20)
     (cache / "notes").mkdir()
     (cache / "notes" / "keep.txt").write_text("mine")
     (cache / "README.txt").write_text("mine")
@@ -49,7 +49,7 @@ LEFT_ALONE = {"README.txt", ".README.txt.tmp", "notes", "aaaaaaaaaaaa", "bbbbbbb
 
 def test_prune_removes_stale_key_folders_and_temporaries_and_nothing_else(cache):
     plan = prune(cache, CURRENT)
-    assert sorted(p.name for p, _ in plan.remove) == [".0a1b2c3d4e5f.x7y8.tmp", STALE]
+    assert sorted(p.name for p, _ in plan.remove) == [".0a1b2c3d4e5f.x7y8z9w0.tmp", STALE]
     assert plan.bytes_freed == 5000 + 10 + 20
     assert plan.kept == cache / CURRENT
     assert {p.name for p, _ in plan.ignored} == LEFT_ALONE

@@ -6,9 +6,10 @@ libraries that decode and resample audio (:meth:`musicrec.audio_features.Feature
 A change of any of them starts a new folder and leaves the old one, hundreds of MB of it,
 unused. ``prune`` removes every key folder but the one that ``params.yaml`` (with this
 machine's settings) gives now, and the temporaries a killed run left at the top of the cache
-(``.<key>.<pid>.<random>.tmp``), and says what it removed and how many bytes that freed. Anything
-else in the cache folder is left alone and named: a folder is removed only when its name is a
-key and everything in it is laid out as the stage writes it.
+(``.<key>.<pid>.<random>.tmp``, or an earlier musicrec's without the pid), and says what it
+removed and how many bytes that freed. Anything else in the cache folder is left alone and
+named: a folder is removed only when its name is a key and everything in it is laid out as
+the stage writes it.
 
 Run it when no ``features`` stage is running (a ``dvc exp run`` queue with other feature params
 included): the folders of other params are exactly what it removes.
@@ -25,18 +26,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from musicrec.errors import MusicrecError
+from musicrec.io import temporary_owner
 
 DEFAULT_CACHE = Path(".cache/features")
 # The names the features stage gives: a key folder, a two-digit shard in it, an entry in that
-# (a 16-byte blake2b digest, as hex), and the temporaries of a write (io.atomic_path names them
-# ".<final name>.<pid>.<random>.tmp<suffix>").
+# (a 16-byte blake2b digest, as hex), and the temporaries of a write (io.temporary_owner
+# knows their names).
 KEY_NAME = re.compile(r"^[0-9a-f]{12}$")
 SHARD_NAME = re.compile(r"^[0-9a-f]{2}$")
 ENTRY_NAME = re.compile(r"^[0-9a-f]{32}\.npy$")
-TEMPORARY_NAME = re.compile(r"^\..*\.tmp")
-# At the top of the cache only a key folder's temporary: --cache pointed at another folder
-# (a home folder, say) must not lose its own dot-files.
-KEY_TEMPORARY_NAME = re.compile(r"^\.[0-9a-f]{12}\..*\.tmp")
+
+
+def _is_key_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary of a key folder: at the top of the cache only those go,
+    since --cache pointed at another folder (a home folder, say) must keep its dot-files."""
+    return bool(KEY_NAME.match(temporary_owner(name) or ""))
 
 
 @dataclass
@@ -86,7 +90,7 @@ def _unexpected_in_key_folder(folder: Path) -> str | None:
             return f"holds {shard.name!r}, which the features stage does not write"
         for entry in shard.iterdir():
             plain = stat.S_ISREG(os.lstat(entry).st_mode)
-            if not (plain and (ENTRY_NAME.match(entry.name) or TEMPORARY_NAME.match(entry.name))):
+            if not (plain and (ENTRY_NAME.match(entry.name) or temporary_owner(entry.name))):
                 return f"holds {shard.name}/{entry.name!r}, which the features stage does not write"
     return None
 
@@ -106,7 +110,7 @@ def plan_prune(cache: Path, current_key: str) -> PrunePlan:
         name = path.name
         if name == current_key:
             plan.kept = path
-        elif KEY_TEMPORARY_NAME.match(name) and not path.is_symlink():
+        elif _is_key_temporary(name) and not path.is_symlink():
             plan.remove.append((path, _tree_bytes(path)))
         elif not KEY_NAME.match(name) or not _is_plain_dir(path):
             plan.ignored.append((path, "not a cache-key folder"))

@@ -123,6 +123,13 @@ _TEMPORARY = re.compile(
 MAX_LINE_BYTES = 1 << 16
 
 
+def temporary_owner(name: str) -> str | None:
+    """The name of the output whose temporary :func:`atomic_path` called ``name``, or None
+    if ``name`` is not one of its temporaries (``.<output>.<pid>.<random>.tmp<suffix>``)."""
+    match = _TEMPORARY.match(name)
+    return match["name"] if match else None
+
+
 def bounded_lines(file: BinaryIO) -> Iterator[bytes]:
     """The lines of a file opened in binary mode, none read past :data:`MAX_LINE_BYTES` + 1
     bytes: a longer line comes out cut there (``len(line) > MAX_LINE_BYTES``), for the caller
