@@ -325,7 +325,7 @@ def evaluate_with_params(splits, models: list, params: dict, song_targets=None) 
     from musicrec.evaluate import evaluate_models
 
     cfg = params["evaluate"]
-    means, intervals, _ = evaluate_models(
+    evaluation = evaluate_models(
         splits,
         models,
         int(cfg["map_k"]),
@@ -335,7 +335,7 @@ def evaluate_with_params(splits, models: list, params: dict, song_targets=None) 
         song_targets,
         int(cfg.get("max_users", 0)),
     )
-    return means, intervals
+    return evaluation.means, evaluation.intervals
 
 
 def compare_line(name: str, device_value: float, ref: tuple, dev_interval) -> str:

@@ -5,11 +5,14 @@ Runs the whole pipeline (``scripts/repro.sh``, as ``make repro`` does) on one wo
 
 - the mean mAP@k of each seed and their spread (largest minus smallest);
 - the coverage of each seed's 95% interval over the *other* seeds' means: of the ordered pairs
-  (seed a, seed b), in how many a's interval holds b's mean. An interval that stands for the
-  uncertainty a user cares about (which songs and users a catalogue happens to have) covers
-  another draw's mean most of the time; one that counts only the users of one draw does not;
-- how many Findings of the report keep their verdict ("ahead, intervals apart", "behind,
-  intervals apart", "intervals overlap") on every seed, and which change.
+  (seed a, seed b), in how many a's interval holds b's mean, for evaluate's intervals (users
+  and songs resampled) and for intervals that resample users only (recomputed here from the
+  per-user values, as evaluate made them before). An interval that stands for the uncertainty
+  a user cares about (which songs and users a catalogue happens to have) covers another
+  draw's mean most of the time; one that counts only the users of one draw does not;
+- how many Findings of the report keep their verdict (ahead, behind or no clear difference,
+  by the paired interval) on every seed, which change, and how many reverse (ahead on one
+  seed, behind on another).
 
 Each seed runs in its own clone of this repository's last commit under ``--workdir`` (the
 virtual environment and the feature cache are shared: features do not depend on the split), and
@@ -32,10 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from musicrec import registry
 from musicrec.io import replace_section
+from musicrec.metrics import Resamples, bootstrap_interval
 from musicrec.report import VERDICT_WORDS, findings_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +55,9 @@ def run_seed(repo: Path, project: Path, root: str, seed: int) -> dict:
     Returns
     -------
     dict
-        ``seed``, ``seconds``, ``metrics`` (the full table, model -> split -> metric -> value)
-        and ``intervals`` (model -> split -> metric -> [low, high]).
+        ``seed``, ``seconds``, ``metrics`` (the full table, model -> split -> metric -> value),
+        ``intervals`` (model -> split -> metric -> [low, high]), ``paired`` (evaluate's paired
+        intervals) and ``users_only`` (:func:`users_only_intervals`).
     """
     subprocess.run(["git", "clone", "--quiet", str(repo), str(project)], check=True)
     (project / ".venv").symlink_to(repo / ".venv")
@@ -82,7 +88,30 @@ def run_seed(repo: Path, project: Path, root: str, seed: int) -> dict:
         "seconds": round(time.perf_counter() - started, 1),
         "metrics": json.loads((evaluation / "metrics.json").read_text()),
         "intervals": json.loads((evaluation / "intervals.json").read_text()),
+        "paired": json.loads((evaluation / "paired.json").read_text()),
+        "users_only": users_only_intervals(project / "data" / "evaluation", params["evaluate"]),
     }
+
+
+def users_only_intervals(per_user_dir: Path, evaluate: dict) -> dict:
+    """95% intervals that resample users only, of every model's mAP on every split, from the
+    per-user values evaluate stored (``data/evaluation/<split>.npz``): model -> split ->
+    metric -> [low, high]. The same number of resamples and seed as evaluate."""
+    metric = registry.map_key(int(evaluate["map_k"]))
+    out: dict = {}
+    for path in sorted(per_user_dir.glob("*.npz")):
+        with np.load(path) as per_user:
+            rng = np.random.default_rng(int(evaluate["seed"]))
+            resamples = Resamples.draw(rng, int(evaluate["bootstrap"]), len(per_user["users"]))
+            for key in per_user.files:
+                model, _, name = key.rpartition(":")
+                if name != metric:
+                    continue
+                values = per_user[key].astype(np.float64)
+                values = np.nan_to_num(values, nan=np.nanmean(values))
+                low, high = bootstrap_interval(values, resamples)
+                out.setdefault(model, {}).setdefault(path.stem, {})[metric] = [low, high]
+    return out
 
 
 def pipeline_outputs(project: Path) -> set[str]:
@@ -112,11 +141,11 @@ def coverage(means: list[float], intervals: list[tuple[float, float]]) -> tuple[
     return covered, len(pairs)
 
 
-def verdicts(means: dict, intervals: dict) -> dict[str, str]:
+def verdicts(means: dict, intervals: dict, paired: dict) -> dict[str, str]:
     """The report's Findings as finding -> verdict words (the text before a finding's first
     colon names it; a finding with no verdict is left out)."""
     found = {}
-    for line in findings_section(means, intervals).splitlines():
+    for line in findings_section(means, intervals, paired).splitlines():
         match = VERDICT.search(line)
         if line.startswith("- ") and match:
             found[line[2:].split(":", 1)[0]] = match.group(0)
@@ -131,9 +160,10 @@ def analyse(results: list[dict], models: tuple[str, ...], metric: str) -> dict:
     dict
         ``rows``: (model, split, means per seed, spread, covered, pairs) for every deployable
         model and split all seeds scored; ``coverage``: split -> (covered, pairs) pooled over
-        models; ``findings``: finding -> verdict per seed (those on every seed).
+        models, for evaluate's intervals, and ``users_only`` the same for users-only
+        intervals; ``findings``: finding -> verdict per seed (those on every seed).
     """
-    rows, pooled = [], {}
+    rows, pooled, pooled_users = [], {}, {}
     for model, split in itertools.product(models, SPLITS):
         if not all(split in r["metrics"].get(model, {}) for r in results):
             continue
@@ -143,10 +173,22 @@ def analyse(results: list[dict], models: tuple[str, ...], metric: str) -> dict:
         rows.append((model, split, means, max(means) - min(means), covered, pairs))
         total = pooled.get(split, (0, 0))
         pooled[split] = (total[0] + covered, total[1] + pairs)
-    per_seed = [verdicts(r["metrics"], r["intervals"]) for r in results]
+        if all(split in r.get("users_only", {}).get(model, {}) for r in results):
+            users = [tuple(r["users_only"][model][split][metric]) for r in results]
+            covered, pairs = coverage(means, users)
+            total = pooled_users.get(split, (0, 0))
+            pooled_users[split] = (total[0] + covered, total[1] + pairs)
+    per_seed = [verdicts(r["metrics"], r["intervals"], r.get("paired", {})) for r in results]
     common = set.intersection(*(set(v) for v in per_seed)) if per_seed else set()
     findings = {name: [v[name] for v in per_seed] for name in sorted(common)}
-    return {"rows": rows, "coverage": pooled, "findings": findings}
+    return {"rows": rows, "coverage": pooled, "users_only": pooled_users, "findings": findings}
+
+
+def reversed_findings(findings: dict[str, list[str]]) -> list[str]:
+    """The findings "ahead" on one seed and "behind" on another."""
+    return [
+        name for name, v in findings.items() if VERDICT_WORDS[1] in v and VERDICT_WORDS[-1] in v
+    ]
 
 
 def table(world: str, results: list[dict], analysis: dict, metric: str, command: str = "") -> str:
@@ -160,13 +202,17 @@ def table(world: str, results: list[dict], analysis: dict, metric: str, command:
         "pipeline per seed: "
         f"{times}). Per deployable model and "
         f"split: {metric} per seed, the spread of those means, and how many ordered pairs of "
-        "seeds (a, b) have b's mean inside a's 95% interval (the intervals of evaluate).",
+        "seeds (a, b) have b's mean inside a's 95% interval: evaluate's (users and songs "
+        "resampled) and, for comparison, intervals that resample users only.",
         "",
-        "| split | intervals covering another seed's mean |",
-        "|---|---|",
+        "| split | evaluate's intervals (users and songs) | users-only intervals |",
+        "|---|---|---|",
     ]
+    users_only = analysis.get("users_only", {})
     for split, (covered, pairs) in analysis["coverage"].items():
-        lines.append(f"| {split} | {covered} of {pairs} ({covered / pairs:.0%}) |")
+        old = users_only.get(split)
+        old_text = f"{old[0]} of {old[1]} ({old[0] / old[1]:.0%})" if old else "n/a"
+        lines.append(f"| {split} | {covered} of {pairs} ({covered / pairs:.0%}) | {old_text} |")
     lines += [
         "",
         "| model | split | " + " | ".join(f"seed {s}" for s in seeds) + " | spread | covered |",
@@ -177,9 +223,11 @@ def table(world: str, results: list[dict], analysis: dict, metric: str, command:
         lines.append(f"| {model} | {split} | {values} | {spread:.4f} | {covered}/{pairs} |")
     findings = analysis["findings"]
     kept = [name for name, v in findings.items() if len(set(v)) == 1]
+    reversals = reversed_findings(findings)
     lines += [
         "",
-        f"Findings that keep their verdict on every seed: {len(kept)} of {len(findings)}.",
+        f"Findings that keep their verdict on every seed: {len(kept)} of {len(findings)}; "
+        f"reversed (ahead on one seed, behind on another): {len(reversals)}.",
     ]
     for name, v in findings.items():
         if len(set(v)) > 1:

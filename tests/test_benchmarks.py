@@ -6,6 +6,8 @@ import re
 import runpy
 import sys
 
+import numpy as np
+import pytest
 from conftest import REPO
 
 
@@ -114,15 +116,31 @@ def test_coverage_counts_the_other_seeds_means_inside_each_interval():
     assert module["coverage"]([0.5, 0.5], [(0.4, 0.6), (0.4, 0.6)]) == (2, 2)
 
 
-def _seed_result(seed: int, shift: float, width: float) -> dict:
-    """A full table as evaluate writes it, for two models on two splits."""
-    metrics, intervals = {}, {}
-    for model, base in (("wmf", 0.40), ("popularity", 0.30), ("random", 0.10)):
+def _seed_result(
+    seed: int, shift: float, width: float, gap: float = 0.1, users_width: float = 0.01
+) -> dict:
+    """A full table as evaluate writes it, for two models on two splits; ``gap``: wmf ahead
+    of popularity by this, and a paired interval of +-0.02 around it."""
+    metrics, intervals, users_only = {}, {}, {}
+    for model, base in (("wmf", 0.30 + gap), ("popularity", 0.30), ("random", 0.10)):
         for split in ("warm", "cold"):
             value = base + shift
             metrics.setdefault(model, {})[split] = {"map@500": value, "users": 100}
             intervals.setdefault(model, {})[split] = {"map@500": [value - width, value + width]}
-    return {"seed": seed, "seconds": 1.0, "metrics": metrics, "intervals": intervals}
+            users_only.setdefault(model, {})[split] = {
+                "map@500": [value - users_width, value + users_width]
+            }
+    paired = {
+        split: {"wmf": {"popularity": [gap - 0.02, gap + 0.02]}} for split in ("warm", "cold")
+    }
+    return {
+        "seed": seed,
+        "seconds": 1.0,
+        "metrics": metrics,
+        "intervals": intervals,
+        "paired": paired,
+        "users_only": users_only,
+    }
 
 
 def test_split_stability_tabulates_spread_coverage_and_resumes(tmp_path, monkeypatch):
@@ -141,27 +159,44 @@ def test_split_stability_tabulates_spread_coverage_and_resumes(tmp_path, monkeyp
     args = ["--seeds", "1", "2", "3", "--workdir", str(tmp_path / "w"), "--out", str(out)]
     assert module["main"]([*args, "--world", "narrow", "--root", "narrow"]) == 0
     text = out.read_text()
-    assert "| cold | 0 of 12 (0%) |" in text  # wmf and popularity (deployable), 6 pairs each
+    # wmf and popularity (deployable), 6 pairs each; users-only intervals of +-0.01
+    assert "| cold | 0 of 12 (0%) | 0 of 12 (0%) |" in text
     assert "| wmf | warm | 0.4000 | 0.4500 | 0.5000 | 0.1000 | 0/6 |" in text
     assert "| random |" not in text  # a yardstick, not deployable
     assert module["main"]([*args, "--world", "wide", "--root", "wide"]) == 0
-    assert "| cold | 12 of 12 (100%) |" in out.read_text()
+    assert "| cold | 12 of 12 (100%) | 0 of 12 (0%) |" in out.read_text()
     assert "<!-- split_stability_narrow -->" in out.read_text()  # both sections kept
     assert runs == [1, 2, 3, 1, 2, 3]
     module["main"]([*args, "--world", "wide", "--root", "wide"])
     assert runs == [1, 2, 3, 1, 2, 3]  # resumed: no seed ran again
 
 
-def test_a_finding_that_changes_verdict_between_seeds_is_named():
+def test_a_finding_that_changes_or_reverses_its_verdict_between_seeds_is_named():
     module = runpy.run_path(str(REPO / "benchmarks" / "split_stability.py"))
-    apart, close = _seed_result(1, 0.0, 0.01), _seed_result(2, 0.0, 0.2)
+    ahead, tied = _seed_result(1, 0.0, 0.01), _seed_result(2, 0.0, 0.2, gap=0.0)
+    behind = _seed_result(3, 0.0, 0.01, gap=-0.1)
     verdicts = module["verdicts"]
-    assert verdicts(apart["metrics"], apart["intervals"]) != {}
-    analysis = module["analyse"]([apart, close], ("wmf", "popularity"), "map@500")
+    assert verdicts(ahead["metrics"], ahead["intervals"], ahead["paired"]) != {}
+    analysis = module["analyse"]([ahead, tied], ("wmf", "popularity"), "map@500")
     changed = {name for name, v in analysis["findings"].items() if len(set(v)) > 1}
     assert changed, analysis["findings"]
-    text = module["table"]("toy", [apart, close], analysis, "map@500")
+    assert module["reversed_findings"](analysis["findings"]) == []  # ahead, then unclear
+    text = module["table"]("toy", [ahead, tied], analysis, "map@500")
     assert "Findings that keep their verdict on every seed" in text and "- changes: " in text
+    assert "reversed (ahead on one seed, behind on another): 0" in text
+    analysis = module["analyse"]([ahead, behind], ("wmf", "popularity"), "map@500")
+    assert len(module["reversed_findings"](analysis["findings"])) == 2  # warm and cold
+
+
+def test_users_only_intervals_are_recomputed_from_the_per_user_values(tmp_path):
+    module = runpy.run_path(str(REPO / "benchmarks" / "split_stability.py"))
+    values = np.random.default_rng(0).random(400)
+    np.savez(tmp_path / "cold.npz", users=np.arange(400), **{"wmf:map@500": values})
+    params = {"map_k": 500, "seed": 13, "bootstrap": 300}
+    low, high = module["users_only_intervals"](tmp_path, params)["wmf"]["cold"]["map@500"]
+    half = 1.96 * values.std() / np.sqrt(400)  # the normal approximation of the same
+    assert low == pytest.approx(values.mean() - half, abs=0.01)
+    assert high == pytest.approx(values.mean() + half, abs=0.01)
 
 
 def test_split_stability_builds_a_pipeline_world_in_each_clone_and_links_only_others():

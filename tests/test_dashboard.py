@@ -54,29 +54,58 @@ def test_find_experiment_by_name_or_sha_and_a_clear_error():
         find_experiment(experiments, "nope")
 
 
-def test_paired_differences_known_answers():
-    users = np.array([3, 1, 2, 0])
-    a = {"users": users, "m:map@500": np.array([0.1, 0.2, 0.3, 0.4], np.float32)}
-    a["n:map@500"] = np.array([0.5, 0.5, 0.5, 0.5], np.float32)
-    # B lists the same users in another order, plus one A lacks; m gains 0.1 for every user.
-    b_users = np.array([0, 1, 2, 3, 9])
-    b = {
-        "users": b_users,
-        "m:map@500": np.array([0.5, 0.3, 0.4, 0.2, 0.9], np.float32),
-        "n:map@500": np.array([0.4, 0.6, 0.5, 0.5, 0.0], np.float32),
+def _scored(users, entry_users, entry_songs, **ranks) -> dict:
+    """A split's npz as evaluate writes it: one model per keyword, its entries' ranks."""
+    per_user = {
+        "users": np.array(users),
+        "entry_users": np.array(entry_users, np.int32),
+        "entry_songs": np.array(entry_songs, np.int32),
+        "n_valid": np.full(len(users), 100, np.int32),
     }
-    m, n = paired_differences(a, b, "cold", "map@500", n_bootstrap=200, seed=1)
+    return per_user | {f"{m}:rank": np.array(r, np.int32) for m, r in ranks.items()}
+
+
+def test_paired_differences_known_answers():
+    # One relevant song per user: AP = 1 / (rank + 1).
+    a = _scored([3, 1, 2, 0], [3, 1, 2, 0], [10, 11, 12, 13], m=[9, 4, 3, 1], n=[1, 1, 1, 1])
+    a["o:rank"] = a["m:rank"]
+    # B lists the same users in another order, plus one A lacks.
+    b = _scored(
+        [0, 1, 2, 3, 9],
+        [0, 1, 2, 3, 9],
+        [13, 11, 12, 10, 14],
+        m=[0, 1, 1, 4, 0],  # every user gains: 1 vs .5, .5 vs .2, .5 vs .25, .2 vs .1
+        n=[0, 3, 3, 1, 0],  # +.5, -.25, -.25, 0
+        o=[1, 4, 3, 9, 0],  # the same ranks as A's o
+    )
+    m, n, o = paired_differences(a, b, "cold", "map@500", n_bootstrap=200, seed=1)
     assert (m.model, m.split, m.users) == ("m", "cold", 4)
-    assert m.mean_a == pytest.approx(0.25) and m.mean_b == pytest.approx(0.35)
-    assert m.difference == pytest.approx(0.1, abs=1e-6)
-    # The same gain for every user: every resample's mean is 0.1, so the interval is a point.
-    assert m.low == pytest.approx(0.1, abs=1e-6) and m.high == pytest.approx(0.1, abs=1e-6)
-    assert m.verdict == "B better"
-    # n: user 0 loses 0.1, user 1 gains 0.1: mean 0, an interval around it.
-    assert n.difference == pytest.approx(0.0, abs=1e-6)
+    assert m.mean_a == pytest.approx(0.2625) and m.mean_b == pytest.approx(0.55)
+    assert m.difference == pytest.approx(0.2875)
+    assert 0 < m.low < m.difference < m.high and m.verdict == "B better"
+    assert n.difference == pytest.approx(0.0)
     assert n.low < 0 < n.high and n.verdict == "no clear difference"
+    assert (o.difference, o.low, o.high) == (0.0, 0.0, 0.0)  # the same ranks: no difference
     reversed_ = paired_differences(b, a, "cold", "map@500", n_bootstrap=200, seed=1)[0]
-    assert reversed_.verdict == "A better" and reversed_.difference == pytest.approx(-0.1, abs=1e-6)
+    assert reversed_.verdict == "A better" and reversed_.difference == pytest.approx(-0.2875)
+    recall = paired_differences(a, b, "cold", "recall@2", n_bootstrap=50, seed=1)[0]
+    assert recall.mean_a == pytest.approx(0.25) and recall.mean_b == pytest.approx(0.75)
+
+
+def test_a_song_one_experiment_did_not_score_counts_0_there():
+    a = _scored([0, 1], [0, 0, 1], [5, 6, 5], m=[0, 1, 0])  # user 0: two songs, AP 1
+    b = _scored([0, 1], [0, 1], [5, 5], m=[0, 0])  # user 0 has song 5 only here: AP 1
+    (m,) = paired_differences(a, b, "cold", "map@500", n_bootstrap=100, seed=0)
+    assert m.mean_a == pytest.approx(1.0) and m.mean_b == pytest.approx(1.0)
+    # song 6 is A's only: B's entry for it counts 0, A's 0.5; both users' sums stay 1
+    assert m.difference == pytest.approx(0.0) and m.low <= 0 <= m.high
+
+
+def test_an_experiment_scored_without_per_song_ranks_is_named_not_compared(tmp_path):
+    from musicrec.dashboard import has_entries
+
+    assert has_entries(_scored([0], [0], [1], m=[0]))
+    assert not has_entries({"users": np.array([0]), "m:map@500": np.array([0.5])})
 
 
 def test_tables_put_the_best_first_and_sort_on_numbers():

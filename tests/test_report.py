@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from musicrec.report import findings_section
+from musicrec.report import VERDICT_WORDS, findings_section
+
+AHEAD, BEHIND, NO_CLEAR = VERDICT_WORDS[1], VERDICT_WORDS[-1], VERDICT_WORDS[0]
 
 
-def _world(hldbn: float, cnn: float) -> tuple[dict, dict]:
+def paired_from(means: dict, half_width: float) -> dict:
+    """Paired intervals of every difference of means on a split: the difference +- half."""
+    paired: dict = {}
+    for a, by_split in means.items():
+        for split, values in by_split.items():
+            for b, other in means.items():
+                if b != a and split in other:
+                    d = values["map@500"] - other[split]["map@500"]
+                    paired.setdefault(split, {}).setdefault(a, {})[b] = [
+                        d - half_width,
+                        d + half_width,
+                    ]
+    return paired
+
+
+def _world(hldbn: float, cnn: float) -> tuple[dict, dict, dict]:
     means = {
         "cnn_wpe": {"cold": {"map@500": cnn}},
         "bow_mlp": {"cold": {"map@500": 0.09}},
@@ -17,24 +34,35 @@ def _world(hldbn: float, cnn: float) -> tuple[dict, dict]:
         name: {"cold": {"map@500": [v["cold"]["map@500"] - 0.005, v["cold"]["map@500"] + 0.005]}}
         for name, v in means.items()
     }
-    return means, intervals
+    return means, intervals, paired_from(means, 0.005)
 
 
 def test_hldbn_behind_the_cnn_is_called_a_disagreement_with_wang_and_wang():
     text = findings_section(*_world(hldbn=0.09, cnn=0.13))
-    assert "`hldbn` 0.0900" in text and "behind, intervals apart" in text
+    assert "`hldbn` 0.0900" in text and BEHIND in text
+    assert "difference -0.0400 [-0.0450, -0.0350]" in text
     assert "Wang and Wang report HLDBN ahead of the CNN; here it is not" in text
     assert "as van den Oord et al. found" in text  # the CNN is ahead of the bag of words
 
 
-def test_hldbn_ahead_agrees_and_overlapping_intervals_are_said_to_overlap():
+def test_hldbn_ahead_agrees_and_a_paired_interval_holding_0_is_no_clear_difference():
     assert "agrees with Wang and Wang" in findings_section(*_world(hldbn=0.15, cnn=0.13))
     text = findings_section(*_world(hldbn=0.132, cnn=0.13))
-    assert "intervals overlap" in text and "here it is not" in text
+    assert NO_CLEAR in text and "here it is not" in text
+
+
+def test_the_verdict_is_the_paired_intervals_not_the_overlap_of_the_two_intervals():
+    means, intervals, _ = _world(hldbn=0.132, cnn=0.13)
+    # the two intervals overlap, but the paired difference is tight and above 0
+    paired = {"cold": {"hldbn": {"cnn_wpe": [0.001, 0.003]}}}
+    text = findings_section(means, intervals, paired)
+    assert "HLDBN against the best CNN" in text and f"({AHEAD})" in text
+    # no paired interval: no verdict either way
+    assert f"no paired interval ({NO_CLEAR})" in findings_section(means, intervals, {})
 
 
 def test_no_models_no_findings():
-    assert findings_section({"random": {"cold": {"map@500": 0.03}}}, {}) == ""
+    assert findings_section({"random": {"cold": {"map@500": 0.03}}}, {}, {}) == ""
 
 
 def test_the_tuning_section_shows_each_search_against_params_own_settings(tmp_path):
@@ -72,10 +100,10 @@ def test_each_audio_model_is_judged_against_its_shuffled_control():
         name: {"cold": {"map@500": [v["cold"]["map@500"] - 0.005, v["cold"]["map@500"] + 0.005]}}
         for name, v in means.items()
     }
-    text = findings_section(means, intervals)
+    text = findings_section(means, intervals, paired_from(means, 0.005))
     assert "`bow_linear` against its shuffled control" in text
-    assert "ahead, intervals apart: real audio signal" in text
-    assert "intervals overlap: not shown to use the audio" in text  # stats_ridge's
+    assert f"{AHEAD}: real audio signal" in text
+    assert f"{NO_CLEAR}: not shown to use the audio" in text  # stats_ridge's
 
 
 def test_context_audio_hybrid_contrastive_and_new_artist_findings():
@@ -98,7 +126,7 @@ def test_context_audio_hybrid_contrastive_and_new_artist_findings():
         m: {s: {"map@500": [v["map@500"] - 0.004, v["map@500"] + 0.004]} for s, v in by.items()}
         for m, by in means.items()
     }
-    text = findings_section(means, intervals, new_artist_songs=104)
+    text = findings_section(means, intervals, paired_from(means, 0.004), new_artist_songs=104)
     assert (
         "the song's metadata (`context`) against the best audio model: `context` 0.0900 "
         "[0.0860, 0.0940] against `cnn_contrastive` 0.1110" in text
@@ -106,12 +134,13 @@ def test_context_audio_hybrid_contrastive_and_new_artist_findings():
     assert "`hybrid_audio_context` 0.1550 [0.1510, 0.1590] against `context`" in text
     assert (
         "InfoNCE against regression: `cnn_contrastive` 0.1110 [0.1070, 0.1150] against "
-        "`cnn_mse` 0.1100 [0.1060, 0.1140] (intervals overlap)" in text
+        f"`cnn_mse` 0.1100 [0.1060, 0.1140], difference +0.0010 [-0.0030, +0.0050] ({NO_CLEAR})"
+        in text
     )
     # new artists: context knows nothing there; lift shares on the view and on all cold songs
     assert "(`cold_new_artist`: 104 songs of artists with no training song)" in text
     assert "`context` 0.0520 [0.0480, 0.0560] against `random` 0.0500" in text
-    assert "(intervals overlap), lift share 0.004; on all cold songs, lift share 0.120" in text
+    assert f"({NO_CLEAR}), lift share 0.004; on all cold songs, lift share 0.120" in text
     assert "`hybrid_audio_context` 0.0800" in text and "lift share 0.250" in text
 
 
@@ -276,7 +305,7 @@ def test_a_hostile_model_name_stays_one_code_span_in_the_tables_and_findings():
     row = {"map@500": 0.1, "auc": 0.6, "users": 9, "ndcg@10": 0.2, "recall@10": 0.3}
     row |= {"recall@50": 0.4, "precision@10": 0.05, "coverage@10": 0.5}
     means = {name: {"cold": row}, f"{name}_shuffled": {"cold": row}}
-    table, findings = comparison_table(means, {}, "cold", [10, 50]), findings_section(means, {})
+    table, findings = comparison_table(means, {}, "cold", [10, 50]), findings_section(means, {}, {})
     assert "| `` cnn`![a](../../secret.png)` `` |" in table
     assert "- Cold songs, `` cnn`![a](../../secret.png)` `` against its shuffled" in findings
     markdown = f"{table}\n\n{findings}"

@@ -6,8 +6,9 @@ experiments, and the workspace when its results are not yet any of those):
 - a metrics table per split, sortable by clicking a column header (mAP with its 95% interval);
 - the params that differ between experiments;
 - the report's plots side by side;
-- for two chosen experiments A and B, a paired comparison per user: the mean over users of
-  B's mAP minus A's on the same users, with a 95% bootstrap interval, per model and split.
+- for two chosen experiments A and B, a paired comparison: the mean over users of B's mAP
+  minus A's on the same users, with a 95% bootstrap interval that resamples users and songs,
+  per model and split.
 
 Everything is read through DVC at each experiment's revision (the full metrics table,
 ``reports/evaluation/metrics.json``, ``params.yaml`` and ``reports/figures/`` from git; the
@@ -37,12 +38,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import yaml
 
 from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, refuse_output_over_inputs
-from musicrec.metrics import Resamples, bootstrap_interval
+from musicrec.metrics import (
+    TwoWayResamples,
+    entry_contributions,
+    impute_missing,
+    per_user_sums,
+    percentile_intervals,
+    two_way_means,
+)
 
 # The registry's splits, cold (the headline: songs nobody has played) first.
 SPLITS = tuple(sorted(registry.SPLITS, key=lambda split: split != "cold"))
@@ -284,6 +293,43 @@ class PairedDifference:
         return "no clear difference"
 
 
+def entry_values(per_user: dict[str, np.ndarray], model: str, metric: str) -> np.ndarray:
+    """Each relevant entry's contribution to ``model``'s ``metric`` [shape=(n_entries,)],
+    recomputed from the ranks ``evaluate`` stored (:func:`musicrec.metrics.entry_contributions`),
+    NaN users imputed as evaluate does. ``metric``: ``map@K``, ``auc``, or ``ndcg``,
+    ``recall`` or ``precision`` ``@k``."""
+    users, entry_users = per_user["users"], per_user["entry_users"]
+    order = np.argsort(users, kind="stable")
+    rows = order[np.searchsorted(users[order], entry_users)]
+    grouped = np.argsort(rows, kind="stable")  # entry_contributions wants a user's entries together
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=len(users)))])
+    relevant = sp.csr_matrix(
+        (np.ones(len(rows)), np.zeros(len(rows), np.int64), indptr), shape=(len(users), 1)
+    )
+    name, _, cut = metric.partition("@")
+    k = int(cut) if cut.isdigit() else 1
+    contributions = entry_contributions(
+        per_user[f"{model}:rank"][grouped], relevant, per_user["n_valid"], k, [k]
+    )
+    if metric not in contributions:
+        raise MusicrecError(
+            f"dashboard: cannot compare on {metric!r}; use map@K, auc, or ndcg, recall or "
+            "precision @k"
+        )
+    values = np.empty(len(rows))
+    values[grouped] = impute_missing(
+        contributions[metric],
+        per_user_sums({metric: contributions[metric]}, relevant)[metric],
+        rows[grouped],
+    )
+    return values
+
+
+def has_entries(per_user: dict[str, np.ndarray]) -> bool:
+    """Whether ``evaluate`` stored per-entry ranks (it has since intervals resample songs)."""
+    return {"entry_users", "entry_songs", "n_valid"} <= per_user.keys()
+
+
 def paired_differences(
     per_user_a: dict[str, np.ndarray],
     per_user_b: dict[str, np.ndarray],
@@ -292,39 +338,54 @@ def paired_differences(
     n_bootstrap: int = 1000,
     seed: int = 0,
 ) -> list[PairedDifference]:
-    """Per-user paired comparison of every model two experiments scored on one split.
+    """Paired comparison of every model two experiments scored on one split, users and songs
+    resampled (:func:`musicrec.metrics.two_way_means`).
 
     Parameters
     ----------
     per_user_a, per_user_b : dict
-        ``users`` -> user indices [shape=(n_users,)] and ``model:metric`` -> per-user values
-        [shape=(n_users,)], as ``evaluate`` writes them.
+        ``data/evaluation/<split>.npz`` as ``evaluate`` writes it: ``users``,
+        ``entry_users``, ``entry_songs``, ``n_valid`` and ``<model>:rank``.
     metric : str
         e.g. ``map@500``.
 
     Users are matched by index, so two experiments with different splits are compared on the
-    users they share. One set of bootstrap resamples is shared by all models, as in evaluate.
+    users they share; their relevant (user, song) entries are matched too, and an entry one
+    experiment lacks counts 0 there. One set of resamples of the shared users and of the songs
+    either scored is shared by all models, as in evaluate.
     """
-    users_a, users_b = per_user_a["users"], per_user_b["users"]
-    shared, rows_a, rows_b = np.intersect1d(users_a, users_b, return_indices=True)
-    if len(shared) == 0:
-        return []
-    resamples = Resamples.draw(np.random.default_rng(seed), n_bootstrap, len(shared))
-    suffix = f":{metric}"
+    shared = np.intersect1d(per_user_a["users"], per_user_b["users"])
+    suffix = ":rank"
     models = sorted(
         key[: -len(suffix)] for key in per_user_a if key.endswith(suffix) and key in per_user_b
     )
-    differences = []
-    for model in models:
-        a = per_user_a[model + suffix][rows_a].astype(np.float64)
-        b = per_user_b[model + suffix][rows_b].astype(np.float64)
-        low, high = bootstrap_interval(b - a, resamples)
-        differences.append(
-            PairedDifference(
-                model, split, a.mean(), b.mean(), (b - a).mean(), low, high, len(shared)
-            )
+    if len(shared) == 0 or not models:
+        return []
+    sides = []
+    for per_user in (per_user_a, per_user_b):
+        keep = np.isin(per_user["entry_users"], shared)
+        values = np.stack([entry_values(per_user, m, metric)[keep] for m in models], axis=1)
+        sides.append((per_user["entry_users"][keep], per_user["entry_songs"][keep], values))
+    keys = [users.astype(np.int64) << 32 | songs.astype(np.int64) for users, songs, _ in sides]
+    union, where = np.unique(np.concatenate(keys), return_inverse=True)
+    where_a, where_b = where[: len(keys[0])], where[len(keys[0]) :]
+    a, b = np.zeros((len(union), len(models))), np.zeros((len(union), len(models)))
+    a[where_a], b[where_b] = sides[0][2], sides[1][2]
+    rows = np.searchsorted(shared, union >> 32)
+    songs, cols = np.unique(union & 0xFFFFFFFF, return_inverse=True)
+    resamples = TwoWayResamples.draw(
+        np.random.default_rng(seed), n_bootstrap, len(shared), len(songs)
+    )
+    samples = two_way_means(rows, cols, np.concatenate([a, b], axis=1), resamples)
+    n = len(models)
+    bounds = percentile_intervals(samples[:, n:] - samples[:, :n])
+    mean_a, mean_b = a.sum(axis=0) / len(shared), b.sum(axis=0) / len(shared)
+    return [
+        PairedDifference(
+            model, split, mean_a[i], mean_b[i], mean_b[i] - mean_a[i], *bounds[i], len(shared)
         )
-    return differences
+        for i, model in enumerate(models)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,8 +569,8 @@ def comparison_section(
     intro = (
         f"<p>A = <b>{_e(a.label)}</b>, B = <b>{_e(b.label)}</b>. For each model and split, the "
         f"mean over users of B's {_e(metric)} minus A's on the same users, with a 95% bootstrap "
-        "interval over users. An interval that excludes 0 is a difference the evaluation "
-        f"resolves. {_e(missing)}</p>"
+        "interval that resamples users and songs. An interval that excludes 0 is a difference "
+        f"the evaluation resolves. {_e(missing)}</p>"
     )
     if not differences:
         return intro
@@ -597,8 +658,8 @@ repository. Click a column header to sort; click again to reverse.</p>
 <th class="text">baseline</th></tr></thead><tbody>{listing}</tbody></table>
 <h2>Metrics per split</h2>
 <p class="note">{_e(metric)} of each model (rows) in each experiment (columns); below each
-table, every metric with mAP's 95% bootstrap interval over users. Protocol: README, "How models
-are scored".</p>
+table, every metric with mAP's 95% bootstrap interval (users and songs resampled). Protocol:
+README, "How models are scored".</p>
 {tables}
 <h2>Params that differ</h2>
 {params_table(experiments)}
@@ -626,19 +687,28 @@ def build_dashboard(
     if a is None or b is None:
         comparison = "<p class='note'>One experiment only: nothing to compare yet.</p>"
     else:
-        differences, absent = [], []
+        differences, absent, stale = [], [], []
         for split in SPLITS:
             per_a, per_b = load_per_user(root, a, split), load_per_user(root, b, split)
             if per_a is None or per_b is None:
                 absent.append(split)
-                continue
-            differences += paired_differences(per_a, per_b, split, metric, n_bootstrap)
-        missing = (
-            f"Per-user values missing for split(s) {', '.join(absent)}: `dvc pull` (or "
-            "`dvc exp pull`) the experiments' data/evaluation to compare them."
-            if absent
-            else ""
-        )
+            elif not (has_entries(per_a) and has_entries(per_b)):
+                stale.append(split)
+            else:
+                differences += paired_differences(per_a, per_b, split, metric, n_bootstrap)
+        notes = []
+        if absent:
+            notes.append(
+                f"Per-user values missing for split(s) {', '.join(absent)}: `dvc pull` (or "
+                "`dvc exp pull`) the experiments' data/evaluation to compare them."
+            )
+        if stale:
+            notes.append(
+                f"No per-song ranks for split(s) {', '.join(stale)}: an experiment was scored "
+                "by a musicrec whose intervals counted users only; `dvc exp apply` it and "
+                "`dvc repro evaluate` to compare it."
+            )
+        missing = " ".join(notes)
         comparison = comparison_section(a, b, differences, metric, missing)
     return render_dashboard(experiments, comparison, metric), experiments
 

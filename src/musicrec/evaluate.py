@@ -10,9 +10,13 @@ Outputs:
   model -> split -> value (:func:`headline`);
 - ``reports/evaluation/metrics.json``: the full table, model -> split -> metric (every metric,
   mean over users), which the report, the dashboard, ``recommend`` and W&B read;
-- ``reports/evaluation/intervals.json``: 95% bootstrap intervals of the full table (resamples
-  shared by all models on a split);
-- per-user values in ``data/evaluation/<split>.npz`` for paired comparisons;
+- ``reports/evaluation/intervals.json``: 95% intervals of the full table from a two-way
+  bootstrap that resamples users and songs (:class:`musicrec.metrics.TwoWayResamples`;
+  resamples shared by all models on a split);
+- ``reports/evaluation/paired.json``: split -> model a -> model b -> the 95% interval of a's mAP
+  minus b's on those shared resamples: what the report's Findings say "ahead" or "behind" by;
+- per-user values and per-entry ranks in ``data/evaluation/<split>.npz`` for paired
+  comparisons across experiments (the dashboard);
 - ``reports/plots/recall/<split>.csv``: recall@k, one column per model (dvc.yaml's plots draw
   one curve per model).
 """
@@ -30,10 +34,32 @@ from musicrec import registry
 from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, write_json
-from musicrec.metrics import Resamples, bootstrap_interval
+from musicrec.metrics import (
+    TwoWayResamples,
+    impute_missing,
+    percentile_intervals,
+    two_way_means,
+)
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
-from musicrec.ranking import draw_tiebreak_seeds, evaluate_on_task, factor_agreement, split_tasks
+from musicrec.ranking import draw_tiebreak_seeds, factor_agreement, score_task, split_tasks
 from musicrec.stage import read_config, run_stage, stage_parser
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate`` measures.
+
+    means : model -> split -> metric -> mean over users.
+    intervals : model -> split -> metric -> [low, high], 95%, users and songs resampled.
+    paired : split -> model a -> model b -> [low, high] of a's mAP minus b's on the same
+        resamples (a paired comparison).
+    per_user : split -> arrays for ``data/evaluation/<split>.npz`` (:func:`evaluate_models`).
+    """
+
+    means: dict
+    intervals: dict
+    paired: dict
+    per_user: dict
 
 
 def evaluate_models(
@@ -45,26 +71,49 @@ def evaluate_models(
     seed: int,
     song_targets: np.ndarray | None = None,
     max_users: int = 0,
-) -> tuple[dict, dict, dict]:
+) -> Evaluation:
     """Score every model on every split it declares (``max_users``: see :func:`split_tasks`).
 
     For a model whose song vectors predict WMF factors, the ``cold`` entry also gets ``r2``
     and ``cosine`` of its cold songs' vectors against ``song_targets`` (WMF factors of every
     song, cold ones folded in; see :func:`musicrec.models.factorization.song_targets`).
 
-    Returns
-    -------
-    means : dict  model -> split -> metric -> mean over users
-    intervals : dict  model -> split -> metric -> [low, high] (95% bootstrap)
-    per_user : dict  split -> {"users": indices, "<model>:<metric>": values}
+    Intervals come from a two-way bootstrap (:class:`musicrec.metrics.TwoWayResamples`): one
+    set of resamples of a split's users and candidate songs, shared by every model on it, so
+    that two models' resampled means can be subtracted into a paired interval.
+
+    The per-user arrays of a split are ``users`` [shape=(n_users,)], ``<model>:<metric>``
+    [shape=(n_users,)], and, per relevant (user, song) entry, ``entry_users`` and
+    ``entry_songs`` (user and song indices) and ``<model>:rank`` (the song's 0-based place in
+    the user's ranking) [shape=(n_entries,)], with ``n_valid`` (candidates each user could be
+    recommended) and ``candidates`` (the split's songs): enough to recompute any metric per
+    entry (:func:`musicrec.metrics.entry_contributions`).
     """
     tasks = split_tasks(splits, max_users, seed)
     rng = np.random.default_rng(seed)
     tiebreak_seeds = draw_tiebreak_seeds(rng)
-    resamples = {name: Resamples.draw(rng, n_bootstrap, len(t.users)) for name, t in tasks.items()}
+    resamples = {
+        name: TwoWayResamples.draw(rng, n_bootstrap, len(t.users), len(t.candidates))
+        for name, t in tasks.items()
+    }
     means: dict = {}
-    intervals: dict = {}
-    per_user: dict = {name: {"users": t.users} for name, t in tasks.items()}
+    per_user: dict = {}
+    entry_rows = {}
+    for name, task in tasks.items():
+        entries = task.relevant.tocoo()
+        entry_rows[name] = entries.row
+        per_user[name] = {
+            "users": task.users,
+            "entry_users": task.users[entries.row].astype(np.int32),
+            "entry_songs": task.candidates[entries.col].astype(np.int32),
+            "n_valid": (
+                len(task.candidates) - np.asarray((task.excluded > 0).sum(axis=1)).ravel()
+            ).astype(np.int32),
+            "candidates": task.candidates.astype(np.int32),
+        }
+    # split -> [(model, metric)] and the matching columns of entry contributions
+    columns: dict[str, list[tuple[str, str]]] = {name: [] for name in tasks}
+    contributions: dict[str, list[np.ndarray]] = {name: [] for name in tasks}
     jobs = [(m, t) for m in models for t in tasks.values() if registry.scores_on(m.splits, t.name)]
     for model, task in tqdm(jobs, desc="evaluate", unit="model x split"):
         if len(task.users) == 0:
@@ -72,17 +121,16 @@ def evaluate_models(
                 f"evaluate: the {task.name} split has no users to score; "
                 "check the split params and the data size"
             )
-        result = evaluate_on_task(model, task, map_k, ks, tiebreak_seeds[task.name])
-        split_means, split_intervals = {}, {}
-        for metric, values in result.items():
-            if isinstance(values, float):
-                split_means[metric] = round(values, 6)
-                continue
-            valid = np.nan_to_num(values, nan=np.nanmean(values))
+        scores = score_task(model, task, map_k, ks, tiebreak_seeds[task.name])
+        split_means = {name: round(value, 6) for name, value in scores.coverage.items()}
+        for metric, values in scores.per_user.items():
             split_means[metric] = round(float(np.nanmean(values)), 6)
-            low, high = bootstrap_interval(valid, resamples[task.name])
-            split_intervals[metric] = [round(low, 6), round(high, 6)]
+            columns[task.name].append((model.name, metric))
+            contributions[task.name].append(
+                impute_missing(scores.per_entry[metric], values, entry_rows[task.name])
+            )
             per_user[task.name][f"{model.name}:{metric}"] = values.astype(np.float32)
+        per_user[task.name][f"{model.name}:rank"] = scores.ranks.astype(np.int32)
         split_means["users"] = len(task.users)
         if (
             task.name == "cold"
@@ -91,8 +139,36 @@ def evaluate_models(
         ):
             split_means.update(factor_agreement(model.song_vectors, song_targets, task.candidates))
         means.setdefault(model.name, {})[task.name] = split_means
-        intervals.setdefault(model.name, {})[task.name] = split_intervals
-    return means, intervals, per_user
+    intervals: dict = {}
+    paired: dict = {}
+    map_key = registry.map_key(map_k)
+    for name, task in tasks.items():
+        if not columns[name]:
+            continue
+        entries = task.relevant.tocoo()
+        # CSR order is the order the contributions are in; tocoo keeps it.
+        samples = two_way_means(
+            entries.row, entries.col, np.stack(contributions[name], axis=1), resamples[name]
+        )
+        bounds = percentile_intervals(samples)
+        for (model, metric), (low, high) in zip(columns[name], bounds, strict=True):
+            intervals.setdefault(model, {}).setdefault(name, {})[metric] = [
+                round(float(low), 6),
+                round(float(high), 6),
+            ]
+        on_map = {model: i for i, (model, metric) in enumerate(columns[name]) if metric == map_key}
+        paired[name] = {
+            a: {
+                b: [
+                    round(float(v), 6)
+                    for v in percentile_intervals(samples[:, [i]] - samples[:, [j]])[0]
+                ]
+                for b, j in on_map.items()
+                if b != a
+            }
+            for a, i in on_map.items()
+        }
+    return Evaluation(means, intervals, paired, per_user)
 
 
 def headline(means: dict, map_k: int) -> dict:
@@ -156,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             raise MusicrecError(f"evaluate: no model under {args.models}; run dvc repro")
         splits = load_splits(args.split)
         models = [load_model(d, splits.index_digest) for d in model_dirs]
-        means, intervals, per_user = evaluate_models(
+        evaluation = evaluate_models(
             splits,
             models,
             cfg.map_k,
@@ -166,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             _song_targets(args.models / "wmf" / "song_targets.npy"),
             cfg.max_users,
         )
+        means, intervals = evaluation.means, evaluation.intervals
         write_json(args.reports / "metrics.json", headline(means, cfg.map_k))
         tracker.log_metrics(means)
         tracker.log_table(
@@ -182,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             tmp.mkdir()
             write_json(tmp / "metrics.json", means)
             write_json(tmp / "intervals.json", intervals)
+            write_json(tmp / "paired.json", evaluation.paired)
         with atomic_path(args.per_user) as tmp:
             tmp.mkdir()
-            for split, arrays in per_user.items():
+            for split, arrays in evaluation.per_user.items():
                 np.savez_compressed(tmp / f"{split}.npz", **arrays)
         with atomic_path(args.reports / "plots" / "recall") as tmp:
             tmp.mkdir()

@@ -10,6 +10,10 @@ Definitions (DESIGN.md section 4):
   ``sum_{j < min(|R|, k)} 1/log2(j + 2)`` (ranks 0-based).
 - recall@k = hits@k / |R|, precision@k = hits@k / k.
 
+Intervals resample users and songs (:class:`TwoWayResamples`, :func:`two_way_means`): a split
+scores one draw of users and one draw of songs, and which songs were drawn moves a mean as much
+as which users were, or more.
+
 Ties in scores are broken at random, independently per user (keys fixed by the seed and the
 user), so a model that scores many songs equally (a zero vector, a constant) ranks them as a
 random model would: not in catalogue order, and not in one order shared by every user.
@@ -104,39 +108,79 @@ def metrics_from_relevant_ranks(
     The other parameters and the result are those of :func:`metrics_from_ranks`.
     """
     relevant = sp.csr_matrix(relevant)
+    entries = entry_contributions(ranks, relevant, n_valid, map_k, ks)
+    return per_user_sums(entries, relevant)
+
+
+def per_user_sums(entries: dict[str, np.ndarray], relevant: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """Each user's metric: the sum of their relevant entries' contributions
+    (:func:`entry_contributions`) [shape=(n_users,)]; NaN for a user with no relevant entry or
+    whose contributions are NaN."""
+    n_users = relevant.shape[0]
+    n_rel = np.diff(relevant.indptr)
+    user_of = np.repeat(np.arange(n_users), n_rel)
+    out = {}
+    for name, values in entries.items():
+        sums = np.bincount(user_of, weights=values, minlength=n_users)
+        sums[n_rel == 0] = np.nan
+        out[name] = sums
+    return out
+
+
+def entry_contributions(
+    ranks: np.ndarray, relevant: sp.csr_matrix, n_valid: np.ndarray, map_k: int, ks: list[int]
+) -> dict[str, np.ndarray]:
+    """Each relevant (user, song) entry's share of its user's metrics.
+
+    Every metric here is a sum over the user's relevant songs: AP@K of ``precision@rank /
+    min(|R|, K)`` over the hits, AUC of the share of the irrelevant candidates the song is
+    ranked above (over ``|R|``), NDCG@k of ``1 / log2(rank + 2) / ideal``, recall@k of
+    ``1 / |R|`` per hit, precision@k of ``1 / k`` per hit. The split into entries is what lets
+    an interval resample songs as well as users (:func:`two_way_means`).
+
+    Parameters
+    ----------
+    ranks : np.ndarray [shape=(relevant.nnz,)]
+        As in :func:`metrics_from_relevant_ranks`.
+    relevant : sp.csr_matrix [shape=(n_users, n_candidates)]
+    n_valid : np.ndarray [shape=(n_users,)]
+    map_k : int
+    ks : list of int
+
+    Returns
+    -------
+    dict of np.ndarray [shape=(relevant.nnz,)]
+        The metrics of :func:`metrics_from_ranks`, per entry, in ``relevant``'s CSR order.
+        AUC's entries are NaN where every candidate of the user is relevant.
+    """
+    relevant = sp.csr_matrix(relevant)
     n_users = relevant.shape[0]
     n_rel = np.diff(relevant.indptr)
     user_of = np.repeat(np.arange(n_users), n_rel)
     ranks = np.asarray(ranks)
-    # Sort each user's relevant ranks; i = index of the rank within its user's sorted list.
+    # i: the entry's index among its user's relevant songs sorted by rank (AP's precision and
+    # AUC's count of irrelevant songs ranked ahead need it).
     order = np.lexsort((ranks, user_of))
-    ranks = ranks[order]
     first = np.repeat(relevant.indptr[:-1], n_rel)
-    i = np.arange(len(ranks)) - first
-
-    def per_user(values: np.ndarray) -> np.ndarray:
-        return np.bincount(user_of, weights=values, minlength=n_users)
-
+    i = np.empty(len(ranks), np.int64)
+    i[order] = np.arange(len(ranks)) - first
+    n_rel_e = n_rel[user_of].astype(float)
+    n_irrelevant = (np.asarray(n_valid) - n_rel)[user_of].astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         out: dict[str, np.ndarray] = {}
-        hit = ranks < map_k
-        out[registry.map_key(map_k)] = per_user(
-            np.where(hit, (i + 1) / (ranks + 1), 0.0)
-        ) / np.minimum(n_rel, map_k)
-        n_irrelevant = n_valid - n_rel
-        out["auc"] = 1.0 - per_user((ranks - i).astype(float)) / (n_rel * n_irrelevant)
-        out["auc"][n_irrelevant <= 0] = np.nan
+        out[registry.map_key(map_k)] = np.where(
+            ranks < map_k, (i + 1) / (ranks + 1), 0.0
+        ) / np.minimum(n_rel_e, map_k)
+        auc = 1.0 / n_rel_e - (ranks - i) / (n_rel_e * n_irrelevant)
+        out["auc"] = np.where(n_irrelevant > 0, auc, np.nan)
         ideal = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(max(ks)) + 2))])
         for k in ks:
-            hits = per_user((ranks < k).astype(float))
+            hit = ranks < k
             out[f"ndcg@{k}"] = (
-                per_user(np.where(ranks < k, 1.0 / np.log2(ranks + 2), 0.0))
-                / (ideal[np.minimum(n_rel, k)])
+                np.where(hit, 1.0 / np.log2(ranks + 2), 0.0) / ideal[np.minimum(n_rel[user_of], k)]
             )
-            out[f"recall@{k}"] = hits / n_rel
-            out[f"precision@{k}"] = hits / k
-    for values in out.values():
-        values[n_rel == 0] = np.nan
+            out[f"recall@{k}"] = hit / n_rel_e
+            out[f"precision@{k}"] = hit / k
     return out
 
 
@@ -320,3 +364,123 @@ def bootstrap_interval(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class TwoWayResamples:
+    """Pigeonhole bootstrap resamples (Owen 2007): users and songs drawn with replacement,
+    independently, as counts of how often each was drawn.
+
+    A split's users and its songs are both samples: the cold songs are one draw of the
+    catalogue, as the users scored are one draw of the listeners. Resampling only users treats
+    the songs as fixed and gives intervals far too narrow where songs differ more than users
+    do. Each resample weights a (user, song) entry by ``user_count * song_count`` (Owen and
+    Eckles 2012's product weights).
+
+    Users and songs come from two generators seeded from ``rng``, so the counts do not depend
+    on how many rows a block holds; nothing but the seeds is kept in memory.
+    """
+
+    seeds: tuple[int, int]
+    n_resamples: int
+    n_users: int
+    n_songs: int
+
+    @classmethod
+    def draw(
+        cls, rng: np.random.Generator, n_resamples: int, n_users: int, n_songs: int
+    ) -> TwoWayResamples:
+        """Resamples seeded by ``rng``'s next two draws."""
+        users_seed, songs_seed = (int(s) for s in rng.integers(2**63, size=2))
+        return cls((users_seed, songs_seed), n_resamples, n_users, n_songs)
+
+    def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(user_counts, song_counts)`` [shape=(<= rows, n_users) and (<= rows, n_songs),
+        dtype=float64] for ``rows`` resamples at a time, in order."""
+        generators = [np.random.default_rng(seed) for seed in self.seeds]
+        sizes = (self.n_users, self.n_songs)
+        for start in range(0, self.n_resamples, max(1, rows)):
+            b = min(max(1, rows), self.n_resamples - start)
+            yield tuple(
+                _counts(generator.integers(0, max(n, 1), (b, n)), n)
+                for generator, n in zip(generators, sizes, strict=True)
+            )
+
+
+def _counts(draws: np.ndarray, n: int) -> np.ndarray:
+    """How often each of ``n`` items occurs in each row of ``draws`` [shape=(b, n)]."""
+    b = draws.shape[0]
+    offsets = (np.arange(b) * n)[:, None]
+    return np.bincount((draws + offsets).ravel(), minlength=b * n).reshape(b, n).astype(float)
+
+
+def two_way_means(
+    users: np.ndarray, songs: np.ndarray, values: np.ndarray, resamples: TwoWayResamples
+) -> np.ndarray:
+    """The mean over users of each column's per-user metric, under every two-way resample.
+
+    Parameters
+    ----------
+    users, songs : np.ndarray [shape=(n_entries,), dtype=int]
+        Each relevant entry's user (row of the task, ``< resamples.n_users``) and song
+        (column, ``< resamples.n_songs``).
+    values : np.ndarray [shape=(n_entries, n_columns)]
+        Each entry's contribution to its user's metric (:func:`entry_contributions`), one
+        column per (model, metric); no NaN. A user's entries sum to the user's metric.
+    resamples : TwoWayResamples
+
+    Returns
+    -------
+    np.ndarray [shape=(n_resamples, n_columns)]
+        Per resample (user counts W, song counts V), the ratio estimate with product
+        weights of Owen and Eckles (2012): ``sum_e W[u_e] V[s_e] values[e] / sum_e W[u_e]
+        V[s_e] / |R_{u_e}|``. The mean over users is the mean over entries weighted by
+        ``1 / |R_u|`` (an entry's value scaled by ``|R_u|``); a resample reweights each entry
+        by its user's and its song's counts, and divides by the reweighted total weight. So a
+        song drawn twice counts twice and a model that gains the same on every entry of a user
+        gains exactly that under every resample; with every song count 1 it is the users-only
+        bootstrap of the mean of the per-user sums.
+
+    Ranks are held at their observed values: a resampled song is not ranked again (the
+    linearised pigeonhole bootstrap). Each block of resamples is one matrix product of
+    per-entry weights [shape=(block, n_entries)] with ``values``.
+    """
+    users, songs = np.asarray(users), np.asarray(songs)
+    values = np.asarray(values, dtype=np.float64).reshape(len(users), -1)
+    n_relevant = np.bincount(users, minlength=resamples.n_users)
+    entry_weight = 1.0 / n_relevant[users]
+    cells = max(len(users), resamples.n_users + resamples.n_songs, 1)
+    rows = max(1, RESAMPLE_BLOCK_CELLS // cells)
+    out = []
+    for user_counts, song_counts in resamples.blocks(rows):
+        weights = user_counts[:, users] * song_counts[:, songs]  # [b, n_entries]
+        totals = weights @ entry_weight
+        out.append(weights @ values / np.maximum(totals, 1e-12)[:, None])
+    return np.concatenate(out) if out else np.zeros((0, values.shape[1]))
+
+
+def impute_missing(
+    per_entry: np.ndarray, per_user: np.ndarray, entry_users: np.ndarray
+) -> np.ndarray:
+    """``per_entry`` [shape=(n_entries,)] with the entries of users whose value is NaN (AUC
+    where every candidate is relevant) set so that the user sums to the mean of the others:
+    a resample counts such a user as an average one, as the mean that skips them does.
+
+    ``per_user`` [shape=(n_users,)]; ``entry_users`` [shape=(n_entries,)]: each entry's row.
+    """
+    missing = np.isnan(per_user)
+    if not missing.any():
+        return per_entry
+    n_relevant = np.bincount(entry_users, minlength=len(per_user))
+    fill = np.nanmean(per_user) if (~missing).any() else 0.0
+    filled = per_entry.copy()
+    on_missing = missing[entry_users]
+    filled[on_missing] = fill / n_relevant[entry_users[on_missing]]
+    return filled
+
+
+def percentile_intervals(samples: np.ndarray, level: float = 0.95) -> np.ndarray:
+    """Percentile intervals of each column of ``samples`` [shape=(n_resamples, n_columns)]:
+    [shape=(n_columns, 2)], low and high."""
+    tail = (1 - level) / 2 * 100
+    return np.percentile(samples, [tail, 100 - tail], axis=0).T

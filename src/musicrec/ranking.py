@@ -31,7 +31,8 @@ from threadpoolctl import threadpool_limits
 from musicrec import registry
 from musicrec.dataset import Splits
 from musicrec.metrics import (
-    metrics_from_relevant_ranks,
+    entry_contributions,
+    per_user_sums,
     relevant_ranks,
     tiebreak_keys,
     top_k_members,
@@ -143,6 +144,24 @@ def draw_tiebreak_seeds(rng: np.random.Generator) -> dict[str, int]:
     return {name: int(rng.integers(2**31)) for name in registry.SPLITS}
 
 
+@dataclass
+class TaskScores:
+    """One model's scores on one task.
+
+    per_user : metric -> values [shape=(n_eval_users,)] (NaN where undefined).
+    per_entry : metric -> each relevant entry's contribution [shape=(relevant.nnz,)], in the
+        task's ``relevant`` CSR order (:func:`musicrec.metrics.entry_contributions`); a user's
+        entries sum to their value.
+    ranks : each relevant entry's 0-based position in its user's ranking [shape=(relevant.nnz,)].
+    coverage : ``coverage@k`` -> the share of candidates in at least one user's top k.
+    """
+
+    per_user: dict[str, np.ndarray]
+    per_entry: dict[str, np.ndarray]
+    ranks: np.ndarray
+    coverage: dict[str, float]
+
+
 def evaluate_on_task(
     model: ModelVectors,
     task: SplitTask,
@@ -152,7 +171,29 @@ def evaluate_on_task(
     batch_cells: int = 2**20,
     n_threads: int = os.cpu_count() or 1,
 ) -> dict[str, np.ndarray | float]:
-    """Per-user metrics of one model on one task, plus catalogue coverage@k.
+    """Per-user metrics of one model on one task, plus catalogue coverage@k
+    (:func:`score_task`'s per-user values and coverage in one dict).
+
+    Returns
+    -------
+    dict
+        Metric name -> per-user values [shape=(n_eval_users,)], and ``coverage@k`` -> float
+        (the share of candidates that appear in at least one user's top k).
+    """
+    scores = score_task(model, task, map_k, ks, tiebreak_seed, batch_cells, n_threads)
+    return {**scores.per_user, **scores.coverage}
+
+
+def score_task(
+    model: ModelVectors,
+    task: SplitTask,
+    map_k: int,
+    ks: list[int],
+    tiebreak_seed: int,
+    batch_cells: int = 2**20,
+    n_threads: int = os.cpu_count() or 1,
+) -> TaskScores:
+    """One model's metrics on one task: per user, per relevant entry, and coverage@k.
 
     Ties in scores are broken by random keys fixed by ``tiebreak_seed`` and the user. No
     ranking is sorted with its keys: each user's scores are sorted once, and the relevant
@@ -162,18 +203,12 @@ def evaluate_on_task(
     ``batch_cells`` (user, candidate) cells, ``n_threads`` batches at a time, so memory stays
     flat as the catalogue grows: a batch costs about 20 bytes a cell (scores, sorted
     scores, masks), 20 MB at the default.
-
-    Returns
-    -------
-    dict
-        Metric name -> per-user values [shape=(n_eval_users,)], and ``coverage@k`` -> float
-        (the share of candidates that appear in at least one user's top k).
     """
     n_candidates = len(task.candidates)
     batch_size = max(1, batch_cells // max(n_candidates, 1))
     starts = range(0, max(len(task.users), 1), batch_size)  # one (empty) batch for no users
 
-    def evaluate_batch(start: int) -> tuple[dict[str, np.ndarray], dict[int, np.ndarray]]:
+    def evaluate_batch(start: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         rows = slice(start, start + batch_size)
         users = task.users[rows]
         excluded = task.excluded[rows].toarray() > 0
@@ -184,14 +219,11 @@ def evaluate_on_task(
         def keys(row: int) -> np.ndarray:
             return tiebreak_keys(users[row : row + 1], n_candidates, tiebreak_seed)[0]
 
-        relevant = task.relevant[rows]
-        ranks = relevant_ranks(masked, ascending, relevant, keys)
-        n_valid = n_candidates - excluded.sum(axis=1)
-        values = metrics_from_relevant_ranks(ranks, relevant, n_valid, map_k, ks)
+        ranks = relevant_ranks(masked, ascending, task.relevant[rows], keys)
         covered = {
             k: top_k_members(masked, ascending, min(k, n_candidates), keys).any(axis=0) for k in ks
         }
-        return values, covered
+        return ranks, covered
 
     # numpy sorts and compares without the GIL: batches run side by side on the cores, each
     # with a one-thread BLAS (threads inside threads would fight over the same cores).
@@ -201,19 +233,21 @@ def evaluate_on_task(
     ):
         # Coverage is folded in as batches finish: holding every batch's sets would cost
         # n_batches x n_candidates, which grows as users x songs^2.
-        per_user: dict[str, list[np.ndarray]] = {}
+        parts: list[np.ndarray] = []
         covered = {k: np.zeros(n_candidates, bool) for k in ks}
-        for values, batch_covered in pool.map(evaluate_batch, starts):
-            for name, array in values.items():
-                per_user.setdefault(name, []).append(array)
+        for batch_ranks, batch_covered in pool.map(evaluate_batch, starts):
+            parts.append(batch_ranks)
             for k in ks:
                 covered[k] |= batch_covered[k]
-    result: dict[str, np.ndarray | float] = {
-        name: np.concatenate(parts) for name, parts in per_user.items()
-    }
-    for k in ks:
-        result[f"coverage@{k}"] = float(covered[k].mean())
-    return result
+    ranks = np.concatenate(parts)
+    n_valid = n_candidates - np.asarray((task.excluded > 0).sum(axis=1)).ravel()
+    per_entry = entry_contributions(ranks, task.relevant, n_valid, map_k, ks)
+    return TaskScores(
+        per_user_sums(per_entry, task.relevant),
+        per_entry,
+        ranks,
+        {f"coverage@{k}": float(covered[k].mean()) for k in ks},
+    )
 
 
 def factor_agreement(predicted: np.ndarray, targets: np.ndarray, songs: np.ndarray) -> dict:

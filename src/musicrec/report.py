@@ -134,20 +134,33 @@ def _best(means: dict, models, split: str) -> str | None:
 
 
 # How a finding words :func:`_versus`'s verdict.
-VERDICT_WORDS = {1: "ahead, intervals apart", -1: "behind, intervals apart", 0: "intervals overlap"}
+VERDICT_WORDS = {
+    1: "ahead, the paired interval above 0",
+    -1: "behind, the paired interval below 0",
+    0: "no clear difference, the paired interval holding 0",
+}
 
 
-def _versus(means: dict, intervals: dict, a: str, b: str, split: str) -> tuple[str, int]:
-    """``a`` against ``b`` on ``split`` (mAP@500 with intervals) and the verdict: 1 when a is
-    ahead with intervals apart, -1 when behind with intervals apart, 0 when they overlap."""
+def _versus(
+    means: dict, intervals: dict, paired: dict, a: str, b: str, split: str
+) -> tuple[str, int]:
+    """``a`` against ``b`` on ``split`` (mAP@500 with intervals) and the verdict from the
+    paired 95% interval of a's mAP minus b's (``paired``: split -> a -> b -> [low, high], users
+    and songs resampled; :mod:`musicrec.evaluate`): 1 when it lies above 0, -1 below, 0 when
+    it holds 0 or is missing."""
     key = registry.map_key_in(means[a][split])
     va, vb = means[a][split][key], means[b][split][key]
     ia = intervals.get(a, {}).get(split, {}).get(key, [va, va])
     ib = intervals.get(b, {}).get(split, {}).get(key, [vb, vb])
-    verdict = 1 if ia[0] > ib[1] else -1 if ia[1] < ib[0] else 0
+    difference = paired.get(split, {}).get(a, {}).get(b)
+    if difference is None:
+        verdict, gap = 0, "no paired interval"
+    else:
+        verdict = 1 if difference[0] > 0 else -1 if difference[1] < 0 else 0
+        gap = f"difference {va - vb:+.4f} [{difference[0]:+.4f}, {difference[1]:+.4f}]"
     text = (
         f"{md_code(a, cell=False)} {va:.4f} [{ia[0]:.4f}, {ia[1]:.4f}] against "
-        f"{md_code(b, cell=False)} {vb:.4f} [{ib[0]:.4f}, {ib[1]:.4f}]"
+        f"{md_code(b, cell=False)} {vb:.4f} [{ib[0]:.4f}, {ib[1]:.4f}], {gap}"
     )
     return text, verdict
 
@@ -168,26 +181,28 @@ def _lift_text(means: dict, model: str, split: str) -> str:
     return "" if share is None else f", lift share {share:.3f}"
 
 
-def context_findings(means: dict, intervals: dict, new_artist_songs: int | None = None) -> list:
+def context_findings(
+    means: dict, intervals: dict, paired: dict, new_artist_songs: int | None = None
+) -> list:
     """The issue-18 comparisons: context against audio, the audio+context hybrid against both,
     the contrastive CNN against MSE and WPE, and new artists against the cold split."""
     lines = []
     audio = _best(means, CONTENT_MODELS, "cold")
     if audio and "cold" in means.get("context", {}):
-        text, verdict = _versus(means, intervals, "context", audio, "cold")
+        text, verdict = _versus(means, intervals, paired, "context", audio, "cold")
         lines.append(
             f"- Cold songs, the song's metadata (`context`) against the best audio model: "
             f"{text} ({VERDICT_WORDS[verdict]})."
         )
     if "cold" in means.get("hybrid_audio_context", {}):
         for other in [m for m in ("context", audio) if m and "cold" in means.get(m, {})]:
-            text, verdict = _versus(means, intervals, "hybrid_audio_context", other, "cold")
+            text, verdict = _versus(means, intervals, paired, "hybrid_audio_context", other, "cold")
             lines.append(
                 f"- Cold songs, audio and context together: {text} ({VERDICT_WORDS[verdict]})."
             )
     if "cold" in means.get("cnn_contrastive", {}):
         for other in [m for m in ("cnn_mse", "cnn_wpe") if "cold" in means.get(m, {})]:
-            text, verdict = _versus(means, intervals, "cnn_contrastive", other, "cold")
+            text, verdict = _versus(means, intervals, paired, "cnn_contrastive", other, "cold")
             lines.append(
                 f"- Cold songs, InfoNCE against regression: {text} ({VERDICT_WORDS[verdict]})."
             )
@@ -197,7 +212,7 @@ def context_findings(means: dict, intervals: dict, new_artist_songs: int | None 
         for model in [m for m in ("context", audio, "hybrid_audio_context") if m]:
             if view not in means.get(model, {}) or "random" not in means:
                 continue
-            text, verdict = _versus(means, intervals, model, "random", view)
+            text, verdict = _versus(means, intervals, paired, model, "random", view)
             lines.append(
                 f"- New artists (`{view}`: {count}artists with no training song), against "
                 f"`random`: {text} ({VERDICT_WORDS[verdict]})"
@@ -207,19 +222,22 @@ def context_findings(means: dict, intervals: dict, new_artist_songs: int | None 
     return lines
 
 
-def findings_section(means: dict, intervals: dict, new_artist_songs: int | None = None) -> str:
+def findings_section(
+    means: dict, intervals: dict, paired: dict, new_artist_songs: int | None = None
+) -> str:
     """Plain statements of how the reproduced models compare, and where that disagrees with
-    the papers (mAP@500, 95% intervals; "apart" means the intervals do not overlap)."""
+    the papers (mAP@500, 95% intervals; "ahead" and "behind" are said by the paired interval
+    of the difference, ``paired`` as in :func:`_versus`)."""
     lines = []
     cnn, bow = _best(means, CNN_MODELS, "cold"), _best(means, BOW_MODELS, "cold")
     if cnn and bow:
-        text, verdict = _versus(means, intervals, cnn, bow, "cold")
+        text, verdict = _versus(means, intervals, paired, cnn, bow, "cold")
         agrees = "as van den Oord et al. found" if verdict == 1 else "unlike van den Oord et al."
         lines.append(
             f"- Cold songs, CNN against bag-of-words: {text} ({VERDICT_WORDS[verdict]}; {agrees})."
         )
     if cnn and "hldbn" in means:
-        text, verdict = _versus(means, intervals, "hldbn", cnn, "cold")
+        text, verdict = _versus(means, intervals, paired, "hldbn", cnn, "cold")
         paper = (
             "this agrees with Wang and Wang, who report HLDBN ahead of the CNN"
             if verdict == 1
@@ -230,7 +248,7 @@ def findings_section(means: dict, intervals: dict, new_artist_songs: int | None 
         )
     learnt = _best(means, [m for m in CONTENT_MODELS if m != "stats_ridge"], "cold")
     if learnt and "cold" in means.get("stats_ridge", {}):
-        text, verdict = _versus(means, intervals, learnt, "stats_ridge", "cold")
+        text, verdict = _versus(means, intervals, paired, learnt, "stats_ridge", "cold")
         lines.append(
             f"- Cold songs, the best learnt audio model against ridge on the clip's plain "
             f"statistics: {text} ({VERDICT_WORDS[verdict]})."
@@ -238,36 +256,36 @@ def findings_section(means: dict, intervals: dict, new_artist_songs: int | None 
     for control in (m for m in means if m.endswith("_shuffled")):
         model = control.removesuffix("_shuffled")
         if "cold" in means.get(model, {}) and "cold" in means[control]:
-            text, verdict = _versus(means, intervals, model, control, "cold")
+            text, verdict = _versus(means, intervals, paired, model, control, "cold")
             useful = "real audio signal" if verdict == 1 else "not shown to use the audio"
             lines.append(
                 f"- Cold songs, {md_code(model, cell=False)} against its shuffled control "
                 f"(audio paired with other songs' factors): {text} "
                 f"({VERDICT_WORDS[verdict]}: {useful})."
             )
-    lines += context_findings(means, intervals, new_artist_songs)
+    lines += context_findings(means, intervals, paired, new_artist_songs)
     if "hldbn" in means and "hldbn_nopretrain" in means:
-        text, verdict = _versus(means, intervals, "hldbn", "hldbn_nopretrain", "cold")
+        text, verdict = _versus(means, intervals, paired, "hldbn", "hldbn_nopretrain", "cold")
         lines.append(f"- Pre-training, cold songs: {text} ({VERDICT_WORDS[verdict]}).")
     hybrid = _best(means, HYBRID_MODELS, "all")
     content = _best(means, CONTENT_MODELS, "all")
     if hybrid and "wmf" in means:
         for other in [m for m in ("wmf", content) if m]:
-            text, verdict = _versus(means, intervals, hybrid, other, "all")
+            text, verdict = _versus(means, intervals, paired, hybrid, other, "all")
             lines.append(
                 f"- The whole catalogue (`all`), best hybrid: {text} ({VERDICT_WORDS[verdict]})."
             )
     for split in SPLIT_ORDER:
         best = _best(means, [m for m in registry.deployable() if m != "popularity"], split)
         if best and split in means.get("popularity", {}):
-            text, verdict = _versus(means, intervals, best, "popularity", split)
+            text, verdict = _versus(means, intervals, paired, best, "popularity", split)
             lines.append(
                 f"- `{split}`, the best deployable model against popularity on the training "
                 f"plays: {text} ({VERDICT_WORDS[verdict]}){_lift_text(means, best, split)}."
             )
     new_user = _best(means, ("wmf", "content_profile"), "cold_user")
     if new_user and "popularity" in means and "cold_user" in means["popularity"]:
-        text, verdict = _versus(means, intervals, new_user, "popularity", "cold_user")
+        text, verdict = _versus(means, intervals, paired, new_user, "popularity", "cold_user")
         lines.append(f"- New users from their seed plays: {text} ({VERDICT_WORDS[verdict]}).")
     return "\n".join(lines)
 
@@ -630,7 +648,8 @@ def build_report(reports: Path, split_dir: Path) -> str:
     for split in SPLIT_ORDER:
         if any(split in v for v in means.values()):
             parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
-    findings = findings_section(means, intervals, songs.get("new_artist"))
+    paired = read_json(reports / "evaluation" / "paired.json")
+    findings = findings_section(means, intervals, paired, songs.get("new_artist"))
     skipped = skipped_models_text(reports / "timings")
     if skipped:
         findings = f"{findings}\n\n{skipped}" if findings else skipped

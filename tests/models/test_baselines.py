@@ -41,6 +41,6 @@ def test_the_oracle_is_a_reference_and_never_the_best_deployable_model():
         "popularity": {"warm": {"map@500": 0.1}},
     }
     intervals = {m: {"warm": {"map@500": [v["warm"]["map@500"]] * 2}} for m, v in means.items()}
-    text = findings_section(means, intervals)
+    text = findings_section(means, intervals, {})
     assert "`warm`, the best deployable model against popularity" in text
     assert "`wmf` 0.3000" in text and "oracle" not in text and "upper_bound" not in text
