@@ -11,8 +11,27 @@ import pandas as pd
 
 from musicrec.errors import MusicrecError
 
+# ``context.columns: auto``: every column that looks categorical for the songs at hand.
+AUTO = "auto"
 
-def read_metadata(root: Path, song_ids: pd.Series, columns: tuple[str, ...]) -> pd.DataFrame:
+
+def categorical_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of ``table`` [shape=(n_songs, n_columns), text, "" unknown] with at least 2
+    and at most half as many distinct known values as there are songs, in file order.
+
+    A value shared by no other song says nothing about a new song, so ids, titles, file paths
+    and free text (nearly one value per song) fall out, as do constant columns; what is left is
+    what songs have in common: artist, album, genre, year, label, source.
+    """
+    n_songs = len(table)
+    return [
+        column
+        for column in table.columns
+        if 2 <= table[column][table[column] != ""].nunique() <= n_songs / 2
+    ]
+
+
+def read_metadata(root: Path, song_ids: pd.Series, columns: tuple[str, ...] | str) -> pd.DataFrame:
     """The ``columns`` of ``<root>/songs.csv`` that exist, one row per song of ``song_ids`` in
     that order, as text ("" where a song or a value is missing).
 
@@ -20,7 +39,8 @@ def read_metadata(root: Path, song_ids: pd.Series, columns: tuple[str, ...]) -> 
     ----------
     root : Path  the data folder.
     song_ids : pd.Series [shape=(n_songs,)]  the songs, in the order wanted.
-    columns : tuple of str  the columns wanted; those songs.csv lacks are left out.
+    columns : tuple of str, or "auto"  the columns wanted (those songs.csv lacks are left
+        out), or every categorical one for these songs (:func:`categorical_columns`).
 
     Returns
     -------
@@ -43,6 +63,8 @@ def read_metadata(root: Path, song_ids: pd.Series, columns: tuple[str, ...]) -> 
         ) from exc
     if "song_id" not in table.columns:
         raise MusicrecError(f"{path}: no song_id column (header: {', '.join(table.columns)})")
-    present = [c for c in columns if c in table.columns]
+    wanted = [c for c in table.columns if c != "song_id"] if columns == AUTO else columns
+    present = [c for c in wanted if c in table.columns]
     table = table.drop_duplicates("song_id").set_index("song_id")[present]
-    return table.reindex(song_ids.to_numpy()).fillna("").reset_index(drop=True)
+    table = table.reindex(song_ids.to_numpy()).fillna("").reset_index(drop=True)
+    return table[categorical_columns(table)] if columns == AUTO else table

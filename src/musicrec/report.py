@@ -622,6 +622,18 @@ def skipped_models_text(timings_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def context_columns_text(timings_dir: Path) -> str:
+    """Which songs.csv columns the context models read (their stages' timing records), or ""."""
+    lines = []
+    for stage in ("context", "audio_context"):
+        path = timings_dir / f"{stage}.json"
+        record = json.loads(path.read_text()) if path.exists() else {}
+        if record.get("columns"):
+            columns = ", ".join(md_code(c, cell=False) for c in record["columns"])
+            lines.append(f"- `{stage}` read the `songs.csv` columns {columns}.")
+    return "\n".join(lines)
+
+
 def build_report(reports: Path, split_dir: Path) -> str:
     """Write the plots and return the report's markdown (images referenced relative to it)."""
     means = read_json(reports / "evaluation" / "metrics.json")  # the full table
@@ -650,7 +662,14 @@ def build_report(reports: Path, split_dir: Path) -> str:
             parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
     paired = read_json(reports / "evaluation" / "paired.json")
     findings = findings_section(means, intervals, paired, songs.get("new_artist"))
-    skipped = skipped_models_text(reports / "timings")
+    skipped = "\n".join(
+        text
+        for text in (
+            context_columns_text(reports / "timings"),
+            skipped_models_text(reports / "timings"),
+        )
+        if text
+    )
     if skipped:
         findings = f"{findings}\n\n{skipped}" if findings else skipped
     if findings:

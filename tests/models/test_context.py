@@ -80,6 +80,34 @@ def test_metadata_follows_the_song_order_and_leaves_gaps_empty(tmp_path):
     assert list(table["artist"]) == ["A", "B", ""]  # s3 has no row
 
 
+def test_auto_columns_are_the_categorical_ones_ids_titles_and_free_text_fall_out(tmp_path):
+    rows = ["song_id,title,artist,genre,path,constant,sparse"]
+    for i in range(10):
+        genre = "rock" if i < 5 else "jazz"
+        sparse = "x" if i < 2 else ""  # 1 distinct known value: falls out
+        rows.append(f"s{i},Title {i},A{i // 2},{genre},/music/{i}.ogg,same,{sparse}")
+    (tmp_path / "songs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    songs = pd.Series([f"s{i}" for i in range(10)])
+    table = read_metadata(tmp_path, songs, "auto")
+    # artist: 5 values for 10 songs (at most half: kept); genre 2; title and path 10 each
+    assert list(table.columns) == ["artist", "genre"]
+    assert list(read_metadata(tmp_path, songs[:8], "auto").columns) == ["artist", "genre"]
+    # 5 songs of 5 artists: more than half as many artists as songs, no longer a category
+    assert list(read_metadata(tmp_path, songs[::2], "auto").columns) == ["genre"]
+    # an explicit list still reads what it names, categorical or not
+    assert list(read_metadata(tmp_path, songs, ("title", "artist")).columns) == ["title", "artist"]
+    (tmp_path / "songs.csv").write_text("song_id,title\ns0,a\ns1,b\n", encoding="utf-8")
+    table = read_metadata(tmp_path, songs[:2], "auto")
+    assert table.columns.empty
+    assert "no categorical column (context.columns: auto" in skip_reason(tmp_path, table, "auto")
+
+
+def test_context_columns_default_to_auto_and_other_words_are_refused():
+    assert ContextConfig().columns == "auto"
+    with pytest.raises(MusicrecError, match="context.columns: 'all'.*'auto'"):
+        ContextConfig(columns="all")
+
+
 def test_a_songs_csv_that_is_not_utf8_is_one_clear_error(tmp_path):
     (tmp_path / "songs.csv").write_bytes(b"song_id,artist\ns1,Bj\xf6rk\n")
     with pytest.raises(MusicrecError, match="songs.csv: cannot be read as UTF-8 CSV"):

@@ -276,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         tracker.log_metrics({NAME: {k: summary[k] for k in ("weight", "validation_map")}})
         record.update(
+            columns=summary["columns"],
             audio_model=summary["audio_model"],
             key_descriptors=summary["key_descriptors"],
             weight=summary["weight"],

@@ -2,8 +2,10 @@
 
 A new song has no plays, but often an artist, an album, a genre or a year that songs with plays
 share. For each metadata column of ``songs.csv`` named in ``context.columns`` (any categorical
-column), a song's input is the mean WMF factors of the training songs with the same value,
-shrunk towards the training songs' global mean by ``context.shrinkage`` pseudo-songs:
+column; ``auto``, the default: every column with at least 2 and at most half as many distinct
+values as songs, :func:`musicrec.metadata.categorical_columns`), a song's input is the mean
+WMF factors of the training songs with the same value, shrunk towards the training songs'
+global mean by ``context.shrinkage`` pseudo-songs:
 
     m_c(v) = (sum of the factors of the n training songs with value v + k * global mean) / (n + k)
 
@@ -30,7 +32,7 @@ import pandas as pd
 from musicrec import registry
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, read_tsv, write_json
-from musicrec.metadata import read_metadata
+from musicrec.metadata import AUTO, read_metadata
 from musicrec.models.content import (
     ContentData,
     content_stage_parser,
@@ -47,12 +49,19 @@ NAME = "context"
 class ContextConfig:
     """``context`` in params.yaml."""
 
-    columns: tuple[str, ...] = ("artist", "album", "genre", "year")  # those songs.csv has
+    columns: tuple[str, ...] | str = AUTO  # those songs.csv has, or every categorical one
     shrinkage: float = 5.0  # pseudo-songs of the global mean in each value's mean
     alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
+        if isinstance(self.columns, str):
+            if self.columns != AUTO:
+                raise MusicrecError(
+                    f"context.columns: {self.columns!r}; give a list of songs.csv columns or "
+                    f"{AUTO!r} (every categorical column)"
+                )
+        else:
+            object.__setattr__(self, "columns", tuple(str(c) for c in self.columns))
         object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         if not self.columns or "song_id" in self.columns:
             raise MusicrecError("context.columns: metadata columns of songs.csv, not song_id")
@@ -60,11 +69,16 @@ class ContextConfig:
             raise MusicrecError("context: need shrinkage >= 0 and penalties > 0")
 
 
-def skip_reason(root: Path, metadata: pd.DataFrame, columns: tuple[str, ...]) -> str | None:
+def skip_reason(root: Path, metadata: pd.DataFrame, columns: tuple[str, ...] | str) -> str | None:
     """Why no context model can be fitted from ``metadata`` (:func:`read_metadata`'s), or None."""
     path = Path(root) / "songs.csv"
     if not path.exists():
         return f"{path} is absent"
+    if metadata.columns.empty and columns == AUTO:
+        return (
+            f"{path} has no categorical column (context.columns: auto takes those with at "
+            "least 2 and at most half as many distinct values as songs)"
+        )
     if metadata.columns.empty:
         return f"{path} has none of the columns {', '.join(columns)} (context.columns)"
     if not (metadata != "").any().any():
@@ -73,7 +87,7 @@ def skip_reason(root: Path, metadata: pd.DataFrame, columns: tuple[str, ...]) ->
 
 
 def metadata_or_skip(
-    root: Path, features_dir: Path, columns: tuple[str, ...], out: Path, record: dict
+    root: Path, features_dir: Path, columns: tuple[str, ...] | str, out: Path, record: dict
 ) -> pd.DataFrame | None:
     """The metadata a stage fitting on ``songs.csv`` reads (:func:`read_metadata`, in the
     features' song order), or None after writing ``<out>/skipped.json`` with the reason
