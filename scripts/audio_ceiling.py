@@ -31,6 +31,7 @@ from musicrec.dataset import load_splits
 from musicrec.io import atomic_path, read_json
 from musicrec.metadata import read_metadata
 from musicrec.models.context import value_means
+from musicrec.models.factorization import fitted_config
 from musicrec.models.vectors import ModelVectors, load_model
 from musicrec.ranking import evaluate_on_task, split_tasks
 from musicrec.synthesize import audible_features
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     splits = load_splits(Path("data/split"))
     wmf = load_model(Path("data/models/wmf"))
+    factors = fitted_config(Path("data/models/wmf")).factors  # the popularity column left out
+    wmf = ModelVectors(
+        "wmf", "", wmf.splits, wmf.user_vectors[:, :factors], wmf.song_vectors[:, :factors]
+    )
     targets = np.load(Path("data/models/wmf/song_targets.npy"))
     attributes = pd.read_csv(args.world / "truth" / "song_attributes.csv").set_index("song_id")
     phi = audible_features(attributes.loc[splits.songs["song_id"]].reset_index())

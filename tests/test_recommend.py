@@ -20,6 +20,7 @@ from conftest import run
 
 from musicrec.dataset import load_splits
 from musicrec.metrics import rank_positions, tiebreak_keys
+from musicrec.models.factorization import WMFConfig, with_popularity
 from musicrec.models.vectors import load_model
 from musicrec.ranking import draw_tiebreak_seeds, split_tasks
 from musicrec.recommend import Recommender, top_n
@@ -302,6 +303,12 @@ def synthetic_recommender(
     for name, songs in (("wmf", wmf_songs), ("cnn", content), ("content_profile", content)):
         users = rng.standard_normal((n_users, dim)).astype(np.float32)
         recommender._models[name] = ModelVectors(name, "", ["all"], users, songs)
+    # wmf as the stage writes it: its popularity column last (listeners of warm songs only)
+    listeners = np.where(song_roles == "warm", rng.integers(1, 50, n_songs), 0)
+    wmf = recommender._models["wmf"]
+    users, songs = with_popularity(wmf.user_vectors, wmf.song_vectors, listeners, 0.3)
+    recommender._models["wmf"] = ModelVectors("wmf", "", ["all"], users, songs)
+    recommender.wmf_config = WMFConfig(factors=dim, popularity_weight=0.3)
     recommender._predictors["cnn"] = object()  # never reached: the files tried are not audio
     return recommender
 
@@ -328,7 +335,7 @@ def test_the_precomputed_cosine_path_ranks_as_copying_the_candidates_did(tmp_pat
             name, candidates = "wmf", recommender.warm_songs
         else:
             name, candidates = "cnn", np.arange(len(roles))
-        vectors = recommender.model(name).song_vectors
+        vectors = recommender.model(name).song_vectors[:, :16]  # wmf: factors, not popularity
         for n in (1, 20):
             expected, cosines = cosine_neighbours_of_the_candidate_rows(
                 vectors, vectors[v], candidates, n, v
@@ -340,8 +347,8 @@ def test_the_precomputed_cosine_path_ranks_as_copying_the_candidates_did(tmp_pat
     warm = recommender.songs["song_id"].iat[recommender.warm_songs[0]]
     everything = recommender.similar(warm, 10**6).items["song_id"].map(recommender.song)
     expected, _ = cosine_neighbours_of_the_candidate_rows(
-        recommender.model("wmf").song_vectors,
-        recommender.model("wmf").song_vectors[recommender.warm_songs[0]],
+        recommender.model("wmf").song_vectors[:, :16],
+        recommender.model("wmf").song_vectors[recommender.warm_songs[0], :16],
         recommender.warm_songs,
         10**6,
         recommender.warm_songs[0],

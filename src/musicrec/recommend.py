@@ -355,9 +355,20 @@ class Recommender:
             ``np.linalg.norm(vectors, axis=1)``.
         """
         if name not in self._cosine:
-            vectors = np.ascontiguousarray(self.model(name).song_vectors, dtype=np.float32)
+            vectors = self.model(name).song_vectors
+            if name == "wmf":  # songs are alike by their factors, not by their popularity
+                vectors = vectors[:, : self.wmf_config.factors]
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             self._cosine[name] = (vectors, np.linalg.norm(vectors, axis=1))
         return self._cosine[name]
+
+    @cached_property
+    def wmf_config(self):
+        """The settings the ``wmf`` model was fitted with (its factor columns, its popularity
+        weights)."""
+        from musicrec.models.factorization import fitted_config
+
+        return fitted_config(self._need("data/models/wmf/config.json").parent)
 
     def best_model(self, split: str, require=lambda name: True) -> str:
         """The model with the highest mAP@k on ``split`` (the registry's yardsticks left out)."""
@@ -488,16 +499,18 @@ class Recommender:
             notes.append("no seed song has training plays, so WMF fold-in cannot use them")
             method = "content_profile"
         if method == "wmf":
-            from musicrec.models.factorization import confidence, fitted_config, fold_in
+            from musicrec.models.factorization import new_user_vectors
 
-            cfg = fitted_config(self._need("data/models/wmf/config.json").parent)
             song_vectors = self.model("wmf").song_vectors
             plays = sp.csr_matrix(
                 (np.ones(len(seeds), np.float32), (np.zeros(len(seeds), int), seeds)),
                 shape=(1, len(self.songs)),
             )
-            user_vector = fold_in(song_vectors, confidence(plays, cfg.alpha, cfg.eps), cfg)[0]
-            how = "WMF fold-in of the seed songs (one play each), scored by WMF"
+            user_vector = new_user_vectors(song_vectors, plays, self.wmf_config)[0]
+            how = (
+                "WMF fold-in of the seed songs (one play each), scored by WMF with its "
+                "popularity term for that many seed plays"
+            )
         else:
             song_vectors = self.model("content_profile").song_vectors
             user_vector = song_vectors[seeds].mean(axis=0)
@@ -604,7 +617,7 @@ class Recommender:
             name, excluded = self.audio_model, None
             method = "cold song: cosine of vectors predicted from audio, over all songs"
         vectors, norms = self.cosine_space(name)
-        query = self.model(name).song_vectors[v]
+        query = vectors[v]
         songs, cosine = _cosine_neighbours(vectors, norms, query, n, excluded, v)
         return Recommendations(
             "similar songs",

@@ -115,3 +115,37 @@ def test_cuda_libraries_are_loaded_for_implicit_only_where_rmm_is_installed(tmp_
         lambda name: object() if name == "rmm" else real_find_spec(name),
     )
     assert factorization.load_cuda_libraries() == ["libcudart.so.13"]
+
+
+def test_the_popularity_column_adds_beta_times_scaled_log_listeners_to_every_score():
+    from musicrec.models.factorization import popularity_feature, with_popularity
+
+    listeners = np.array([0, 1, 9, 99])
+    p = popularity_feature(listeners)
+    np.testing.assert_allclose(p, np.log1p(listeners) / np.log(100), rtol=1e-6)
+    assert p[0] == 0 and p[-1] == pytest.approx(1.0)
+    assert (popularity_feature(np.zeros(3)) == 0).all()  # nobody listened: no term
+    rng = np.random.default_rng(0)
+    u, v = rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    beta = np.array([0.0, 0.5, 1.0, 2.0, 0.1])
+    users, songs = with_popularity(u, v, listeners, beta)
+    assert users.shape == (5, 4) and songs.shape == (4, 4)
+    np.testing.assert_allclose(users @ songs.T, u @ v.T + beta[:, None] * p[None], atol=1e-5)
+
+
+def test_a_new_user_weighs_popularity_more_the_fewer_their_seed_plays():
+    from musicrec.models.factorization import new_user_vectors, with_popularity
+
+    cfg = WMFConfig(factors=3, popularity_weight=0.2, new_user_popularity=1.0)
+    assert cfg.user_popularity() == 0.2
+    np.testing.assert_allclose(cfg.user_popularity(np.array([0, 1, 4])), [1.2, 1.2, 0.45])
+    rng = np.random.default_rng(1)
+    _, songs = with_popularity(np.zeros((1, 3)), rng.normal(size=(6, 3)), np.arange(6), 0.0)
+    seeds = sp.csr_matrix(np.array([[1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 0]], np.float32))
+    users = new_user_vectors(songs, seeds, cfg)
+    np.testing.assert_allclose(users[:, -1], [1.2, 0.45])
+    np.testing.assert_allclose(
+        users[:, :3], fold_in(songs[:, :3], confidence(seeds, 2.0, 1.0), cfg)
+    )
+    with pytest.raises(MusicrecError, match="popularity_weight >= 0"):
+        WMFConfig(popularity_weight=-0.1)

@@ -25,6 +25,7 @@ from musicrec.dataset import check_same_songs, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, read_tsv, write_json
 from musicrec.models import distributed
+from musicrec.models.factorization import fitted_config
 from musicrec.models.search import search, summary
 from musicrec.models.training import TrainConfig, pick_device, write_loss_curve
 from musicrec.models.vectors import ModelVectors, load_model, save_model
@@ -63,9 +64,14 @@ class ContentData:
 
 
 def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> ContentData:
-    """Gather a content model's inputs from the outputs of ``split``, ``wmf`` and ``features``."""
+    """Gather a content model's inputs from the outputs of ``split``, ``wmf`` and ``features``.
+
+    The targets and user factors are WMF's factors alone: the ``wmf`` model's popularity column
+    (:mod:`musicrec.models.factorization`) is CF's, not something audio can be asked for.
+    """
     splits = load_splits(split_dir)
     wmf = load_model(wmf_dir, splits.index_digest)
+    factors = fitted_config(wmf_dir).factors
     check_same_songs(
         splits.songs["song_id"],
         read_tsv(Path(features_dir) / "songs.tsv")["song_id"],
@@ -81,8 +87,8 @@ def load_content_data(split_dir: Path, wmf_dir: Path, features_dir: Path) -> Con
             "change split.validation_song_fraction or bring more songs"
         )
     return ContentData(
-        wmf.song_vectors,
-        wmf.user_vectors,
+        np.ascontiguousarray(wmf.song_vectors[:, :factors]),
+        np.ascontiguousarray(wmf.user_vectors[:, :factors]),
         splits.matrices["train"],
         np.flatnonzero(warm & ~validation),
         np.flatnonzero(validation),

@@ -5,6 +5,17 @@ preference ``p = 1`` for played songs, fitted by implicit's alternating least sq
 minimise ``sum_uv c_uv (p_uv - u_u'v_v)^2 + lambda (sum ||u_u||^2 + sum ||v_v||^2)``.
 Fold-in solves the same least squares for new rows with the other side held fixed. Used by the
 ``wmf`` stage, the DBN's new users, the hybrid's validation refit and ``recommend``.
+
+**Popularity.** WMF's scores ``u'v`` carry no term for how many people a song reaches, while
+listening is skewed towards popular songs: on such logs plain WMF ties with ranking by
+popularity. The ``wmf`` model adds one, ``beta_u * p_v`` with ``p_v = log(1 + n_v) / log(1 +
+max n)`` (``n_v``: the song's training listeners), as one more factor column on each side (an
+augmented factorisation: every dot-product consumer scores it unchanged; the factors
+themselves are fitted as before, so the content models' targets keep their meaning). A known
+user's ``beta_u`` is ``wmf.popularity_weight``; a new user folded in from ``k`` seed plays gets
+``popularity_weight + new_user_popularity / k``: the fewer the plays, the more popularity
+weighs against a profile that a few plays define poorly. Both are chosen by ``tune`` on
+validation tasks (:mod:`musicrec.models.tune`), 0 included.
 """
 
 from __future__ import annotations
@@ -37,12 +48,64 @@ class WMFConfig:
     iterations: int = 15
     seed: int = 3
     n_jobs: int = 0
+    popularity_weight: float = 0.0  # beta of a known user (module docstring)
+    new_user_popularity: float = 0.0  # gamma: a new user with k seed plays: beta + gamma / k
 
     def __post_init__(self) -> None:
         if self.factors < 1 or self.iterations < 1:
             raise MusicrecError("wmf.factors and wmf.iterations must be >= 1")
         if self.regularization < 0 or self.alpha < 0 or self.eps <= 0:
             raise MusicrecError("wmf: need regularization >= 0, alpha >= 0 and eps > 0")
+        if self.popularity_weight < 0 or self.new_user_popularity < 0:
+            raise MusicrecError("wmf: need popularity_weight >= 0 and new_user_popularity >= 0")
+
+    def user_popularity(self, seed_plays: np.ndarray | None = None) -> np.ndarray | float:
+        """A user's weight on song popularity: ``popularity_weight`` for a known user, plus
+        ``new_user_popularity / k`` for a new one with ``seed_plays`` = k [shape=(n,)]."""
+        if seed_plays is None:
+            return self.popularity_weight
+        k = np.maximum(np.asarray(seed_plays, np.float64), 1.0)
+        return self.popularity_weight + self.new_user_popularity / k
+
+
+def popularity_feature(listeners: np.ndarray) -> np.ndarray:
+    """``p_v = log(1 + n_v) / log(1 + max n)`` [shape=(n_songs,), float32, in [0, 1]] from each
+    song's training listeners ``n_v`` [shape=(n_songs,)] (zeros where nobody listened)."""
+    scaled = np.log1p(np.asarray(listeners, np.float64))
+    top = scaled.max(initial=0.0)
+    return (scaled / top if top > 0 else scaled).astype(np.float32)
+
+
+def listeners_of(plays: sp.spmatrix) -> np.ndarray:
+    """Each song's number of listeners in ``plays`` [shape=(n_users, n_songs)]:
+    [shape=(n_songs,), int]."""
+    return np.diff(sp.csc_matrix(plays).indptr)
+
+
+def with_popularity(
+    user_factors: np.ndarray,
+    song_factors: np.ndarray,
+    listeners: np.ndarray,
+    user_weights: np.ndarray | float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Factors with the popularity column appended, so ``u'v`` becomes ``u'v + beta_u p_v``.
+
+    Parameters
+    ----------
+    user_factors : np.ndarray [shape=(n_users, d)]
+    song_factors : np.ndarray [shape=(n_songs, d)]
+    listeners : np.ndarray [shape=(n_songs,)]  training listeners (:func:`popularity_feature`).
+    user_weights : float or np.ndarray [shape=(n_users,)]  each user's ``beta_u``.
+
+    Returns
+    -------
+    users : np.ndarray [shape=(n_users, d + 1), float32]
+    songs : np.ndarray [shape=(n_songs, d + 1), float32]
+    """
+    weights = np.broadcast_to(np.asarray(user_weights, np.float32), (len(user_factors),))
+    users = np.hstack([user_factors, weights[:, None]]).astype(np.float32)
+    songs = np.hstack([song_factors, popularity_feature(listeners)[:, None]]).astype(np.float32)
+    return users, songs
 
 
 def confidence(counts: sp.csr_matrix, alpha: float, eps: float) -> sp.csr_matrix:
@@ -187,23 +250,53 @@ def song_targets(song_factors: np.ndarray, user_factors: np.ndarray, splits, cfg
 
 
 def fold_in_new_users(
-    user_factors: np.ndarray, song_factors: np.ndarray, splits, cfg: WMFConfig
+    user_vectors: np.ndarray, song_vectors: np.ndarray, splits, cfg: WMFConfig
 ) -> np.ndarray:
-    """User factors with each held-out (``cold_user``) user folded in from their seed plays.
+    """``wmf`` user vectors with each held-out (``cold_user``) user folded in from their seed
+    plays (:func:`new_user_vectors`).
 
     The new-user problem: the song factors stay as fitted; a new user's factors solve WMF's
     least squares for their k seed plays alone, so they can be scored with no refit.
 
+    Parameters
+    ----------
+    user_vectors, song_vectors : np.ndarray [shape=(n_users or n_songs, cfg.factors + 1)]
+        :func:`with_popularity`'s.
+
     Returns
     -------
-    np.ndarray [shape=(n_users, d), float32]
-        ``user_factors`` with the rows of the cold users replaced.
+    np.ndarray [shape=(n_users, cfg.factors + 1), float32]
+        ``user_vectors`` with the rows of the cold users replaced.
     """
     new_users = np.flatnonzero(splits.users["role"].to_numpy() == "cold_user")
-    seeds = confidence(splits.matrices["cold_user_seed"][new_users], cfg.alpha, cfg.eps)
-    users = user_factors.copy()
-    users[new_users] = fold_in(song_factors, seeds, cfg)
+    users = user_vectors.copy()
+    seeds = splits.matrices["cold_user_seed"][new_users]
+    users[new_users] = new_user_vectors(song_vectors, seeds, cfg)
     return users
+
+
+def new_user_vectors(
+    song_vectors: np.ndarray, seed_plays: sp.csr_matrix, cfg: WMFConfig
+) -> np.ndarray:
+    """New users' ``wmf`` vectors from their seed plays: WMF fold-in on the factor columns of
+    ``song_vectors`` (a ``wmf`` model's, popularity column last), and the popularity weight
+    for their number of seed plays (:meth:`WMFConfig.user_popularity`).
+
+    Parameters
+    ----------
+    song_vectors : np.ndarray [shape=(n_songs, cfg.factors + 1)]
+    seed_plays : sp.csr_matrix [shape=(n_new, n_songs)]  play counts.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_new, cfg.factors + 1), float32]
+    """
+    seed_plays = sp.csr_matrix(seed_plays)
+    factors = fold_in(
+        song_vectors[:, : cfg.factors], confidence(seed_plays, cfg.alpha, cfg.eps), cfg
+    )
+    weights = cfg.user_popularity(np.diff(seed_plays.indptr))
+    return np.hstack([factors, np.asarray(weights, np.float32)[:, None]]).astype(np.float32)
 
 
 def fitted_config(model_dir: Path) -> WMFConfig:

@@ -6,13 +6,14 @@ their training plays there being the relevant ones, which no content model train
 score with the WMF user factors, so their scores share one scale.
 
 - ``hybrid_weighted``: ``w_v * CF + (1 - w_v) * content``, i.e. song vectors
-  ``w_v v_wmf + (1 - w_v) v_hat``, with a per-song weight that grows with the song's training
-  listeners, ``w_v = n_v / (n_v + k)`` (``k`` from ``hybrid.per_song_k``, chosen on the
-  validation task below): the switching rule made soft, CF for songs many have played,
-  content for the new ones. One ``w`` for every song (``hybrid.weights``) can be added to the
-  candidates, but the task judges a weight only on its validation songs, and one ``w`` also
-  acts on every warm song, where the task cannot judge content honestly: on the real-audio
-  world a global ``w = 0`` won validation and lost to WMF on warm songs.
+  ``w_v v_wmf + (1 - w_v) v_hat`` (and CF's popularity column, :func:`blend`), with a per-song
+  weight that grows with the song's training listeners, ``w_v = n_v / (n_v + k)`` (``k`` from
+  ``hybrid.per_song_k``, chosen on the validation task below): the switching rule made soft,
+  CF for songs many have played, content for the new ones. One ``w`` for every song
+  (``hybrid.weights``) can be added to the candidates, but the task judges a weight only on
+  its validation songs, and one ``w`` also acts on every warm song, where the task cannot
+  judge content honestly: on the real-audio world a global ``w = 0`` won validation and lost
+  to WMF on warm songs.
 - ``hybrid_switching``: the content vector for songs with fewer than ``switch_min_plays``
   training plays (cold songs have none), the CF vector otherwise.
 - ``hybrid_mixed``: the two ranked lists interleaved, CF first
@@ -40,13 +41,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from musicrec import registry
 from musicrec.dataset import Splits, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import load_params, write_json
-from musicrec.models.factorization import WMFConfig, fit_wmf, fitted_config
+from musicrec.models.factorization import (
+    WMFConfig,
+    fit_wmf,
+    fitted_config,
+    listeners_of,
+    with_popularity,
+)
 from musicrec.models.vectors import (
     InterleavedModel,
     ModelVectors,
@@ -117,8 +123,24 @@ def candidate_rules(cfg: HybridConfig) -> list[WeightRule]:
     ]
 
 
-def _listeners(plays: sp.spmatrix) -> np.ndarray:
-    return np.diff(sp.csc_matrix(plays).indptr)
+def blend(cf_songs: np.ndarray, content_songs: np.ndarray, cf_weight) -> np.ndarray:
+    """Song vectors ``w * CF + (1 - w) * content`` on WMF's factor columns, with CF's
+    popularity column after them (every song keeps its popularity term: CF's knowledge of how
+    many listened, zero for a song nobody played).
+
+    Parameters
+    ----------
+    cf_songs : np.ndarray [shape=(n_songs, d + 1)]  a ``wmf`` model's song vectors.
+    content_songs : np.ndarray [shape=(n_songs, d)]  predicted WMF factors.
+    cf_weight : float or np.ndarray [shape=(n_songs, 1)]
+
+    Returns
+    -------
+    np.ndarray [shape=(n_songs, d + 1)]
+    """
+    d = content_songs.shape[1]
+    mixed = cf_weight * cf_songs[:, :d] + (1 - cf_weight) * content_songs
+    return np.hstack([mixed, cf_songs[:, d:]])
 
 
 def _best(scores: dict):
@@ -161,10 +183,11 @@ def choose_weight(
     )
     refit_train = plays_part(train, keep)
     users, songs = fit_wmf(refit_train, wmf_cfg)
-    listeners = _listeners(refit_train)
+    listeners = listeners_of(refit_train)
     fitted = np.flatnonzero(listeners > 0)
     # The linear map from the original factor space to the refit's, on the songs both fitted.
-    rotation, *_ = np.linalg.lstsq(wmf.song_vectors[fitted], songs[fitted], rcond=None)
+    original = wmf.song_vectors[fitted, : wmf_cfg.factors]
+    rotation, *_ = np.linalg.lstsq(original, songs[fitted], rcond=None)
     # A content model's vectors of the songs it trained on were fitted to WMF factors of all
     # training plays, the ones held out here included: on this task they would know the
     # answer. Those songs take the refit's CF vectors as their content part, so each rule is
@@ -173,10 +196,11 @@ def choose_weight(
     task = warm_task(
         "hybrid-validation", splits, refit_train, plays_part(train, ~keep), cfg.max_users, cfg.seed
     )
+    users, songs = with_popularity(users, songs, listeners, wmf_cfg.user_popularity())
     results = {}
     for rule in candidate_rules(cfg):
         w = rule.song_weights(listeners)
-        mixed = ModelVectors("w", "", ["all"], users, w * songs + (1 - w) * content_songs)
+        mixed = ModelVectors("w", "", ["all"], users, blend(songs, content_songs, w))
         results[rule] = mean_map(mixed, task, cfg.map_k, cfg.seed)
     return _best(results), results
 
@@ -189,14 +213,14 @@ def build_hybrids(
     cfg: HybridConfig,
 ) -> list[ModelVectors | InterleavedModel]:
     """The three hybrids and the new-user content profile."""
-    plays = _listeners(splits.matrices["train"])
+    plays = listeners_of(splits.matrices["train"])
     weight = rule.song_weights(plays).astype(np.float32)
-    switched = np.where(
-        (plays < cfg.switch_min_plays)[:, None], content.song_vectors, wmf.song_vectors
+    switched = blend(
+        wmf.song_vectors, content.song_vectors, (plays >= cfg.switch_min_plays)[:, None]
     )
     new_users = np.flatnonzero(splits.users["role"].to_numpy() == "cold_user")
     seeds = splits.matrices["cold_user_seed"][new_users].tocsr()
-    profile = np.zeros_like(wmf.user_vectors)
+    profile = np.zeros((len(wmf.user_vectors), content.song_vectors.shape[1]), np.float32)
     seed_counts = np.maximum(np.diff(seeds.indptr), 1)[:, None]
     profile[new_users] = ((seeds > 0).astype(np.float32) @ content.song_vectors) / seed_counts
     source = f"CF `wmf`, content `{content.name}`"
@@ -206,7 +230,7 @@ def build_hybrids(
             f"CF weighted by {rule.label()}, content by 1 - that ({source})",
             HYBRID_SPLITS,
             wmf.user_vectors,
-            weight * wmf.song_vectors + (1 - weight) * content.song_vectors,
+            blend(wmf.song_vectors, content.song_vectors, weight),
         ),
         ModelVectors(
             "hybrid_switching",

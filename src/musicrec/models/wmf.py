@@ -6,10 +6,13 @@ validation (``data/tune/wmf.json``); ``data/models/wmf/config.json`` records wha
 
 Two models come out of one stage:
 
-- ``wmf``: fitted on the training plays. Its song factors are the targets that audio models
-  learn to predict, and its user factors score every content model. Cold songs have no plays,
-  so their WMF factors are zero: CF cannot rank them. New users (``cold_user``) are folded in
-  from their seed plays with implicit's ``recalculate_user``, the song factors held fixed.
+- ``wmf``: fitted on the training plays, with the popularity column that ``tune`` weighed
+  (:mod:`musicrec.models.factorization`: ``u'v + beta_u p_v``). Its song factors (the columns
+  before the popularity one) are the targets that audio models learn to predict, and its user
+  factors score every content model. Cold songs have no plays, so their WMF factors are zero:
+  CF cannot rank them. New users (``cold_user``) are folded in from their seed plays with
+  implicit's ``recalculate_user``, the song factors held fixed, and weigh popularity by their
+  number of seed plays.
 - ``upper_bound``: the same fit on all plays, cold songs and held-out plays included (as in van
   den Oord et al. 2013): the ceiling any audio model that predicts factors could reach.
 """
@@ -22,7 +25,14 @@ from pathlib import Path
 from musicrec import registry
 from musicrec.dataset import load_splits
 from musicrec.io import load_params, read_json
-from musicrec.models.factorization import WMFConfig, fit_wmf, fold_in_new_users, song_targets
+from musicrec.models.factorization import (
+    WMFConfig,
+    fit_wmf,
+    fold_in_new_users,
+    listeners_of,
+    song_targets,
+    with_popularity,
+)
 from musicrec.models.vectors import ModelVectors, save_model
 from musicrec.stage import read_config, run_stage, stage_parser
 
@@ -44,11 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.split)
         users, songs = fit_wmf(splits.matrices["train"], cfg)
         targets = song_targets(songs, users, splits, cfg)
+        listeners = listeners_of(splits.matrices["train"])
+        users, songs = with_popularity(users, songs, listeners, cfg.user_popularity())
         users = fold_in_new_users(users, songs, splits, cfg)
         save_model(
             ModelVectors(
                 "wmf",
-                "WMF (implicit ALS) on the training plays; new users folded in from their seeds",
+                "WMF (implicit ALS) on the training plays plus a popularity term; new users "
+                "folded in from their seeds",
                 list(registry.SPLITS),
                 users,
                 songs,
@@ -70,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             args.models / "upper_bound",
             index=splits.index_digest,
         )
-        record.update(factors=cfg.factors, iterations=cfg.iterations)
+        record.update(
+            factors=cfg.factors,
+            iterations=cfg.iterations,
+            popularity_weight=cfg.popularity_weight,
+            new_user_popularity=cfg.new_user_popularity,
+        )
     print(f"wmf: {cfg.factors} factors, fitted on train and on all plays -> {args.models}")
     return 0
