@@ -1,4 +1,4 @@
-"""The splits are disjoint, seeded and follow DESIGN.md section 4."""
+"""The splits are disjoint, seeded and follow docs/design.md, section 4."""
 
 from __future__ import annotations
 

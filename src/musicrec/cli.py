@@ -31,7 +31,7 @@ EPILOG = """\
 The usual way to run everything is `make repro` (or `dvc repro` inside the virtual
 environment); each stage reads its own section of params.yaml. Run `musicrec STAGE --help`
 for a stage's options. After `dvc exp run` variants, `musicrec dashboard` compares them in
-reports/dashboard.html. Data layout and protocol: README.md and DESIGN.md."""
+reports/dashboard.html. Data layout and protocol: README.md and docs/design.md."""
 
 
 def _quiet_offline_environment() -> None:

@@ -1,7 +1,7 @@
 """Stage ``evaluate``: score every model on every split it applies to, the same way.
 
 Each split's task (users, candidate songs, excluded and relevant songs) is built by
-:func:`musicrec.ranking.split_tasks` (DESIGN.md section 4). Every model folder under
+:func:`musicrec.ranking.split_tasks` (docs/design.md, section 4). Every model folder under
 ``data/models/`` (format: :mod:`musicrec.models.vectors`) is scored.
 Outputs:
 

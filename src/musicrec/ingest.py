@@ -4,7 +4,7 @@ Turns the Echo Nest Taste Profile triplets (``train_triplets.txt``: user, song i
 the MSD track list (``unique_tracks.txt``: ``track<SEP>song<SEP>artist<SEP>title``),
 optionally the list of wrong song-track matches (``sid_mismatches.txt``), and a folder tree of
 audio previews named by track id (``<tree>/**/<TRACK_ID>.<ext>``, e.g. ``A/B/C/TRABC...mp3``)
-into the layout of DESIGN.md section 2::
+into the layout of docs/design.md, section 2::
 
     <out>/plays.tsv    the triplets of songs that have a usable preview
     <out>/audio        a link to the preview tree: no audio is copied

@@ -1,6 +1,6 @@
 """Ranking metrics per user, computed from the ranks of each user's relevant songs.
 
-Definitions (DESIGN.md section 4):
+Definitions (docs/design.md, section 4):
 
 - AP@K, as in the Million Song Dataset Challenge (McFee et al. 2012) and implicit's
   ``ranking_metrics_at_k``: ``sum_{k <= K, song k relevant} precision@k / min(|R|, K)``.

@@ -1,7 +1,7 @@
 """Ranking tasks and how a model is scored on one: the library behind ``evaluate``, the hybrid
 stage's validation and ``recommend``'s tie-breaks.
 
-For each split (DESIGN.md section 4) a task fixes the users scored, the candidate songs they
+For each split (docs/design.md, section 4) a task fixes the users scored, the candidate songs they
 rank, the songs excluded from their ranking (their training plays or seeds) and the relevant
 songs (their held-out plays):
 
@@ -104,7 +104,7 @@ MIN_VIEW_SONGS = 5
 
 
 def split_tasks(splits: Splits, max_users: int = 0, seed: int = 0) -> dict[str, SplitTask]:
-    """The evaluation tasks of DESIGN.md section 4 (table in the module docstring); the
+    """The evaluation tasks of docs/design.md, section 4 (table in the module docstring); the
     ``cold_new_artist`` view only where the split held out at least :data:`MIN_VIEW_SONGS`
     songs of new artists.
 

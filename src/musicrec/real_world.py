@@ -17,7 +17,7 @@ be checked on both. It
    has milder views on the descriptors, and a hidden part no audio reveals (a source's social
    standing plus the track's own); popularity is heavy-tailed, partly loudness, mostly hidden.
 
-The output is a data folder in the layout of DESIGN.md section 2: ``audio/``, ``plays.tsv``,
+The output is a data folder in the layout of docs/design.md, section 2: ``audio/``, ``plays.tsv``,
 ``songs.csv`` (title, artist, album, year, source package, licence), ``ATTRIBUTION.md``,
 ``licences/`` (each package's Debian copyright file) and ``truth/`` (the tastes behind the log).
 The same seed and packages give the same folder, byte for byte.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from musicrec.errors import MusicrecError
 
-# The evaluation splits (DESIGN.md section 4), in the order reports show them.
+# The evaluation splits (docs/design.md, section 4), in the order reports show them.
 SPLITS: tuple[str, ...] = ("warm", "cold", "all", "cold_user", "cold_new_artist")
 # The splits a model that predicts song vectors from audio alone is scored on.
 CONTENT_SPLITS: tuple[str, ...] = ("cold", "all")
@@ -94,7 +94,7 @@ STAGES: tuple[Stage, ...] = (
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
-# Model families (DESIGN.md section 1).
+# Model families (docs/design.md, section 1).
 REFERENCE = "reference"  # a yardstick: knows nothing, or saw the held-out plays
 BASELINE = "baseline"  # deployable, not personalised: what any model must beat
 COLLABORATIVE = "collaborative"

@@ -653,7 +653,9 @@ def build_report(reports: Path, split_dir: Path) -> str:
         f"Data: {songs['total']} songs ({songs.get('cold', 0)} held out cold, "
         f"{songs['validation']} warm songs in the validation slice), {users['total']} users "
         f"({users.get('cold_user', 0)} held out as new users), {pairs['all']} (user, song) pairs.",
-        "Metrics are means over users with 95% bootstrap intervals (DESIGN.md section 4). "
+        "Metrics are means over users with 95% intervals that resample users and songs; a "
+        "Finding says ahead or behind where the paired interval of the difference excludes 0 "
+        "(docs/evaluation.md). "
         f"{_references_text()} `% of upper bound` compares each model's mAP@500 with the "
         "ceiling.",
     ]

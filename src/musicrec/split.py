@@ -1,4 +1,4 @@
-"""Stage ``split``: the evaluation splits of DESIGN.md section 4, seeded.
+"""Stage ``split``: the evaluation splits of docs/design.md, section 4, seeded.
 
 - ``cold``: a fraction of songs is held out whole; none of their plays is in training. Some of
   them are the songs of whole artists held out (``new_artist_fraction`` of the songs, from the

@@ -1,4 +1,4 @@
-"""Stage ``synthesize``: a synthetic music world whose structure is known (DESIGN.md section 5).
+"""Stage ``synthesize``: a synthetic music world whose structure is known (docs/design.md, 5).
 
 Songs get audible attributes (style, tempo, key and mode, lead timbre, brightness, energy,
 loudness) and are rendered to audio from them; they also get hidden factors (an artist's and the
@@ -7,7 +7,7 @@ audible attributes and over the hidden factors; ``audio_share`` sets how much of
 audio explains. Users pick songs by taste and by a heavy-tailed popularity, and play them an
 over-dispersed (negative binomial) number of times.
 
-The output is a data folder in the layout of DESIGN.md section 2 (``plays.tsv``, ``audio/``,
+The output is a data folder in the layout of docs/design.md, section 2 (``plays.tsv``, ``audio/``,
 ``songs.csv``) plus ``truth/`` with what the generator used.
 """
 
@@ -169,7 +169,7 @@ def _render_and_write(rows: list[dict], audio_dir: Path, cfg: WorldConfig) -> in
 
 
 def synthesize_world(cfg: WorldConfig, out_dir: Path, n_jobs: int = 1) -> dict:
-    """Write a synthetic data folder (DESIGN.md section 2 layout) to ``out_dir``.
+    """Write a synthetic data folder (docs/design.md, section 2 layout) to ``out_dir``.
 
     The folder appears whole or not at all: it is built under a temporary name and renamed.
     Audio is 16-bit FLAC, mono, ``cfg.sample_rate`` Hz, ``cfg.clip_seconds`` long.

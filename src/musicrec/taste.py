@@ -1,5 +1,5 @@
 """The taste model behind a simulated listening log, shared by the synthetic world and the
-real-audio world (DESIGN.md section 5).
+real-audio world (docs/design.md, section 5).
 
 Each song has an audible description ``phi`` [shape=(n_songs, d_a)] whose first ``n_groups``
 columns are one-hot groups (a style, or a recording's source) and hidden factors that no audio

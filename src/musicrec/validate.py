@@ -105,7 +105,7 @@ def run_suite(frame: pd.DataFrame, name: str, expectations: list, result_format:
 
 
 def play_log_expectations() -> list:
-    """The play-log suite: one expectation per rule of DESIGN.md section 2."""
+    """The play-log suite: one expectation per rule of docs/design.md, section 2."""
     import great_expectations.expectations as gxe
 
     return [
@@ -511,7 +511,7 @@ def check_audio(
 def validate_dataset(
     root: Path, clip: ClipSpec, min_seconds: float, silence_db: float, n_jobs: int = 1
 ) -> ValidationResult:
-    """Validate a data folder (DESIGN.md section 2 layout); quarantine unusable songs."""
+    """Validate a data folder (docs/design.md, section 2 layout); quarantine unusable songs."""
     root = Path(root)
     plays, ge_plays, repairs = check_play_log(root / "plays.tsv")
     song_ids = sorted(plays["song_id"].unique())
