@@ -68,7 +68,9 @@ def test_audio_and_context_together_come_closer_than_audio_alone():
         metadata, data, [noise, good], CONTEXT, AudioContextConfig()
     )
     assert summary["audio_model"] == "good" and summary["weight"] > 0
-    assert set(summary["validation_map_by_model_and_weight"]) == {"noise", "good", "audio_mean"}
+    assert set(summary["validation_map_by_model_and_weight"]) == {
+        "noise", "good", "audio_mean", "none",
+    }  # fmt: skip
 
     def error(v):
         return float(np.mean((v[new] - targets[new]) ** 2))
@@ -92,6 +94,7 @@ def test_a_new_artist_keeps_the_audio_models_ranking():
 
 def test_no_weight_is_the_audio_model_itself_and_bad_params_are_refused():
     metadata, data, audible, _, _ = _world()
+    metadata["artist"] = "everyone"  # context that says nothing: the audio model wins
     good = _audio("good", audible.astype(np.float32))
     vectors, summary = fit_audio_context(
         metadata, data, [good], CONTEXT, AudioContextConfig(weights=(0.0,))
@@ -105,6 +108,7 @@ def test_no_weight_is_the_audio_model_itself_and_bad_params_are_refused():
 
 def test_the_mean_of_the_audio_models_is_a_candidate_too():
     metadata, data, audible, _, _ = _world()
+    metadata["artist"] = "everyone"  # context that says nothing: an audio choice wins
     rng = np.random.default_rng(2)
     # two ears with errors of their own: their mean errs half as much
     left = audible + rng.normal(0, 1.5, audible.shape)
@@ -117,7 +121,24 @@ def test_the_mean_of_the_audio_models_is_a_candidate_too():
         metadata, data, candidates, CONTEXT, AudioContextConfig(weights=(0.0,))
     )
     assert summary["audio_model"] == "audio_mean"
-    assert set(summary["validation_map_by_model_and_weight"]) == {"left", "right", "audio_mean"}
+    assert set(summary["validation_map_by_model_and_weight"]) == {
+        "left", "right", "audio_mean", "none",
+    }  # fmt: skip
+
+
+def test_where_the_audio_says_nothing_the_context_alone_is_chosen():
+    from musicrec.models.context import context_regression
+
+    metadata, data, audible, _, _ = _world()
+    noise = _audio("noise", np.random.default_rng(3).normal(0, 1, audible.shape).astype(np.float32))
+    vectors, summary = fit_audio_context(metadata, data, [noise], CONTEXT, AudioContextConfig())
+    scores = summary["validation_map_by_model_and_weight"]
+    assert summary["audio_model"] == "none" and summary["key_descriptors"] is False
+    assert scores["none"]["1"] >= max(scores["noise"].values())  # never behind on validation
+    alone, _, _ = context_regression(
+        metadata, data.targets, data.train_songs, data.validation_songs, CONTEXT
+    )
+    np.testing.assert_allclose(vectors, alone, atol=1e-5)
 
 
 def test_the_key_descriptors_add_what_the_audio_models_miss():
@@ -132,7 +153,7 @@ def test_the_key_descriptors_add_what_the_audio_models_miss():
     )
     assert summary["key_descriptors"] is True and summary["key_alpha"] in CONTEXT.alphas
     assert summary["key_gain_z"] >= 1.96
-    assert set(summary["validation_map_by_model_and_weight"]) == {"ear", "ear+key"}
+    assert set(summary["validation_map_by_model_and_weight"]) == {"ear", "ear+key", "none"}
     without, summary = fit_audio_context(metadata, data, [ear], CONTEXT, AudioContextConfig())
     assert summary["key_descriptors"] is False and summary["key_alpha"] is None
 

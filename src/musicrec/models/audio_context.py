@@ -22,7 +22,9 @@ the same artist, album or year carry it. So the song's vector is
   song has (a new artist) all by one and the same vector, which leaves every user's ranking of
   them as the audio model's;
 - ``weight`` (of ``audio_context.weights``), the audio model and whether the key is heard are
-  what ranks the validation songs best, cold-like (the task the hybrid chooses its content
+  what ranks the validation songs best (the candidates include the audio models alone, weight
+  0, and the context filter alone, audio model ``none``: the choice is never behind either on
+  validation), cold-like (the task the hybrid chooses its content
   model on); but the key is heard only where the best choice with it beats the best without
   it by ``audio_context.key_min_z`` standard errors of the paired per-user difference
   (:func:`key_evidence`). With a handful of validation songs (13 on the real-audio world) a
@@ -63,6 +65,7 @@ from musicrec.tonality import key_descriptors
 
 NAME = "hybrid_audio_context"
 AUDIO_MEAN = "audio_mean"  # the candidate that averages the audio models' vectors
+CONTEXT_ONLY = "none"  # the candidate that hears nothing: the context filter alone
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,8 @@ def fit_audio_context(
     summary : dict  the audio model, the key or not and the weight kept, and every choice's
         validation mAP (``<audio model>+key`` with the key).
     """
+    if not audio_models:
+        raise MusicrecError("audio_context: no audio model to combine with the context")
     if len(audio_models) > 1:
         mean = np.mean([m.song_vectors for m in audio_models], axis=0).astype(np.float32)
         audio_models = [
@@ -157,8 +162,11 @@ def fit_audio_context(
     key_options = [k for k in cfg.key_descriptors if descriptors is not None or not k]
     scores: dict[str, dict[str, float]] = {}
     best: dict[bool, tuple] = {}  # without and with the key: the best choice of each
-    for audio in audio_models:
-        for with_key in key_options or [False]:
+    # The context filter alone hears nothing: h = 0, and any weight above 0 ranks alike.
+    hears_nothing = ModelVectors(CONTEXT_ONLY, "", ["cold"], data.user_factors, 0 * data.targets)
+    for audio in [*audio_models, hears_nothing]:
+        alone = audio is hears_nothing
+        for with_key in [False] if alone else key_options or [False]:
             heard, key_alpha = audio.song_vectors.astype(np.float64), None
             if with_key:
                 heard, key_alpha = hear_with_key(heard, descriptors, data, context_cfg.alphas)
@@ -171,7 +179,7 @@ def fit_audio_context(
             )
             label = f"{audio.name}+key" if with_key else audio.name
             scores[label] = {}
-            for weight in cfg.weights:
+            for weight in [1.0] if alone else cfg.weights:
                 vectors = (heard + weight * residual_context).astype(np.float32)
                 probe = ModelVectors(NAME, "", ["cold"], data.user_factors, vectors)
                 per_user = evaluate_on_task(probe, task, cfg.map_k, [10], cfg.seed)
@@ -260,11 +268,17 @@ def main(argv: list[str] | None = None) -> int:
             metadata, data, candidates, context_cfg, cfg, descriptors
         )
         heard = summary["audio_model"] + (" and its key" if summary["key_descriptors"] else "")
+        columns = ", ".join(summary["columns"])
+        description = (
+            f"the context filter alone ({columns}): it ranked the validation songs best"
+            if summary["audio_model"] == CONTEXT_ONLY
+            else f"audio ({heard}) plus {summary['weight']:g} x the context ({columns}) of what "
+            "the audio leaves of the factors"
+        )
         save_model(
             ModelVectors(
                 NAME,
-                f"audio ({heard}) plus {summary['weight']:g} x the context "
-                f"({', '.join(summary['columns'])}) of what the audio leaves of the factors",
+                description,
                 list(registry.CONTENT_SPLITS),
                 data.user_factors,
                 vectors,
