@@ -146,11 +146,11 @@ def test_dvc_repro_on_a_tiny_world(dvc_project, browser_page):
         "report",
     }
     dims = json.loads((project / "data" / "models" / "wmf" / "model.json").read_text())["dim"]
-    assert dims == 6
+    assert dims == 6 + 1  # the factors and the popularity column
     old = served.current[0]
     assert served.reload() and served.current[1]["models"] != before["models"]
     assert (
-        served.current[0] is not old and served.current[0].model("wmf").song_vectors.shape[1] == 6
+        served.current[0] is not old and served.current[0].model("wmf").song_vectors.shape[1] == 7
     )
 
     # (That the hybrids follow each audio model is dvc.yaml's deps: tests/test_dag_deps.py.)
