@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
@@ -261,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         kept = workdir / args.world / f"seed_{seed}.json"
         if kept.exists():
-            results.append(json.loads(kept.read_text()))
-            continue
+            result = json.loads(kept.read_text())
+            if {"paired", "users_only"} <= result.keys():
+                results.append(result)
+                continue
+            # kept by an older version of this script: run that seed again
+            shutil.rmtree(workdir / args.world / f"seed_{seed}", ignore_errors=True)
         print(f"split_stability: {args.world}, split.seed {seed} ...", flush=True)
         result = run_seed(REPO, workdir / args.world / f"seed_{seed}", root, seed)
         kept.write_text(json.dumps(result))

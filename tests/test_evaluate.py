@@ -109,3 +109,37 @@ def test_the_headline_is_each_deployable_models_map_and_recall_curves_a_column_p
     assert list(curves["cold"].columns) == ["k", "random", "wmf", "cnn_mse"]  # registry order
     assert curves["cold"]["cnn_mse"].tolist() == [0.2, 0.5]
     assert list(curves["warm"].columns) == ["k", "wmf"]
+
+
+def test_evaluate_pairs_models_on_shared_resamples_and_stores_what_recomputes_them(splits):
+    from musicrec.dashboard import entry_values
+    from musicrec.evaluate import evaluate_models
+    from musicrec.models.vectors import ModelVectors
+
+    rng = np.random.default_rng(4)
+    n_users, n_songs = splits.matrices["train"].shape
+    users = rng.normal(size=(n_users, 3)).astype(np.float32)
+    every = ["warm", "cold", "all", "cold_user"]
+
+    def model(name, songs):
+        return ModelVectors(name, "", every, users, songs.astype(np.float32))
+
+    songs = rng.normal(size=(n_songs, 3))
+    models = [model("a", songs), model("twin", songs), model("b", rng.normal(size=(n_songs, 3)))]
+    result = evaluate_models(splits, models, 20, [5], 200, seed=3)
+    for split, by_model in result.paired.items():
+        assert by_model["a"]["twin"] == [0.0, 0.0]  # the same scores: no difference, ever
+        low, high = by_model["a"]["b"]
+        assert by_model["b"]["a"] == [-high, -low]  # b - a mirrors a - b
+        gap = result.means["a"][split]["map@20"] - result.means["b"][split]["map@20"]
+        assert low <= gap <= high
+        for name in ("a", "b"):
+            low, high = result.intervals[name][split]["map@20"]
+            assert low <= result.means[name][split]["map@20"] <= high
+        # the stored per-entry ranks give back each user's value, entry by entry
+        stored = result.per_user[split]
+        for name in ("a", "b"):
+            per_entry = entry_values(stored, name, "map@20")
+            rows = np.searchsorted(stored["users"], stored["entry_users"])
+            sums = np.bincount(rows, weights=per_entry, minlength=len(stored["users"]))
+            np.testing.assert_allclose(sums, stored[f"{name}:map@20"], atol=1e-6)

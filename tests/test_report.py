@@ -310,3 +310,33 @@ def test_a_hostile_model_name_stays_one_code_span_in_the_tables_and_findings():
     assert "- Cold songs, `` cnn`![a](../../secret.png)` `` against its shuffled" in findings
     markdown = f"{table}\n\n{findings}"
     assert "<img" not in markdown_to_html(markdown, Path("."))
+
+
+def test_the_tuning_section_shows_wmfs_popularity_weights_even_without_a_search(tmp_path):
+    from musicrec.io import write_json
+    from musicrec.report import tuning_section
+
+    chosen = {"factors": 8, "popularity_weight": 0.5, "new_user_popularity": 2.0}
+    write_json(
+        tmp_path / "wmf.json",
+        {
+            "chosen": chosen,
+            "validation_map": None,
+            "params_yaml_map": None,
+            "trials": 0,
+            "trace": [],
+            "popularity_validation_map": {
+                "popularity_weight": {"0.0": 0.2, "0.5": 0.25},
+                "new_user_popularity": {"0.0": 0.1, "2.0": 0.12},
+            },
+        },
+    )
+    text = tuning_section(tmp_path)
+    assert (
+        "weight 0.5 for known users (validation mAP@500 per weight: 0.0: 0.2000, 0.5: 0.2500)"
+        in text
+    )
+    assert (
+        "0.5 + 2 / k for a new user with k seed plays" in text
+        and "0.0: 0.1000, 2.0: 0.1200" in text
+    )

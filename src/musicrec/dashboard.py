@@ -366,20 +366,20 @@ def paired_differences(
         keep = np.isin(per_user["entry_users"], shared)
         values = np.stack([entry_values(per_user, m, metric)[keep] for m in models], axis=1)
         sides.append((per_user["entry_users"][keep], per_user["entry_songs"][keep], values))
-    keys = [users.astype(np.int64) << 32 | songs.astype(np.int64) for users, songs, _ in sides]
-    union, where = np.unique(np.concatenate(keys), return_inverse=True)
-    where_a, where_b = where[: len(keys[0])], where[len(keys[0]) :]
-    a, b = np.zeros((len(union), len(models))), np.zeros((len(union), len(models)))
-    a[where_a], b[where_b] = sides[0][2], sides[1][2]
-    rows = np.searchsorted(shared, union >> 32)
-    songs, cols = np.unique(union & 0xFFFFFFFF, return_inverse=True)
+    # One numbering of users (the shared ones) and songs (those either side scored), so the
+    # two sides are resampled alike; each side keeps its own entries, so each one's resampled
+    # mean is its own metric's (an entry one side lacks counts for nothing there).
+    songs = np.unique(np.concatenate([side[1] for side in sides]))
     resamples = TwoWayResamples.draw(
         np.random.default_rng(seed), n_bootstrap, len(shared), len(songs)
     )
-    samples = two_way_means(rows, cols, np.concatenate([a, b], axis=1), resamples)
-    n = len(models)
-    bounds = percentile_intervals(samples[:, n:] - samples[:, :n])
-    mean_a, mean_b = a.sum(axis=0) / len(shared), b.sum(axis=0) / len(shared)
+    resampled, observed = [], []
+    for users, entry_songs, values in sides:
+        rows, cols = np.searchsorted(shared, users), np.searchsorted(songs, entry_songs)
+        resampled.append(two_way_means(rows, cols, values, resamples))
+        observed.append(values.sum(axis=0) / len(shared))
+    bounds = percentile_intervals(resampled[1] - resampled[0])
+    mean_a, mean_b = observed
     return [
         PairedDifference(
             model, split, mean_a[i], mean_b[i], mean_b[i] - mean_a[i], *bounds[i], len(shared)

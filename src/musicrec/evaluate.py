@@ -98,10 +98,10 @@ def evaluate_models(
     }
     means: dict = {}
     per_user: dict = {}
-    entry_rows = {}
+    entry_rows, entry_cols = {}, {}
     for name, task in tasks.items():
         entries = task.relevant.tocoo()
-        entry_rows[name] = entries.row
+        entry_rows[name], entry_cols[name] = entries.row, entries.col
         per_user[name] = {
             "users": task.users,
             "entry_users": task.users[entries.row].astype(np.int32),
@@ -111,9 +111,12 @@ def evaluate_models(
             ).astype(np.int32),
             "candidates": task.candidates.astype(np.int32),
         }
-    # split -> [(model, metric)] and the matching columns of entry contributions
-    columns: dict[str, list[tuple[str, str]]] = {name: [] for name in tasks}
-    contributions: dict[str, list[np.ndarray]] = {name: [] for name in tasks}
+    # Each model's resampled mAP per split, kept for the paired intervals (the other metrics'
+    # resamples are reduced to their intervals as each model is scored: memory stays at
+    # n_resamples x n_models per split, whatever the number of entries).
+    map_key = registry.map_key(map_k)
+    map_samples: dict[str, dict[str, np.ndarray]] = {name: {} for name in tasks}
+    intervals: dict = {}
     jobs = [(m, t) for m in models for t in tasks.values() if registry.scores_on(m.splits, t.name)]
     for model, task in tqdm(jobs, desc="evaluate", unit="model x split"):
         if len(task.users) == 0:
@@ -123,14 +126,28 @@ def evaluate_models(
             )
         scores = score_task(model, task, map_k, ks, tiebreak_seeds[task.name])
         split_means = {name: round(value, 6) for name, value in scores.coverage.items()}
+        metrics = list(scores.per_user)
         for metric, values in scores.per_user.items():
             split_means[metric] = round(float(np.nanmean(values)), 6)
-            columns[task.name].append((model.name, metric))
-            contributions[task.name].append(
-                impute_missing(scores.per_entry[metric], values, entry_rows[task.name])
-            )
             per_user[task.name][f"{model.name}:{metric}"] = values.astype(np.float32)
         per_user[task.name][f"{model.name}:rank"] = scores.ranks.astype(np.int32)
+        # Contributions in the task's CSR order, which tocoo keeps (entry_rows, entry_cols).
+        contributions = np.stack(
+            [
+                impute_missing(scores.per_entry[m], scores.per_user[m], entry_rows[task.name])
+                for m in metrics
+            ],
+            axis=1,
+        )
+        samples = two_way_means(
+            entry_rows[task.name], entry_cols[task.name], contributions, resamples[task.name]
+        )
+        bounds = percentile_intervals(samples)
+        intervals.setdefault(model.name, {})[task.name] = {
+            metric: [round(float(low), 6), round(float(high), 6)]
+            for metric, (low, high) in zip(metrics, bounds, strict=True)
+        }
+        map_samples[task.name][model.name] = samples[:, metrics.index(map_key)]
         split_means["users"] = len(task.users)
         if (
             task.name == "cold"
@@ -139,35 +156,18 @@ def evaluate_models(
         ):
             split_means.update(factor_agreement(model.song_vectors, song_targets, task.candidates))
         means.setdefault(model.name, {})[task.name] = split_means
-    intervals: dict = {}
-    paired: dict = {}
-    map_key = registry.map_key(map_k)
-    for name, task in tasks.items():
-        if not columns[name]:
-            continue
-        entries = task.relevant.tocoo()
-        # CSR order is the order the contributions are in; tocoo keeps it.
-        samples = two_way_means(
-            entries.row, entries.col, np.stack(contributions[name], axis=1), resamples[name]
-        )
-        bounds = percentile_intervals(samples)
-        for (model, metric), (low, high) in zip(columns[name], bounds, strict=True):
-            intervals.setdefault(model, {}).setdefault(name, {})[metric] = [
-                round(float(low), 6),
-                round(float(high), 6),
-            ]
-        on_map = {model: i for i, (model, metric) in enumerate(columns[name]) if metric == map_key}
-        paired[name] = {
+    paired = {
+        name: {
             a: {
-                b: [
-                    round(float(v), 6)
-                    for v in percentile_intervals(samples[:, [i]] - samples[:, [j]])[0]
-                ]
-                for b, j in on_map.items()
+                b: [round(float(v), 6) for v in percentile_intervals((of_a - of_b)[:, None])[0]]
+                for b, of_b in by_model.items()
                 if b != a
             }
-            for a, i in on_map.items()
+            for a, of_a in by_model.items()
         }
+        for name, by_model in map_samples.items()
+        if by_model
+    }
     return Evaluation(means, intervals, paired, per_user)
 
 

@@ -17,18 +17,20 @@ AUTO = "auto"
 
 def categorical_columns(table: pd.DataFrame) -> list[str]:
     """The columns of ``table`` [shape=(n_songs, n_columns), text, "" unknown] with at least 2
-    and at most half as many distinct known values as there are songs, in file order.
+    distinct known values and at most half as many as there are songs with a known value, in
+    file order.
 
     A value shared by no other song says nothing about a new song, so ids, titles, file paths
-    and free text (nearly one value per song) fall out, as do constant columns; what is left is
-    what songs have in common: artist, album, genre, year, label, source.
+    and free text (nearly one value per song) fall out, even when only some songs have one, as
+    do constant columns; what is left is what songs have in common: artist, album, genre,
+    year, label, source.
     """
-    n_songs = len(table)
-    return [
-        column
-        for column in table.columns
-        if 2 <= table[column][table[column] != ""].nunique() <= n_songs / 2
-    ]
+    keep = []
+    for column in table.columns:
+        known = table[column][table[column] != ""]
+        if 2 <= known.nunique() <= len(known) / 2:
+            keep.append(column)
+    return keep
 
 
 def read_metadata(root: Path, song_ids: pd.Series, columns: tuple[str, ...] | str) -> pd.DataFrame:

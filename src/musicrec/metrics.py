@@ -437,9 +437,11 @@ def two_way_means(
         V[s_e] / |R_{u_e}|``. The mean over users is the mean over entries weighted by
         ``1 / |R_u|`` (an entry's value scaled by ``|R_u|``); a resample reweights each entry
         by its user's and its song's counts, and divides by the reweighted total weight. So a
-        song drawn twice counts twice and a model that gains the same on every entry of a user
-        gains exactly that under every resample; with every song count 1 it is the users-only
-        bootstrap of the mean of the per-user sums.
+        song drawn twice counts twice, and a model that gains ``g`` on every user, spread as
+        ``g / |R_u|`` over each user's entries, gains exactly ``g`` under every resample; with
+        every song count 1 it is the users-only bootstrap of the mean of the per-user sums. A
+        resample that draws none of the relevant entries (every drawn user's songs undrawn)
+        has no mean: NaN (:func:`percentile_intervals` leaves it out).
 
     Ranks are held at their observed values: a resampled song is not ranked again (the
     linearised pigeonhole bootstrap). Each block of resamples is one matrix product of
@@ -455,7 +457,10 @@ def two_way_means(
     for user_counts, song_counts in resamples.blocks(rows):
         weights = user_counts[:, users] * song_counts[:, songs]  # [b, n_entries]
         totals = weights @ entry_weight
-        out.append(weights @ values / np.maximum(totals, 1e-12)[:, None])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            means = weights @ values / totals[:, None]
+        means[totals <= 0] = np.nan
+        out.append(means)
     return np.concatenate(out) if out else np.zeros((0, values.shape[1]))
 
 
@@ -481,6 +486,6 @@ def impute_missing(
 
 def percentile_intervals(samples: np.ndarray, level: float = 0.95) -> np.ndarray:
     """Percentile intervals of each column of ``samples`` [shape=(n_resamples, n_columns)]:
-    [shape=(n_columns, 2)], low and high."""
+    [shape=(n_columns, 2)], low and high; resamples without a mean (NaN) are left out."""
     tail = (1 - level) / 2 * 100
-    return np.percentile(samples, [tail, 100 - tail], axis=0).T
+    return np.nanpercentile(samples, [tail, 100 - tail], axis=0).T

@@ -502,8 +502,14 @@ class Recommender:
             from musicrec.models.factorization import new_user_vectors
 
             song_vectors = self.model("wmf").song_vectors
+            # Fold-in uses the warm seeds only (a cold song has no factors), and so does the
+            # popularity weight: it is set by the number of plays the profile rests on.
+            warm_seeds = seeds[np.isin(seeds, self.warm_songs)]
             plays = sp.csr_matrix(
-                (np.ones(len(seeds), np.float32), (np.zeros(len(seeds), int), seeds)),
+                (
+                    np.ones(len(warm_seeds), np.float32),
+                    (np.zeros(len(warm_seeds), int), warm_seeds),
+                ),
                 shape=(1, len(self.songs)),
             )
             user_vector = new_user_vectors(song_vectors, plays, self.wmf_config)[0]

@@ -313,8 +313,11 @@ def tuning_section(tuning_dir: Path) -> str:
         "| model | trials | chosen | validation mAP@500 | params.yaml's |",
         "|---|---|---|---|---|",
     ]
+    popularity = ""
     for path in sorted(Path(tuning_dir).glob("*.json")):
         record = read_json(path)
+        if "popularity_validation_map" in record:
+            popularity = popularity_text(record)
         if not record["trials"]:
             continue
         chosen = ", ".join(
@@ -328,11 +331,29 @@ def tuning_section(tuning_dir: Path) -> str:
             f"{record['validation_map']:.4f} | {own_text} |"
         )
     if len(lines) == 2:
-        return ""
-    return (
+        return popularity
+    searches = (
         "Settings chosen by Optuna's TPE on validation tasks of training plays only (WMF: held-"
         "out plays of warm users; content models: the validation songs, cold-like); "
         "params.yaml's own settings are the first trial.\n\n" + "\n".join(lines)
+    )
+    return f"{searches}\n\n{popularity}" if popularity else searches
+
+
+def popularity_text(record: dict) -> str:
+    """WMF's popularity weights (``tune``'s record) and each candidate's validation mAP."""
+    chosen = record["chosen"]
+    scores = record["popularity_validation_map"]
+
+    def listed(name: str) -> str:
+        return ", ".join(f"{value}: {score:.4f}" for value, score in scores[name].items())
+
+    return (
+        f"WMF's popularity term: weight {chosen['popularity_weight']:g} for known users "
+        f"(validation mAP@500 per weight: {listed('popularity_weight')}), and "
+        f"{chosen['popularity_weight']:g} + {chosen['new_user_popularity']:g} / k for a new "
+        f"user with k seed plays (per gamma, on new users made of training plays: "
+        f"{listed('new_user_popularity')})."
     )
 
 

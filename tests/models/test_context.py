@@ -81,11 +81,12 @@ def test_metadata_follows_the_song_order_and_leaves_gaps_empty(tmp_path):
 
 
 def test_auto_columns_are_the_categorical_ones_ids_titles_and_free_text_fall_out(tmp_path):
-    rows = ["song_id,title,artist,genre,path,constant,sparse"]
+    rows = ["song_id,title,artist,genre,path,constant,sparse,isrc"]
     for i in range(10):
         genre = "rock" if i < 5 else "jazz"
         sparse = "x" if i < 2 else ""  # 1 distinct known value: falls out
-        rows.append(f"s{i},Title {i},A{i // 2},{genre},/music/{i}.ogg,same,{sparse}")
+        isrc = f"US{i}" if i < 4 else ""  # an id known for few songs: falls out all the same
+        rows.append(f"s{i},Title {i},A{i // 2},{genre},/music/{i}.ogg,same,{sparse},{isrc}")
     (tmp_path / "songs.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     songs = pd.Series([f"s{i}" for i in range(10)])
     table = read_metadata(tmp_path, songs, "auto")

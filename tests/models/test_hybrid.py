@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from musicrec.errors import MusicrecError
-from musicrec.models.factorization import WMFConfig, fit_wmf
+from musicrec.models.factorization import WMFConfig, fit_wmf, listeners_of, with_popularity
 from musicrec.models.hybrid import (
     HybridConfig,
     WeightRule,
@@ -62,8 +62,13 @@ def block_world():
     plays = pd.DataFrame(rows, columns=["user_id", "song_id", "play_count"])
     cfg = SplitConfig(seed=1, validation_song_fraction=0.08)
     splits = make_splits(plays, [f"s{s:03d}" for s in range(n_songs)], cfg)
+    # (no weight on popularity: the column is there, as the stage writes it, but this world's
+    # songs are equally popular and the tests below are about content)
     wmf_cfg = WMFConfig(factors=4, iterations=10, seed=0)
     users, songs = fit_wmf(splits.matrices["train"], wmf_cfg)
+    # as the wmf stage writes it: the popularity column last
+    listeners = listeners_of(splits.matrices["train"])
+    users, songs = with_popularity(users, songs, listeners, wmf_cfg.user_popularity())
     wmf = ModelVectors("wmf", "", ["warm", "cold", "all"], users, songs)
     group = np.array([int(s[1:]) % 2 for s in splits.songs["song_id"]])
     return splits, wmf, wmf_cfg, group
@@ -72,27 +77,31 @@ def block_world():
 def test_build_hybrids_writes_what_each_strategy_means(block_world):
     splits, wmf, _, _ = block_world
     rng = np.random.default_rng(1)
-    content = ModelVectors(
-        "c", "", ["cold"], wmf.user_vectors, rng.normal(size=wmf.song_vectors.shape)
-    )
+    cf, popularity = wmf.song_vectors[:, :4], wmf.song_vectors[:, 4:]
+    content = ModelVectors("c", "", ["cold"], wmf.user_vectors[:, :4], rng.normal(size=cf.shape))
     cfg = HybridConfig(switch_min_plays=3)
     rule = WeightRule("global", 0.7)
     weighted, switching, mixed, profile = build_hybrids(splits, wmf, content, rule, cfg)
+    # CF and content mixed on the factors; CF's popularity column kept for every song
     np.testing.assert_allclose(
-        weighted.song_vectors, 0.7 * wmf.song_vectors + 0.3 * content.song_vectors, atol=1e-6
+        weighted.song_vectors,
+        np.hstack([0.7 * cf + 0.3 * content.song_vectors, popularity]),
+        atol=1e-6,
     )
+    assert weighted.user_vectors is wmf.user_vectors
     plays = np.diff(splits.matrices["train"].tocsc().indptr)
     # Per song: w_v = n_v / (n_v + k) from the song's training listeners; cold songs content.
     soft = build_hybrids(splits, wmf, content, WeightRule("per_song", 4.0), cfg)[0]
     w = (plays / (plays + 4.0))[:, None]
     np.testing.assert_allclose(
-        soft.song_vectors, w * wmf.song_vectors + (1 - w) * content.song_vectors, atol=1e-6
+        soft.song_vectors[:, :4], w * cf + (1 - w) * content.song_vectors, atol=1e-6
     )
     cold = splits.songs["role"].to_numpy() == "cold"
-    np.testing.assert_allclose(soft.song_vectors[cold], content.song_vectors[cold], rtol=1e-6)
+    np.testing.assert_allclose(soft.song_vectors[cold, :4], content.song_vectors[cold], rtol=1e-6)
+    assert (soft.song_vectors[cold, 4] == 0).all()  # nobody played them: no popularity
     few = plays < 3
     assert few.any() and (~few).any()
-    np.testing.assert_array_equal(switching.song_vectors[few], content.song_vectors[few])
+    np.testing.assert_array_equal(switching.song_vectors[few, :4], content.song_vectors[few])
     np.testing.assert_array_equal(switching.song_vectors[~few], wmf.song_vectors[~few])
     assert mixed.first is wmf and mixed.second is content
     new_user = np.flatnonzero(splits.users["role"].to_numpy() == "cold_user")[0]
@@ -107,12 +116,14 @@ def test_informative_content_earns_more_than_noise_and_songs_cf_has_learnt_stay_
     splits, wmf, wmf_cfg, group = block_world
     cfg = HybridConfig(weights=(0.0, 0.5, 1.0))
     rng = np.random.default_rng(2)
-    scale = wmf.song_vectors.std()  # noise on the scale of real predicted factors
-    noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors, scale * rng.normal(size=(120, 4)))
+    scale = wmf.song_vectors[:, :4].std()  # noise on the scale of real predicted factors
+    noise = ModelVectors(
+        "noise", "", ["cold"], wmf.user_vectors[:, :4], scale * rng.normal(size=(120, 4))
+    )
     # Content that knows each song's group: the mean WMF vector of the group's warm songs.
     warm = splits.songs["role"].to_numpy() == "warm"
-    centres = np.stack([wmf.song_vectors[warm & (group == g)].mean(axis=0) for g in (0, 1)])
-    informed = ModelVectors("group", "", ["cold"], wmf.user_vectors, centres[group])
+    centres = np.stack([wmf.song_vectors[warm & (group == g), :4].mean(axis=0) for g in (0, 1)])
+    informed = ModelVectors("group", "", ["cold"], wmf.user_vectors[:, :4], centres[group])
     _, noise_scores = choose_weight(splits, wmf, noise, wmf_cfg, cfg)
     rule, scores = choose_weight(splits, wmf, informed, wmf_cfg, cfg)
     assert scores[rule] == max(scores.values())
@@ -142,10 +153,10 @@ def test_max_users_validates_on_a_sample_that_still_finds_the_informative_conten
     rows = np.searchsorted(every.users, sample.users)
     assert (sample.relevant != every.relevant[rows]).nnz == 0
     rng = np.random.default_rng(2)
-    noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors, rng.normal(size=(120, 4)))
+    noise = ModelVectors("noise", "", ["cold"], wmf.user_vectors[:, :4], rng.normal(size=(120, 4)))
     warm = splits.songs["role"].to_numpy() == "warm"
-    centres = np.stack([wmf.song_vectors[warm & (group == g)].mean(axis=0) for g in (0, 1)])
-    informed = ModelVectors("group", "", ["cold"], wmf.user_vectors, centres[group])
+    centres = np.stack([wmf.song_vectors[warm & (group == g), :4].mean(axis=0) for g in (0, 1)])
+    informed = ModelVectors("group", "", ["cold"], wmf.user_vectors[:, :4], centres[group])
     grid, one = (0.0, 0.5, 1.0), WeightRule("global", 1.0)
     # A sample as large as the users is every user: the same choice and scores.
     full = choose_weight(splits, wmf, informed, wmf_cfg, HybridConfig(weights=grid, per_song_k=()))

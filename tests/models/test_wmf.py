@@ -149,3 +149,11 @@ def test_a_new_user_weighs_popularity_more_the_fewer_their_seed_plays():
     )
     with pytest.raises(MusicrecError, match="popularity_weight >= 0"):
         WMFConfig(popularity_weight=-0.1)
+
+
+def test_a_wmf_model_without_the_popularity_column_is_refused_with_what_to_do():
+    from musicrec.models.factorization import new_user_vectors
+
+    old = np.random.default_rng(2).normal(size=(6, 3)).astype(np.float32)  # factors only
+    with pytest.raises(MusicrecError, match="rerun `dvc repro wmf`"):
+        new_user_vectors(old, sp.csr_matrix(np.ones((1, 6))), WMFConfig(factors=3))

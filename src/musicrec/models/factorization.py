@@ -291,6 +291,13 @@ def new_user_vectors(
     -------
     np.ndarray [shape=(n_new, cfg.factors + 1), float32]
     """
+    if song_vectors.shape[1] != cfg.factors + 1:
+        raise MusicrecError(
+            f"wmf: song vectors of {song_vectors.shape[1]} columns where {cfg.factors} factors "
+            "and the popularity column make "
+            f"{cfg.factors + 1}: a wmf model from before the popularity term; rerun "
+            "`dvc repro wmf`"
+        )
     seed_plays = sp.csr_matrix(seed_plays)
     factors = fold_in(
         song_vectors[:, : cfg.factors], confidence(seed_plays, cfg.alpha, cfg.eps), cfg
