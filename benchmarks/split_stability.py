@@ -144,12 +144,16 @@ def coverage(means: list[float], intervals: list[tuple[float, float]]) -> tuple[
 
 def verdicts(means: dict, intervals: dict, paired: dict) -> dict[str, str]:
     """The report's Findings as finding -> verdict words (the text before a finding's first
-    colon names it; a finding with no verdict is left out)."""
-    found = {}
+    colon names it, numbered where several share it, as the report lists them in one order;
+    a finding with no verdict is left out)."""
+    found: dict[str, str] = {}
+    seen: dict[str, int] = {}
     for line in findings_section(means, intervals, paired).splitlines():
         match = VERDICT.search(line)
         if line.startswith("- ") and match:
-            found[line[2:].split(":", 1)[0]] = match.group(0)
+            name = line[2:].split(":", 1)[0]
+            seen[name] = seen.get(name, 0) + 1
+            found[name if seen[name] == 1 else f"{name} ({seen[name]})"] = match.group(0)
     return found
 
 

@@ -204,3 +204,13 @@ def test_split_stability_builds_a_pipeline_world_in_each_clone_and_links_only_ot
     outputs = module["pipeline_outputs"](REPO)
     assert "data/synthetic" in outputs and "data/models/wmf" in outputs
     assert "data/real_world" not in outputs
+
+
+def test_findings_that_share_a_name_are_counted_apart():
+    module = runpy.run_path(str(REPO / "benchmarks" / "split_stability.py"))
+    means = {m: {"cold": {"map@500": v}} for m, v in (("cnn_contrastive", 0.3), ("cnn_mse", 0.2))}
+    means["cnn_wpe"] = {"cold": {"map@500": 0.4}}
+    paired = {"cold": {"cnn_contrastive": {"cnn_mse": [0.05, 0.15], "cnn_wpe": [-0.15, -0.05]}}}
+    found = module["verdicts"](means, {}, paired)
+    name = "Cold songs, InfoNCE against regression"
+    assert found[name].startswith("ahead") and found[f"{name} (2)"].startswith("behind")

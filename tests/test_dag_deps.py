@@ -38,8 +38,21 @@ def _imports(path: Path) -> set[str]:
     return {name for name in found if _module_file(name) is not None}
 
 
+def _stages_run(path: Path) -> set[str]:
+    """The modules of the stages a module runs by name: its ``RUNS_STAGES`` tuple (the
+    ``folds`` stage runs the training stages on each cold fold)."""
+    modules = {s.name: s.module for s in registry.STAGES}
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "RUNS_STAGES" for t in node.targets
+        ):
+            return {modules[name] for name in ast.literal_eval(node.value)}
+    return set()
+
+
 def import_closure(module: str) -> set[str]:
-    """The source files (relative to the repository) ``module`` runs, itself included."""
+    """The source files (relative to the repository) ``module`` runs, itself included, and
+    those of the stages it runs by name (:func:`_stages_run`)."""
     seen: set[Path] = set()
     todo = [_module_file(module)]
     while todo:
@@ -47,7 +60,7 @@ def import_closure(module: str) -> set[str]:
         if path in seen:
             continue
         seen.add(path)
-        todo.extend(_module_file(name) for name in _imports(path))
+        todo.extend(_module_file(name) for name in _imports(path) | _stages_run(path))
     # Package __init__ files are left out: they hold a docstring and the version, nothing a
     # stage computes with (the last test holds them to that), and every stage would re-run
     # when the version changes.

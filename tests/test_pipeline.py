@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import (
@@ -348,8 +349,11 @@ def test_killed_stages_resume_and_every_run_gives_the_same_metrics(dvc_project):
 
 
 def test_the_pipeline_completes_on_a_messy_copy_of_the_world(dvc_project, tiny_world):
-    """Every bad-audio case and every repairable log row mixed into the tiny world."""
-    project = dvc_project(tiny_params(data={"root": "data/messy"}))
+    """Every bad-audio case and every repairable log row mixed into the tiny world; with two
+    cold folds, so that every song is scored cold once."""
+    params = tiny_params(data={"root": "data/messy"})
+    params["split"].update(cold_folds=2)
+    project = dvc_project(params)
     mixed = mix_into(tiny_world, project / "data" / "messy", clip_seconds=3.0)
     run(["dvc", "add", "data/messy"], project)
     run(["dvc", "repro"], project)
@@ -370,6 +374,19 @@ def test_the_pipeline_completes_on_a_messy_copy_of_the_world(dvc_project, tiny_w
     assert all(song in songs for song in used)
     metrics = json.loads((project / "reports" / "evaluation" / "metrics.json").read_text())
     assert set(metrics) == MODELS
+    # Two cold folds: fold 1's models trained by the folds stage, every song scored cold once.
+    split = json.loads((project / "data" / "split" / "split.json").read_text())
+    assert split["cold_folds"]["count"] == 2
+    n_songs = split["songs"]["total"]
+    assert split["cold_folds"]["cold_songs_scored"] == n_songs
+    fold_models = project / "data" / "folds" / "1" / "models"
+    assert {p.name for p in fold_models.iterdir() if p.is_dir()} == MODELS
+    cold = np.load(project / "data" / "evaluation" / "cold.npz")
+    assert sorted(cold["candidates"]) == list(range(n_songs))  # every song a cold candidate
+    assert set(cold["fold"]) == {0, 1} and len(cold["users"]) == metrics["wmf"]["cold"]["users"]
+    warm = np.load(project / "data" / "evaluation" / "warm.npz")
+    assert "fold" not in warm  # warm and cold_user: fold 0's
+    assert "cold songs scored in 2 folds" in (project / "reports" / "report.md").read_text()
 
 
 def test_a_world_missing_most_of_its_audio_stops_at_the_gate(dvc_project, tiny_world):

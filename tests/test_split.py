@@ -138,3 +138,62 @@ def test_new_artist_choice_never_lets_one_prolific_artist_swallow_the_cold_split
     only_big = np.array(["big"] * 90 + ["other"] * 10)
     assert new_artist_songs(only_big, 0.01, 0).sum() == 10  # none fits: the smallest
     assert not new_artist_songs(artists, 0.0, 0).any()
+
+
+def _log(n_users: int = 300, n_songs: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [
+        (f"u{u:03d}", f"s{s:03d}", int(rng.integers(1, 9)))
+        for u in range(n_users)
+        for s in rng.choice(n_songs, rng.integers(4, 20), replace=False)
+    ]
+    return pd.DataFrame(rows, columns=["user_id", "song_id", "play_count"])
+
+
+def test_cold_folds_hold_every_song_out_once_and_new_artists_whole():
+    from musicrec.split import fold_count, make_fold_splits
+
+    plays, songs = _log(), [f"s{s:03d}" for s in range(60)]
+    artists = np.array([f"a{s // 5}" for s in range(60)])  # 12 artists of 5 songs
+    cfg = SplitConfig(seed=3, new_artist_fraction=0.1, cold_folds=4)
+    folds = make_fold_splits(plays, songs, cfg, artists)
+    assert len(folds) == 4
+    cold = np.stack([(f.songs["role"] == "cold").to_numpy() for f in folds])
+    assert (cold.sum(axis=0) == 1).all()  # every song cold in exactly one fold
+    assert sorted(cold.sum(axis=1)) == [15, 15, 15, 15]  # folds as equal as can be
+    for fold, is_cold in zip(folds, cold, strict=True):
+        new = fold.songs["new_artist"].to_numpy()
+        assert new.any() and not (new & ~is_cold).any()  # a fold's new artists are its cold songs
+        for artist in set(artists[new]):  # held out whole: no song of theirs in training
+            assert is_cold[artists == artist].all()
+        train = fold.matrices["train"].tocsc()
+        assert np.diff(train.indptr)[is_cold].sum() == 0  # no cold song has a training play
+    again = make_fold_splits(plays, songs, cfg, artists)
+    assert all((a.songs == b.songs).all().all() for a, b in zip(folds, again, strict=True))
+    # auto: folds for a small catalogue, one for a large one; one fold is the plain split
+    assert fold_count(SplitConfig(), 60) == (5, fold_count(SplitConfig(), 60)[1])
+    assert fold_count(SplitConfig(), 5000)[0] == 1
+    assert fold_count(SplitConfig(cold_song_fraction=0.0), 60)[0] == 1
+    one = make_fold_splits(plays, songs, SplitConfig(seed=3, cold_folds=1))
+    plain = make_splits(plays, songs, SplitConfig(seed=3, cold_folds=1))
+    assert len(one) == 1 and (one[0].songs == plain.songs).all().all()
+
+
+def test_fold_splits_are_written_beside_fold_0_and_read_back(tmp_path):
+    from musicrec.dataset import fold_split_dirs, load_splits, write_splits
+    from musicrec.split import make_fold_splits
+
+    folds = make_fold_splits(_log(), [f"s{s:03d}" for s in range(60)], SplitConfig(cold_folds=3))
+    summary = write_splits(folds[0], tmp_path / "split", folds[1:], {"count": 3, "why": "test"})
+    assert summary["cold_folds"] == {"count": 3, "why": "test", "cold_songs_scored": 60}
+    dirs = fold_split_dirs(tmp_path / "split")
+    assert [d.name for d in dirs] == ["split", "1", "2"]
+    back = load_splits(dirs[2])
+    assert (back.songs["role"] == folds[2].songs["role"]).all()
+    assert fold_split_dirs(tmp_path / "nothing") == [tmp_path / "nothing"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, "some", 2.5, True])
+def test_bad_cold_folds_are_one_clear_error(bad):
+    with pytest.raises(MusicrecError, match="split.cold_folds"):
+        SplitConfig(cold_folds=bad)

@@ -72,9 +72,40 @@ class Splits:
         return ids_digest(self.songs["song_id"], self.users["user_id"])
 
 
-def write_splits(splits: Splits, out_dir: Path) -> dict:
-    """Write a :class:`Splits` to a folder atomically; return its summary."""
-    summary = {
+def write_splits(
+    splits: Splits,
+    out_dir: Path,
+    folds: list[Splits] | None = None,
+    fold_choice: dict | None = None,
+) -> dict:
+    """Write a :class:`Splits` to a folder atomically; return its summary.
+
+    ``folds``: the splits of cold folds 1 to K-1 (:mod:`musicrec.split`), written inside it to
+    ``folds/<k>/`` (each a split folder :func:`load_splits` reads); ``fold_choice`` (``count``
+    K and ``why``) goes in ``split.json`` as ``cold_folds``.
+    """
+    folds = folds or []
+    summary = split_summary(splits)
+    summary["cold_folds"] = fold_choice or {"count": 1 + len(folds), "why": "split.cold_folds"}
+    if folds:
+        summary["cold_folds"]["cold_songs_scored"] = int(
+            (splits.songs["role"] == "cold").sum()
+            + sum(int((f.songs["role"] == "cold").sum()) for f in folds)
+        )
+    with atomic_path(Path(out_dir)) as tmp:
+        tmp.mkdir()
+        _write_split_files(splits, tmp)
+        for k, fold in enumerate(folds, start=1):
+            (tmp / "folds" / str(k)).mkdir(parents=True)
+            _write_split_files(fold, tmp / "folds" / str(k))
+            write_json(tmp / "folds" / str(k) / "split.json", split_summary(fold))
+        write_json(tmp / "split.json", summary)
+    return summary
+
+
+def split_summary(splits: Splits) -> dict:
+    """Counts of songs, users and pairs per role and matrix (``split.json``)."""
+    return {
         "songs": {
             "total": len(splits.songs),
             **splits.songs["role"].value_counts().to_dict(),
@@ -84,14 +115,22 @@ def write_splits(splits: Splits, out_dir: Path) -> dict:
         "users": {"total": len(splits.users), **splits.users["role"].value_counts().to_dict()},
         "pairs": {name: int(m.nnz) for name, m in splits.matrices.items()},
     }
-    with atomic_path(Path(out_dir)) as tmp:
-        tmp.mkdir()
-        splits.songs.to_csv(tmp / "songs.tsv", sep="\t", index=False)
-        splits.users.to_csv(tmp / "users.tsv", sep="\t", index=False)
-        for name, matrix in splits.matrices.items():
-            sp.save_npz(tmp / f"{name}.npz", matrix)
-        write_json(tmp / "split.json", summary)
-    return summary
+
+
+def _write_split_files(splits: Splits, folder: Path) -> None:
+    splits.songs.to_csv(folder / "songs.tsv", sep="\t", index=False)
+    splits.users.to_csv(folder / "users.tsv", sep="\t", index=False)
+    for name, matrix in splits.matrices.items():
+        sp.save_npz(folder / f"{name}.npz", matrix)
+
+
+def fold_split_dirs(split_dir: Path) -> list[Path]:
+    """The split folders of every cold fold, fold 0 (``split_dir`` itself) first."""
+    folds = Path(split_dir) / "folds"
+    if not folds.is_dir():
+        return [Path(split_dir)]
+    extra = sorted((p for p in folds.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    return [Path(split_dir), *extra]
 
 
 def load_splits(split_dir: Path) -> Splits:

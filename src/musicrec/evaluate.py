@@ -31,7 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from musicrec import registry
-from musicrec.dataset import Splits, load_splits
+from musicrec.dataset import Splits, fold_split_dirs, load_splits
 from musicrec.errors import MusicrecError
 from musicrec.io import atomic_path, load_params, write_json
 from musicrec.metrics import (
@@ -62,6 +62,19 @@ class Evaluation:
     per_user: dict
 
 
+@dataclass
+class Fold:
+    """One cold fold after the first: its split, its models and its WMF song targets."""
+
+    splits: Splits
+    models: list[ModelVectors]
+    song_targets: np.ndarray | None = None
+
+
+# The splits scored on every cold fold and pooled; the others are scored on fold 0 alone.
+POOLED = ("cold", "all", "cold_new_artist")
+
+
 def evaluate_models(
     splits: Splits,
     models: list[ModelVectors],
@@ -71,6 +84,7 @@ def evaluate_models(
     seed: int,
     song_targets: np.ndarray | None = None,
     max_users: int = 0,
+    folds: list[Fold] | tuple[Fold, ...] = (),
 ) -> Evaluation:
     """Score every model on every split it declares (``max_users``: see :func:`split_tasks`).
 
@@ -78,84 +92,107 @@ def evaluate_models(
     and ``cosine`` of its cold songs' vectors against ``song_targets`` (WMF factors of every
     song, cold ones folded in; see :func:`musicrec.models.factorization.song_targets`).
 
+    With ``folds`` (cold folds 1 to K-1, :mod:`musicrec.folds`), the ``POOLED`` splits are
+    scored on every fold, each fold's model of a name on that fold's task, and pooled: a mean
+    is over (fold, user) rows, and every song is a cold candidate once. ``warm`` and
+    ``cold_user`` are fold 0's.
+
     Intervals come from a two-way bootstrap (:class:`musicrec.metrics.TwoWayResamples`): one
     set of resamples of a split's users and candidate songs, shared by every model on it, so
-    that two models' resampled means can be subtracted into a paired interval.
+    that two models' resampled means can be subtracted into a paired interval. A user scored
+    on several folds is one user there: drawn or not, on every fold at once.
 
-    The per-user arrays of a split are ``users`` [shape=(n_users,)], ``<model>:<metric>``
-    [shape=(n_users,)], and, per relevant (user, song) entry, ``entry_users`` and
+    The per-user arrays of a split are ``users`` [shape=(n_rows,)], ``<model>:<metric>``
+    [shape=(n_rows,)], and, per relevant (user, song) entry, ``entry_users`` and
     ``entry_songs`` (user and song indices) and ``<model>:rank`` (the song's 0-based place in
     the user's ranking) [shape=(n_entries,)], with ``n_valid`` (candidates each user could be
     recommended) and ``candidates`` (the split's songs): enough to recompute any metric per
-    entry (:func:`musicrec.metrics.entry_contributions`).
+    entry (:func:`musicrec.metrics.entry_contributions`). On a pooled split with folds, a row
+    is a (fold, user): ``users`` and ``entry_users`` hold ``fold * n_users + user`` and
+    ``fold`` the fold.
     """
-    tasks = split_tasks(splits, max_users, seed)
+    n_users = splits.matrices["train"].shape[0]
+    parts = {
+        name: [(0, task, {m.name: m for m in models}, song_targets)]
+        for name, task in split_tasks(splits, max_users, seed).items()
+    }
+    for k, fold in enumerate(folds, start=1):
+        by_name = {m.name: m for m in fold.models}
+        for name, task in split_tasks(fold.splits, max_users, seed).items():
+            if name in POOLED and name in parts:
+                parts[name].append((k, task, by_name, fold.song_targets))
     rng = np.random.default_rng(seed)
     tiebreak_seeds = draw_tiebreak_seeds(rng)
+    layouts = {name: _pooled_layout(name_parts, n_users) for name, name_parts in parts.items()}
     resamples = {
-        name: TwoWayResamples.draw(rng, n_bootstrap, len(t.users), len(t.candidates))
-        for name, t in tasks.items()
+        name: TwoWayResamples.draw(rng, n_bootstrap, *layout.n_units)
+        for name, layout in layouts.items()
     }
+    per_user = {name: dict(layout.arrays) for name, layout in layouts.items()}
     means: dict = {}
-    per_user: dict = {}
-    entry_rows, entry_cols = {}, {}
-    for name, task in tasks.items():
-        entries = task.relevant.tocoo()
-        entry_rows[name], entry_cols[name] = entries.row, entries.col
-        per_user[name] = {
-            "users": task.users,
-            "entry_users": task.users[entries.row].astype(np.int32),
-            "entry_songs": task.candidates[entries.col].astype(np.int32),
-            "n_valid": (
-                len(task.candidates) - np.asarray((task.excluded > 0).sum(axis=1)).ravel()
-            ).astype(np.int32),
-            "candidates": task.candidates.astype(np.int32),
-        }
+    intervals: dict = {}
     # Each model's resampled mAP per split, kept for the paired intervals (the other metrics'
     # resamples are reduced to their intervals as each model is scored: memory stays at
     # n_resamples x n_models per split, whatever the number of entries).
     map_key = registry.map_key(map_k)
-    map_samples: dict[str, dict[str, np.ndarray]] = {name: {} for name in tasks}
-    intervals: dict = {}
-    jobs = [(m, t) for m in models for t in tasks.values() if registry.scores_on(m.splits, t.name)]
-    for model, task in tqdm(jobs, desc="evaluate", unit="model x split"):
-        if len(task.users) == 0:
-            raise MusicrecError(
-                f"evaluate: the {task.name} split has no users to score; "
-                "check the split params and the data size"
+    map_samples: dict[str, dict[str, np.ndarray]] = {name: {} for name in parts}
+    jobs = [(m, name) for m in models for name in parts if registry.scores_on(m.splits, name)]
+    for model, name in tqdm(jobs, desc="evaluate", unit="model x split"):
+        layout = layouts[name]
+        scored = []
+        for k, task, by_name, _ in parts[name]:
+            if len(task.users) == 0:
+                raise MusicrecError(
+                    f"evaluate: the {name} split{f' of cold fold {k}' if k else ''} has no "
+                    "users to score; check the split params and the data size"
+                )
+            if model.name not in by_name:
+                raise MusicrecError(
+                    f"evaluate: cold fold {k} has no model {model.name}; rerun `dvc repro folds`"
+                )
+            scored.append(score_task(by_name[model.name], task, map_k, ks, tiebreak_seeds[name]))
+        metrics = list(scored[0].per_user)
+        split_means = {
+            key: round(
+                float(np.average([s.coverage[key] for s in scored], weights=layout.sizes)), 6
             )
-        scores = score_task(model, task, map_k, ks, tiebreak_seeds[task.name])
-        split_means = {name: round(value, 6) for name, value in scores.coverage.items()}
-        metrics = list(scores.per_user)
-        for metric, values in scores.per_user.items():
+            for key in scored[0].coverage
+        }
+        per_row = {m: np.concatenate([s.per_user[m] for s in scored]) for m in metrics}
+        for metric, values in per_row.items():
             split_means[metric] = round(float(np.nanmean(values)), 6)
-            per_user[task.name][f"{model.name}:{metric}"] = values.astype(np.float32)
-        per_user[task.name][f"{model.name}:rank"] = scores.ranks.astype(np.int32)
-        # Contributions in the task's CSR order, which tocoo keeps (entry_rows, entry_cols).
+            per_user[name][f"{model.name}:{metric}"] = values.astype(np.float32)
+        per_user[name][f"{model.name}:rank"] = np.concatenate([s.ranks for s in scored]).astype(
+            np.int32
+        )
         contributions = np.stack(
             [
-                impute_missing(scores.per_entry[m], scores.per_user[m], entry_rows[task.name])
+                impute_missing(
+                    np.concatenate([s.per_entry[m] for s in scored]), per_row[m], layout.entry_rows
+                )
                 for m in metrics
             ],
             axis=1,
         )
         samples = two_way_means(
-            entry_rows[task.name], entry_cols[task.name], contributions, resamples[task.name]
+            layout.entry_units,
+            layout.entry_songs,
+            contributions,
+            resamples[name],
+            layout.entry_rows,
         )
         bounds = percentile_intervals(samples)
-        intervals.setdefault(model.name, {})[task.name] = {
+        intervals.setdefault(model.name, {})[name] = {
             metric: [round(float(low), 6), round(float(high), 6)]
             for metric, (low, high) in zip(metrics, bounds, strict=True)
         }
-        map_samples[task.name][model.name] = samples[:, metrics.index(map_key)]
-        split_means["users"] = len(task.users)
-        if (
-            task.name == "cold"
-            and model.predicts == "wmf_song_factors"
-            and (song_targets is not None)
-        ):
-            split_means.update(factor_agreement(model.song_vectors, song_targets, task.candidates))
-        means.setdefault(model.name, {})[task.name] = split_means
+        map_samples[name][model.name] = samples[:, metrics.index(map_key)]
+        split_means["users"] = len(per_row[map_key])
+        if name == "cold" and model.predicts == "wmf_song_factors":
+            agreement = _pooled_agreement(parts[name], model.name)
+            if agreement is not None:
+                split_means.update(agreement)
+        means.setdefault(model.name, {})[name] = split_means
     paired = {
         name: {
             a: {
@@ -169,6 +206,67 @@ def evaluate_models(
         if by_model
     }
     return Evaluation(means, intervals, paired, per_user)
+
+
+@dataclass
+class _Layout:
+    """Where one split's rows and entries are, over the folds it is scored on."""
+
+    arrays: dict  # the npz arrays that do not depend on the model
+    entry_rows: np.ndarray  # each entry's row (a (fold, user) pair)
+    entry_units: np.ndarray  # each entry's resampled user (the same user on every fold)
+    entry_songs: np.ndarray  # each entry's resampled song
+    n_units: tuple[int, int]  # users and songs resampled
+    sizes: list[int]  # candidates per fold (weights of coverage@k)
+
+
+def _pooled_layout(parts: list, n_users: int) -> _Layout:
+    pooled = len(parts) > 1
+    rows, users, songs, keys, n_valid, folds, offset = [], [], [], [], [], [], 0
+    for k, task, _, _ in parts:
+        entries = task.relevant.tocoo()  # CSR order, the order of the contributions
+        rows.append(entries.row + offset)
+        users.append(task.users[entries.row])
+        songs.append(task.candidates[entries.col])
+        keys.append(task.users + (k * n_users if pooled else 0))
+        n_valid.append(len(task.candidates) - np.asarray((task.excluded > 0).sum(axis=1)).ravel())
+        folds.append(np.full(len(task.users), k))
+        offset += len(task.users)
+    users_all, songs_all = np.concatenate(users), np.concatenate(songs)
+    unit_ids, entry_units = np.unique(users_all, return_inverse=True)
+    candidates = np.unique(np.concatenate([task.candidates for _, task, _, _ in parts]))
+    rows_all = np.concatenate(rows)
+    row_keys = np.concatenate(keys)
+    arrays = {
+        "users": row_keys,
+        "entry_users": row_keys[rows_all].astype(np.int64 if pooled else np.int32),
+        "entry_songs": songs_all.astype(np.int32),
+        "n_valid": np.concatenate(n_valid).astype(np.int32),
+        "candidates": candidates.astype(np.int32),
+    }
+    if pooled:
+        arrays["fold"] = np.concatenate(folds).astype(np.int32)
+    return _Layout(
+        arrays,
+        rows_all,
+        entry_units,
+        np.searchsorted(candidates, songs_all),
+        (len(unit_ids), len(candidates)),
+        [len(task.candidates) for _, task, _, _ in parts],
+    )
+
+
+def _pooled_agreement(parts: list, name: str) -> dict | None:
+    """R^2 and cosine of a content model's cold-song vectors against each fold's WMF targets,
+    pooled over the folds (:func:`musicrec.ranking.factor_agreement`)."""
+    predicted, targets = [], []
+    for _, task, by_name, fold_targets in parts:
+        if fold_targets is None:
+            return None
+        predicted.append(by_name[name].song_vectors[task.candidates])
+        targets.append(fold_targets[task.candidates])
+    stacked = np.concatenate(predicted)
+    return factor_agreement(stacked, np.concatenate(targets), np.arange(len(stacked)))
 
 
 def headline(means: dict, map_k: int) -> dict:
@@ -198,6 +296,28 @@ def recall_curves(means: dict, ks: list[int]) -> dict[str, pd.DataFrame]:
     return curves
 
 
+def load_folds(split_dir: Path, folds_dir: Path, index_digest: str) -> list[Fold]:
+    """Cold folds 1 to K-1: each one's split (``<split_dir>/folds/<k>``) and models
+    (``<folds_dir>/<k>/models``, the ``folds`` stage's)."""
+    folds = []
+    for k, fold_split in enumerate(fold_split_dirs(split_dir)[1:], start=1):
+        model_dir = Path(folds_dir) / str(k) / "models"
+        found = discover_models(model_dir) if model_dir.is_dir() else []
+        if not found:
+            raise MusicrecError(
+                f"evaluate: {split_dir} has cold fold {k} but {model_dir} holds no model; run "
+                "`dvc repro folds` (or `musicrec folds`)"
+            )
+        folds.append(
+            Fold(
+                load_splits(fold_split),
+                [load_model(d, index_digest) for d in found],
+                _song_targets(model_dir / "wmf" / "song_targets.npy"),
+            )
+        )
+    return folds
+
+
 def _song_targets(path: Path) -> np.ndarray | None:
     return np.load(path) if path.exists() else None
 
@@ -222,6 +342,12 @@ class EvaluateConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = stage_parser("evaluate", __doc__, ["evaluate"], ("split", "models", "per_user"))
+    parser.add_argument(
+        "--folds",
+        type=Path,
+        default=Path("data/folds"),
+        help="the models of cold folds 1 to K-1 (the folds stage's output; default: data/folds)",
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     cfg = read_config(params, "evaluate", EvaluateConfig)
@@ -241,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.seed,
             _song_targets(args.models / "wmf" / "song_targets.npy"),
             cfg.max_users,
+            load_folds(args.split, args.folds, splits.index_digest),
         )
         means, intervals = evaluation.means, evaluation.intervals
         write_json(args.reports / "metrics.json", headline(means, cfg.map_k))

@@ -415,7 +415,11 @@ def _counts(draws: np.ndarray, n: int) -> np.ndarray:
 
 
 def two_way_means(
-    users: np.ndarray, songs: np.ndarray, values: np.ndarray, resamples: TwoWayResamples
+    users: np.ndarray,
+    songs: np.ndarray,
+    values: np.ndarray,
+    resamples: TwoWayResamples,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """The mean over users of each column's per-user metric, under every two-way resample.
 
@@ -428,6 +432,9 @@ def two_way_means(
         Each entry's contribution to its user's metric (:func:`entry_contributions`), one
         column per (model, metric); no NaN. A user's entries sum to the user's metric.
     resamples : TwoWayResamples
+    rows : np.ndarray [shape=(n_entries,), dtype=int], optional
+        Each entry's row, the unit a mean is over, where it is not the user: a user scored on
+        several cold folds has a row per fold, one resampled user (default: ``users``).
 
     Returns
     -------
@@ -448,9 +455,9 @@ def two_way_means(
     per-entry weights [shape=(block, n_entries)] with ``values``.
     """
     users, songs = np.asarray(users), np.asarray(songs)
+    rows = users if rows is None else np.asarray(rows)
     values = np.asarray(values, dtype=np.float64).reshape(len(users), -1)
-    n_relevant = np.bincount(users, minlength=resamples.n_users)
-    entry_weight = 1.0 / n_relevant[users]
+    entry_weight = 1.0 / np.bincount(rows)[rows]
     cells = max(len(users), resamples.n_users + resamples.n_songs, 1)
     rows = max(1, RESAMPLE_BLOCK_CELLS // cells)
     out = []

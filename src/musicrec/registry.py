@@ -89,6 +89,7 @@ STAGES: tuple[Stage, ...] = (
         "musicrec.models.hybrid",
         "weighted, switching and mixed hybrids; content profile",
     ),
+    Stage("folds", "musicrec.folds", "every model trained again on each cold fold after the first"),
     Stage("evaluate", "musicrec.evaluate", "score every model on every split"),
     Stage("report", "musicrec.report", "write reports/report.md and report.html"),
 )

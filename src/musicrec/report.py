@@ -643,6 +643,19 @@ def skipped_models_text(timings_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def folds_text(cold_folds: dict | None) -> str:
+    """How many cold folds the split dealt the songs into, and why (``split.json``), or ""."""
+    if not cold_folds or cold_folds.get("count", 1) == 1:
+        why = f" ({md_prose(cold_folds['why'])})" if cold_folds else ""
+        return f" One cold fold{why}: the cold split is one draw of songs."
+    return (
+        f" {cold_folds.get('cold_songs_scored', '?')} cold songs scored in {cold_folds['count']} "
+        f"folds ({md_prose(cold_folds['why'])}): each song is cold in one fold, every model is "
+        "trained per fold (fold 0 is the one `recommend` serves), and the cold, all and "
+        "new-artist scores pool the folds."
+    )
+
+
 def context_columns_text(timings_dir: Path) -> str:
     """Which songs.csv columns the context models read (their stages' timing records), or ""."""
     lines = []
@@ -673,7 +686,8 @@ def build_report(reports: Path, split_dir: Path) -> str:
         "# musicrec report",
         f"Data: {songs['total']} songs ({songs.get('cold', 0)} held out cold, "
         f"{songs['validation']} warm songs in the validation slice), {users['total']} users "
-        f"({users.get('cold_user', 0)} held out as new users), {pairs['all']} (user, song) pairs.",
+        f"({users.get('cold_user', 0)} held out as new users), {pairs['all']} (user, song) pairs."
+        f"{folds_text(split_summary.get('cold_folds'))}",
         "Metrics are means over users with 95% intervals that resample users and songs; a "
         "Finding says ahead or behind where the paired interval of the difference excludes 0 "
         "(docs/evaluation.md). "
