@@ -105,11 +105,16 @@ def test_the_new_user_task_takes_users_out_of_the_fit_and_splits_their_plays():
 def test_popularity_is_weighed_where_listening_follows_it_and_not_where_it_does_not():
     cfg = TuneConfig(trials=0, map_k=50, new_user_share=0.2)
     base = WMFConfig(factors=8, iterations=8, n_jobs=1)
-    pulled, scores = choose_popularity(_popular_world(0.8), base, cfg)
-    assert pulled.popularity_weight > 0 and pulled.new_user_popularity > 0
+    world = _popular_world(0.8)
+    pulled, scores = choose_popularity(world, base, cfg)
+    assert pulled.popularity_weight > 0
     assert scores["popularity_weight"][pulled.popularity_weight] > scores["popularity_weight"][0.0]
-    gain = scores["new_user_popularity"][pulled.new_user_popularity]
-    assert gain > scores["new_user_popularity"][0.0]
     assert (pulled.factors, pulled.alpha) == (base.factors, base.alpha)  # factors as chosen
+    # Known users held to no popularity: new users, whose few seed plays say little, take it
+    no_beta = dataclasses.replace(cfg, popularity_weights=(0.0,))
+    new_only, scores = choose_popularity(world, base, no_beta)
+    assert new_only.popularity_weight == 0 and new_only.new_user_popularity > 0
+    gain = scores["new_user_popularity"][new_only.new_user_popularity]
+    assert gain > scores["new_user_popularity"][0.0]
     taste, _ = choose_popularity(_popular_world(0.0), base, cfg)
     assert taste.popularity_weight < pulled.popularity_weight
