@@ -41,7 +41,13 @@ from musicrec.metrics import (
     two_way_means,
 )
 from musicrec.models.vectors import ModelVectors, discover_models, load_model
-from musicrec.ranking import draw_tiebreak_seeds, factor_agreement, score_task, split_tasks
+from musicrec.ranking import (
+    MIN_VIEW_SONGS,
+    draw_tiebreak_seeds,
+    factor_agreement,
+    score_task,
+    split_tasks,
+)
 from musicrec.stage import read_config, run_stage, stage_parser
 
 
@@ -112,15 +118,23 @@ def evaluate_models(
     ``fold`` the fold.
     """
     n_users = splits.matrices["train"].shape[0]
-    parts = {
-        name: [(0, task, {m.name: m for m in models}, song_targets)]
-        for name, task in split_tasks(splits, max_users, seed).items()
-    }
-    for k, fold in enumerate(folds, start=1):
-        by_name = {m.name: m for m in fold.models}
-        for name, task in split_tasks(fold.splits, max_users, seed).items():
-            if name in POOLED and name in parts:
-                parts[name].append((k, task, by_name, fold.song_targets))
+    parts: dict[str, list] = {}
+    every = [(0, splits, models, song_targets)]
+    every += [(k, f.splits, f.models, f.song_targets) for k, f in enumerate(folds, start=1)]
+    # With folds, a fold's new artists may be few or none: the view is kept where all folds
+    # together hold MIN_VIEW_SONGS of their songs.
+    min_view = 1 if folds else MIN_VIEW_SONGS
+    for k, fold_splits, fold_models, targets in every:
+        by_name = {m.name: m for m in fold_models}
+        for name, task in split_tasks(fold_splits, max_users, seed, min_view).items():
+            if (k == 0 or name in POOLED) and not (
+                name == "cold_new_artist" and not len(task.users)
+            ):
+                parts.setdefault(name, []).append((k, task, by_name, targets))
+    view = parts.get("cold_new_artist", [])
+    if sum(len(task.candidates) for _, task, _, _ in view) < MIN_VIEW_SONGS:
+        parts.pop("cold_new_artist", None)
+    parts = {name: parts[name] for name in registry.SPLITS if name in parts}
     rng = np.random.default_rng(seed)
     tiebreak_seeds = draw_tiebreak_seeds(rng)
     layouts = {name: _pooled_layout(name_parts, n_users) for name, name_parts in parts.items()}

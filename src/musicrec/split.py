@@ -145,8 +145,9 @@ def assign_folds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Deal the songs into ``k`` cold folds of sizes as equal as can be.
 
-    The new artists (:func:`new_artist_songs`, ``new_artist_fraction`` of the songs per fold)
-    go whole, largest first, to the fold with the fewest of their songs so far; the other songs
+    The new artists (:func:`new_artist_songs`: ``new_artist_fraction`` of the songs in all, as
+    with one fold, so that the cold songs are not more and more whole artists as K grows) go
+    whole, largest first, to the fold with the fewest of their songs so far; the other songs
     are dealt in a seeded random order, each to the smallest fold.
 
     Returns
@@ -156,9 +157,7 @@ def assign_folds(
     """
     rng = np.random.default_rng([cfg.seed, 101])
     new_artist = (
-        new_artist_songs(
-            np.asarray(artists, dtype=str), min(0.9, cfg.new_artist_fraction * k), cfg.seed
-        )
+        new_artist_songs(np.asarray(artists, dtype=str), cfg.new_artist_fraction, cfg.seed)
         if artists is not None
         else np.zeros(n_songs, bool)
     )
