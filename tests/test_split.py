@@ -188,7 +188,9 @@ def test_fold_splits_are_written_beside_fold_0_and_read_back(tmp_path):
 
     folds = make_fold_splits(_log(), [f"s{s:03d}" for s in range(60)], SplitConfig(cold_folds=3))
     summary = write_splits(folds[0], tmp_path / "split", folds[1:], {"count": 3, "why": "test"})
-    assert summary["cold_folds"] == {"count": 3, "why": "test", "cold_songs_scored": 60}
+    assert summary["cold_folds"] == {
+        "count": 3, "why": "test", "cold_songs_scored": 60, "new_artist_songs_scored": 0,
+    }  # fmt: skip
     dirs = fold_split_dirs(tmp_path / "split")
     assert [d.name for d in dirs] == ["split", "1", "2"]
     back = load_splits(dirs[2])

@@ -88,9 +88,12 @@ def write_splits(
     summary = split_summary(splits)
     summary["cold_folds"] = fold_choice or {"count": 1 + len(folds), "why": "split.cold_folds"}
     if folds:
-        summary["cold_folds"]["cold_songs_scored"] = int(
-            (splits.songs["role"] == "cold").sum()
-            + sum(int((f.songs["role"] == "cold").sum()) for f in folds)
+        every = [splits, *folds]
+        summary["cold_folds"]["cold_songs_scored"] = sum(
+            int((f.songs["role"] == "cold").sum()) for f in every
+        )
+        summary["cold_folds"]["new_artist_songs_scored"] = sum(
+            int(f.songs["new_artist"].sum()) for f in every
         )
     with atomic_path(Path(out_dir)) as tmp:
         tmp.mkdir()

@@ -698,7 +698,10 @@ def build_report(reports: Path, split_dir: Path) -> str:
         if any(split in v for v in means.values()):
             parts += [f"## Split `{split}`", comparison_table(means, intervals, split, ks)]
     paired = read_json(reports / "evaluation" / "paired.json")
-    findings = findings_section(means, intervals, paired, songs.get("new_artist"))
+    new_artist = split_summary.get("cold_folds", {}).get(
+        "new_artist_songs_scored", songs.get("new_artist")
+    )  # with cold folds, the view pools every fold's new artists
+    findings = findings_section(means, intervals, paired, new_artist)
     skipped = "\n".join(
         text
         for text in (
