@@ -243,7 +243,7 @@ def _pooled_layout(parts: list, n_users: int) -> _Layout:
         users.append(task.users[entries.row])
         songs.append(task.candidates[entries.col])
         keys.append(task.users + (k * n_users if pooled else 0))
-        n_valid.append(len(task.candidates) - np.asarray((task.excluded > 0).sum(axis=1)).ravel())
+        n_valid.append(task.valid_counts())
         folds.append(np.full(len(task.users), k))
         offset += len(task.users)
     users_all, songs_all = np.concatenate(users), np.concatenate(songs)

@@ -108,31 +108,16 @@ def run_folds(
     return done
 
 
-def fold_model_dirs(folds_dir: Path, k: int) -> Path:
-    """Where fold ``k``'s models are (fold 0's are the DAG's own ``data/models``)."""
-    return Path(folds_dir) / str(k) / "models"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = stage_parser("folds", __doc__, ["split"], ("split",), out=Path("data/folds"))
-    parser.add_argument(
-        "--features",
-        type=Path,
-        default=Path("data/features"),
-        help="features folder (default: data/features)",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=Path(".cache/checkpoints/folds"),
-        help="training checkpoints of the fold runs (default: .cache/checkpoints/folds)",
+    parser = stage_parser(
+        "folds", __doc__, ["split"], ("split", "features", "checkpoints"), out=Path("data/folds")
     )
     args = parser.parse_args(argv)
     with run_stage("folds", args) as (record, _):
         with atomic_path(args.out) as tmp:
             tmp.mkdir()
             done = run_folds(
-                args.split, tmp, args.params, args.features, args.checkpoints.resolve()
+                args.split, tmp, args.params, args.features, (args.checkpoints / "folds").resolve()
             )
             write_json(tmp / "folds.json", {"folds": done})
         record.update(folds=1 + len(done))

@@ -55,6 +55,10 @@ class SplitTask:
     excluded: sp.csr_matrix
     relevant: sp.csr_matrix
 
+    def valid_counts(self) -> np.ndarray:
+        """Candidates each user can be recommended (not excluded) [shape=(n_eval_users,)]."""
+        return len(self.candidates) - np.asarray((self.excluded > 0).sum(axis=1)).ravel()
+
 
 def sample_users(users: np.ndarray, max_users: int, seed: int, stream: int) -> np.ndarray:
     """A fixed uniform sample of ``max_users`` of ``users`` [shape=(n,)], sorted; all of them
@@ -243,7 +247,7 @@ def score_task(
             for k in ks:
                 covered[k] |= batch_covered[k]
     ranks = np.concatenate(parts)
-    n_valid = n_candidates - np.asarray((task.excluded > 0).sum(axis=1)).ravel()
+    n_valid = task.valid_counts()
     per_entry = entry_contributions(ranks, task.relevant, n_valid, map_k, ks)
     return TaskScores(
         per_user_sums(per_entry, task.relevant),

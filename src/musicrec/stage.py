@@ -42,6 +42,11 @@ LAYOUT = {
     "split": (Path("data/split"), "evaluation splits (split's output)"),
     "models": (Path("data/models"), "one folder per model"),
     "per_user": (Path("data/evaluation"), "per-user metric values"),
+    "features": (Path("data/features"), "features folder"),
+    "checkpoints": (
+        Path(".cache/checkpoints"),
+        "training checkpoints, resumed after an interruption",
+    ),
 }
 
 

@@ -456,19 +456,7 @@ def publish_tuning(name: str, record: dict, tracker, reports: Path) -> None:
 def content_stage_parser(name: str, doc: str, sections: list[str]) -> argparse.ArgumentParser:
     """The command line of a content-model stage: the usual folders plus features and
     checkpoints."""
-    parser = stage_parser(name, doc, sections, ("split", "models"))
-    parser.add_argument(
-        "--features",
-        type=Path,
-        default=Path("data/features"),
-        help="features folder (default: data/features)",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=Path(".cache/checkpoints"),
-        help="training checkpoints, resumed after an interruption (default: .cache/checkpoints)",
-    )
+    parser = stage_parser(name, doc, sections, ("split", "models", "features", "checkpoints"))
     return parser
 
 
